@@ -1,0 +1,18 @@
+//! The pure core of Chitty-Chat.
+//!
+//! Everything here is plain data and arithmetic: it performs no I/O, spawns no tasks and cannot fail for
+//! network reasons, so it is tested exhaustively, with property tests where the input space is large.
+//!
+//! # Layout
+//!
+//! - [`lamport`]: the one Lamport clock type every node uses, the service and every participant.
+//! - [`validate`]: what makes a participant name and a chat message acceptable, with errors that say why.
+//! - [`event`]: the events the service orders and broadcasts (joined, message, left), and the exact
+//!   sentences the assignment prescribes for joins and leaves.
+
+pub mod event;
+pub mod lamport;
+pub mod validate;
+
+pub use event::{Event, EventDraft, EventKind};
+pub use lamport::LamportClock;

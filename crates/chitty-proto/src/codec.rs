@@ -1,0 +1,129 @@
+//! The codec behind every generated Chitty-Chat method.
+//!
+//! tonic-prost's `ProstCodec` answers every protobuf decode error with `INTERNAL`. That is right when a
+//! client fails to decode a response (the server sent something broken) and wrong when the server fails to
+//! decode a request: a participant that sends a `text` field holding invalid UTF-8 made a mistake of its
+//! own, and the gRPC status code guide calls that `INVALID_ARGUMENT`.
+//!
+//! So whose fault a decode error is depends on who sent the message, and each message type says so through
+//! [`DecodeFault`]. Encoding is tonic-prost's, unchanged.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::codec::{BufferSettings, DecodeBuf, Decoder as TonicDecoder};
+use tonic::{Code, Status};
+use tonic_prost::ProstEncoder;
+
+use crate::v1;
+
+/// Whose mistake it is when a message of this type fails to decode, as the status code to answer with.
+pub trait DecodeFault {
+    /// The code of the status returned when a message of this type cannot be decoded.
+    const CODE: Code;
+}
+
+macro_rules! decode_fault {
+    ($code:expr => $($message:ty),+ $(,)?) => {
+        $(impl DecodeFault for $message { const CODE: Code = $code; })+
+    };
+}
+
+// Requests come from participants: a broken one is the caller's mistake.
+decode_fault!(Code::InvalidArgument =>
+    v1::JoinRequest, v1::BroadcastRequest, v1::PublishRequest, v1::LeaveRequest);
+// Responses and events come from the service: a broken one is the service's fault.
+decode_fault!(Code::Internal =>
+    v1::JoinResponse, v1::Event, v1::PublishResponse, v1::LeaveResponse);
+
+/// A gRPC codec encoding `T` and decoding `U` with prost.
+#[derive(Debug)]
+pub struct Codec<T, U> {
+    _types: PhantomData<fn(T) -> U>,
+}
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Self {
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + DecodeFault + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = Decoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Decoder { _type: PhantomData }
+    }
+}
+
+/// Decodes a `U`, answering a decode error with `U`'s [`DecodeFault::CODE`].
+#[derive(Debug)]
+pub struct Decoder<U> {
+    _type: PhantomData<fn() -> U>,
+}
+
+impl<U> TonicDecoder for Decoder<U>
+where
+    U: Message + Default + DecodeFault,
+{
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        U::decode(buf).map(Some).map_err(|error| {
+            Status::new(
+                U::CODE,
+                format!("the message could not be decoded as protobuf: {error}"),
+            )
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_blame_the_caller_and_responses_blame_the_service() {
+        assert_eq!(
+            <v1::PublishRequest as DecodeFault>::CODE,
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            <v1::JoinRequest as DecodeFault>::CODE,
+            Code::InvalidArgument
+        );
+        assert_eq!(<v1::Event as DecodeFault>::CODE, Code::Internal);
+        assert_eq!(<v1::JoinResponse as DecodeFault>::CODE, Code::Internal);
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_string_field_is_a_decode_error_that_names_the_field() {
+        // Field 1 (text), wire type 2 (length-delimited), 2 bytes: 0xff 0xfe, which is not UTF-8.
+        let bytes = [0x0a, 0x02, 0xff, 0xfe];
+        let error = <v1::PublishRequest as Message>::decode(&bytes[..])
+            .expect_err("invalid UTF-8 must not decode");
+        let text = error.to_string();
+        assert!(
+            text.contains("PublishRequest.text") && text.contains("UTF-8"),
+            "got {text:?}, want a message naming the field and UTF-8"
+        );
+    }
+}
