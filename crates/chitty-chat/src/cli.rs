@@ -1,0 +1,171 @@
+//! The command line: `chitty-chat serve`, `join` and `demo`, and what each does.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chitty_participant::ParticipantConfig;
+use chitty_service::{ChatConfig, HubConfig, ServeConfig};
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::demo::DemoArgs;
+use crate::logging::LogArgs;
+
+/// Chitty-Chat: a chat service over gRPC that keeps logical time with Lamport clocks.
+#[derive(Debug, Parser)]
+#[command(name = "chitty-chat", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Chitty-Chat service.
+    Serve(ServeArgs),
+    /// Join a chat as one participant: each line typed is published, each event received is printed.
+    ///
+    /// Every output line shows the event's seq, the service's Lamport time of the event, and this
+    /// participant's own Lamport time after receiving it. End of input, Ctrl-C or SIGTERM leaves.
+    Join(JoinArgs),
+    /// Demonstrate the whole system: a service and several participants, each its own process.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port; the chosen address is printed on standard output.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// How long a participant may go without an open Broadcast stream before it is announced as left.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// How many of the latest events the service holds for participants that reconnect.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    history: u32,
+    /// How many unread events a participant's stream may queue before it is cut off as too slow.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    stream_queue: u32,
+    /// How often to ping each participant's connection to find out whether it is still there.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is declared dead.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    keepalive_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct JoinArgs {
+    /// The name to join under: 1 to 32 printable characters, unique among those present.
+    #[arg(long)]
+    name: String,
+    /// The service's address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// How long to try reaching the service before giving up.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+}
+
+/// Runs the command line; errors come back to `main`, which prints them on one line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A participant without a log file shares its terminal with the chat: keep that readable.
+    let default_level = match (&cli.command, &cli.log.log_file) {
+        (Command::Join(_), None) => "warn",
+        _ => "info",
+    };
+    crate::logging::init(&cli.log, default_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Join(args) => join(args).await,
+            Command::Demo(args) => crate::demo::run(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    if !address.ip().is_loopback() {
+        warn!(
+            component = "service",
+            event = "plaintext",
+            address = %address,
+            reason = "serving plaintext gRPC on a non-loopback address: anyone on the network can read the chat",
+        );
+    }
+    let config = ServeConfig {
+        chat: ChatConfig {
+            grace: args.grace,
+            hub: HubConfig {
+                history_limit: args.history as usize,
+                queue_capacity: args.stream_queue as usize,
+            },
+        },
+        keepalive_interval: args.keepalive_interval,
+        keepalive_timeout: args.keepalive_timeout,
+    };
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}{address}", crate::harness::LISTENING)
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")?;
+    chitty_service::serve(listener, config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    let input = chitty_participant::input::spawn_reader(std::io::BufReader::new(std::io::stdin()));
+    let shutdown = CancellationToken::new();
+    let signalled = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signalled.cancel();
+    });
+    let config = ParticipantConfig {
+        server: args.server,
+        name: args.name,
+        connect_timeout: args.connect_timeout,
+    };
+    chitty_participant::run(
+        config,
+        input,
+        tokio::io::stdout(),
+        tokio::io::stderr(),
+        shutdown,
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(error) => {
+            warn!(event = "signal", reason = %error, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The participant's gRPC client.
+//!
+//! # Architecture invariant
+//!
+//! This is the only module of the participant that knows tonic. It turns calls into requests carrying the
+//! session token, responses and events into domain types, and every failure into a [`ClientError`] whose
+//! [`ErrorKind`] says what the participant should do about it. It keeps no clock: callers stamp requests and
+//! witness what comes back.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use chitty_core::{Event, EventKind};
+use chitty_proto::v1;
+use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
+use thiserror::Error;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status, Streaming};
+
+/// How long a unary call may take before the participant gives up on it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What kind of failure a call met, which decides what the participant does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The service could not be reached, or the connection broke.
+    Unreachable,
+    /// The name is taken by a participant who is present.
+    NameTaken,
+    /// The service refused the request's content, such as an invalid message.
+    Refused,
+    /// The session token is missing, unknown or ended.
+    SessionEnded,
+    /// The history no longer holds what the participant asked to replay.
+    HistoryGone,
+    /// The participant read its stream too slowly and was cut off; it may resume.
+    FellBehind,
+    /// A newer stream of the same session replaced this one.
+    Replaced,
+    /// The service is shutting down.
+    ServiceStopping,
+    /// Anything else: a bug on one side, or a service this participant does not understand.
+    Other,
+}
+
+/// A failed call: what kind of failure, the service's own words, and its Lamport time if it sent one.
+#[derive(Debug, Clone, Error)]
+#[error("{message}")]
+pub struct ClientError {
+    /// What kind of failure it was.
+    pub kind: ErrorKind,
+    /// What went wrong, in the service's words where it gave any.
+    pub message: String,
+    /// The service's Lamport time on the error, to witness.
+    pub lamport: Option<u64>,
+}
+
+impl ClientError {
+    fn unreachable(server: &str, cause: impl std::fmt::Display) -> Self {
+        Self {
+            kind: ErrorKind::Unreachable,
+            message: format!("cannot reach the Chitty-Chat service at {server}: {cause}"),
+            lamport: None,
+        }
+    }
+
+    fn from_status(server: &str, status: &Status) -> Self {
+        let kind = match status.code() {
+            Code::AlreadyExists => ErrorKind::NameTaken,
+            Code::InvalidArgument => ErrorKind::Refused,
+            Code::Unauthenticated => ErrorKind::SessionEnded,
+            Code::OutOfRange => ErrorKind::HistoryGone,
+            Code::ResourceExhausted => ErrorKind::FellBehind,
+            Code::Aborted => ErrorKind::Replaced,
+            // The service's own UNAVAILABLE carries its Lamport time; one that the transport made up
+            // (connection refused or broken) does not.
+            Code::Unavailable if status.metadata().contains_key("lamport") => {
+                ErrorKind::ServiceStopping
+            }
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                return Self::unreachable(server, describe(status));
+            }
+            _ => ErrorKind::Other,
+        };
+        Self {
+            kind,
+            message: status.message().to_owned(),
+            lamport: lamport_of(status.metadata()),
+        }
+    }
+}
+
+/// A status's message, or the deepest cause of a transport failure, which says what actually happened.
+fn describe(status: &Status) -> String {
+    let mut cause: Option<&dyn std::error::Error> = status.source();
+    let mut deepest = None;
+    while let Some(error) = cause {
+        deepest = Some(error.to_string());
+        cause = error.source();
+    }
+    deepest.unwrap_or_else(|| status.message().to_owned())
+}
+
+fn lamport_of(metadata: &MetadataMap) -> Option<u64> {
+    metadata.get("lamport")?.to_str().ok()?.parse().ok()
+}
+
+/// The service's answer to a call: the seq of the event it broadcast and its Lamport time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// The seq of the event the call broadcast.
+    pub seq: u64,
+    /// The service's Lamport time on the response.
+    pub lamport: u64,
+}
+
+/// A connection to one Chitty-Chat service, and the session once joined.
+#[derive(Debug, Clone)]
+pub struct ChatClient {
+    /// The generated client over one HTTP/2 connection.
+    inner: ChittyChatClient<Channel>,
+    /// The service's address, for error messages.
+    server: String,
+    /// `Bearer <token>`, set by [`ChatClient::join`].
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl ChatClient {
+    /// Connects to the service at `server` (such as `http://127.0.0.1:50051`), giving up after
+    /// `connect_timeout`.
+    ///
+    /// HTTP/2 keepalive pings detect a service that vanished without closing the connection.
+    pub async fn connect(server: &str, connect_timeout: Duration) -> Result<Self, ClientError> {
+        let endpoint = Endpoint::from_shared(server.to_owned())
+            .map_err(|error| ClientError {
+                kind: ErrorKind::Other,
+                message: format!("{server:?} is not a valid service address: {error}"),
+                lamport: None,
+            })?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(error)) => {
+                let mut cause: &dyn std::error::Error = &error;
+                while let Some(source) = cause.source() {
+                    cause = source;
+                }
+                return Err(ClientError::unreachable(server, cause));
+            }
+            Err(_) => {
+                return Err(ClientError::unreachable(
+                    server,
+                    format!("no answer within {}", humanize(connect_timeout)),
+                ));
+            }
+        };
+        Ok(Self {
+            inner: ChittyChatClient::new(channel),
+            server: server.to_owned(),
+            authorization: None,
+        })
+    }
+
+    /// Joins under `name`, stamping the request with `lamport`. Later calls carry the session token.
+    pub async fn join(&mut self, name: &str, lamport: u64) -> Result<Reply, ClientError> {
+        let request = Request::new(v1::JoinRequest {
+            name: name.to_owned(),
+            lamport,
+        });
+        let response = self
+            .unary(|mut inner| async move { inner.join(request).await })
+            .await?;
+        let bearer = format!("Bearer {}", response.session_token);
+        self.authorization = Some(bearer.parse().map_err(|_| ClientError {
+            kind: ErrorKind::Other,
+            message: "the service sent a session token that is not valid metadata".to_owned(),
+            lamport: Some(response.lamport),
+        })?);
+        Ok(Reply {
+            seq: response.seq,
+            lamport: response.lamport,
+        })
+    }
+
+    /// Publishes `text`, stamped with `lamport`.
+    pub async fn publish(&mut self, text: &str, lamport: u64) -> Result<Reply, ClientError> {
+        let request = self.authorized(v1::PublishRequest {
+            text: text.to_owned(),
+            lamport,
+        });
+        let response = self
+            .unary(|mut inner| async move { inner.publish(request).await })
+            .await?;
+        Ok(Reply {
+            seq: response.seq,
+            lamport: response.lamport,
+        })
+    }
+
+    /// Leaves, stamped with `lamport`.
+    pub async fn leave(&mut self, lamport: u64) -> Result<Reply, ClientError> {
+        let request = self.authorized(v1::LeaveRequest { lamport });
+        let response = self
+            .unary(|mut inner| async move { inner.leave(request).await })
+            .await?;
+        Ok(Reply {
+            seq: response.seq,
+            lamport: response.lamport,
+        })
+    }
+
+    /// Opens the session's Broadcast stream from the first event after `after_seq`, stamped with `lamport`.
+    pub async fn broadcast(
+        &mut self,
+        after_seq: u64,
+        lamport: u64,
+    ) -> Result<EventStream, ClientError> {
+        let request = self.authorized(v1::BroadcastRequest { lamport, after_seq });
+        let response = self
+            .unary(|mut inner| async move { inner.broadcast(request).await })
+            .await?;
+        Ok(EventStream {
+            inner: response,
+            server: self.server.clone(),
+        })
+    }
+
+    fn authorized<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
+        request
+    }
+
+    /// Runs one call with [`CALL_TIMEOUT`], mapping every failure to a [`ClientError`].
+    async fn unary<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(ChittyChatClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        match tokio::time::timeout(CALL_TIMEOUT, call(self.inner.clone())).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(ClientError::from_status(&self.server, &status)),
+            Err(_) => Err(ClientError::unreachable(
+                &self.server,
+                format!("no answer within {}", humanize(CALL_TIMEOUT)),
+            )),
+        }
+    }
+}
+
+/// A session's Broadcast stream.
+#[derive(Debug)]
+pub struct EventStream {
+    /// The gRPC response stream.
+    inner: Streaming<v1::Event>,
+    /// The service's address, for error messages.
+    server: String,
+}
+
+impl EventStream {
+    /// The next event, or `None` when the service ended the stream cleanly (after a Leave).
+    ///
+    /// Events of a kind this participant does not know are skipped: a newer service may send them.
+    pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
+        loop {
+            let Some(event) = self
+                .inner
+                .message()
+                .await
+                .map_err(|status| ClientError::from_status(&self.server, &status))?
+            else {
+                return Ok(None);
+            };
+            let kind = match v1::EventKind::try_from(event.kind) {
+                Ok(v1::EventKind::Message) => EventKind::Message,
+                Ok(v1::EventKind::Joined) => EventKind::Joined,
+                Ok(v1::EventKind::Left) => EventKind::Left,
+                Ok(v1::EventKind::Unspecified) | Err(_) => {
+                    tracing::debug!(
+                        seq = event.seq,
+                        kind = event.kind,
+                        "skipping an event of unknown kind"
+                    );
+                    continue;
+                }
+            };
+            return Ok(Some(Event {
+                seq: event.seq,
+                lamport: event.lamport,
+                kind,
+                participant: event.participant.into(),
+                text: event.text,
+            }));
+        }
+    }
+}
+
+fn humanize(duration: Duration) -> String {
+    format!("{:.1} s", duration.as_secs_f64())
+}

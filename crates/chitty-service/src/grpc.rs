@@ -1,0 +1,192 @@
+//! The gRPC layer: protobuf in, domain calls, protobuf or a status out.
+//!
+//! # Architecture invariant
+//!
+//! This is the only module of the service that knows tonic. It converts messages, reads the session token
+//! from the `authorization` metadata, calls [`ChatService`], and maps every domain error to a
+//! [`tonic::Status`] in one place, [`status_of`]. It makes no decision of its own.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chitty_core::{Event, EventKind};
+use chitty_proto::v1;
+use chitty_proto::v1::chitty_chat_server::{ChittyChat, ChittyChatServer};
+use futures_util::Stream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+
+use crate::chat::{AuthError, ChatError, ChatService, Credential, Refused};
+use crate::hub::EndReason;
+
+/// The metadata entry in which every status carries the service's Lamport time.
+pub const LAMPORT_METADATA: &str = "lamport";
+
+/// The `ChittyChat` gRPC service, backed by a [`ChatService`].
+#[derive(Debug, Clone)]
+pub struct GrpcChat {
+    /// The chat every call is handed to.
+    chat: Arc<ChatService>,
+}
+
+impl GrpcChat {
+    /// Serves `chat` over gRPC.
+    pub fn new(chat: Arc<ChatService>) -> Self {
+        Self { chat }
+    }
+
+    /// The tonic service to add to a server.
+    pub fn into_server(self) -> ChittyChatServer<Self> {
+        ChittyChatServer::new(self)
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ChittyChat for GrpcChat {
+    async fn join(
+        &self,
+        request: Request<v1::JoinRequest>,
+    ) -> Result<Response<v1::JoinResponse>, Status> {
+        let request = request.into_inner();
+        let joined = self
+            .chat
+            .join(&request.name, request.lamport)
+            .map_err(status_of)?;
+        Ok(Response::new(v1::JoinResponse {
+            session_token: joined.token.as_str().to_owned(),
+            lamport: joined.times.response,
+            seq: joined.event.seq,
+        }))
+    }
+
+    type BroadcastStream = EventStream;
+
+    async fn broadcast(
+        &self,
+        request: Request<v1::BroadcastRequest>,
+    ) -> Result<Response<Self::BroadcastStream>, Status> {
+        let credential = credential(request.metadata());
+        let request = request.get_ref();
+        let subscription = self
+            .chat
+            .open_stream(credential, request.after_seq, request.lamport)
+            .map_err(status_of)?;
+        let chat = Arc::clone(&self.chat);
+        let events = futures_util::stream::unfold(
+            (subscription, chat),
+            |(mut subscription, chat)| async move {
+                let item = match subscription.next().await? {
+                    Ok(event) => Ok(event_to_proto(&event)),
+                    Err(reason) => Err(with_lamport(end_status(reason), chat.stamp())),
+                };
+                Some((item, (subscription, chat)))
+            },
+        );
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<v1::PublishRequest>,
+    ) -> Result<Response<v1::PublishResponse>, Status> {
+        let credential = credential(request.metadata());
+        let request = request.get_ref();
+        let published = self
+            .chat
+            .publish(credential, &request.text, request.lamport)
+            .map_err(status_of)?;
+        Ok(Response::new(v1::PublishResponse {
+            lamport: published.times.response,
+            seq: published.event.seq,
+        }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<v1::LeaveRequest>,
+    ) -> Result<Response<v1::LeaveResponse>, Status> {
+        let credential = credential(request.metadata());
+        let left = self
+            .chat
+            .leave(credential, request.get_ref().lamport)
+            .map_err(status_of)?;
+        Ok(Response::new(v1::LeaveResponse {
+            lamport: left.times.response,
+            seq: left.event.seq,
+        }))
+    }
+}
+
+/// Reads `authorization: Bearer <token>` from the request metadata.
+fn credential(metadata: &MetadataMap) -> Credential<'_> {
+    let Some(value) = metadata.get("authorization") else {
+        return Credential::Missing;
+    };
+    match value
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+    {
+        Some(token) if !token.is_empty() => Credential::Bearer(token),
+        _ => Credential::Malformed,
+    }
+}
+
+/// The one place where a refused call becomes a gRPC status.
+fn status_of(refused: Refused) -> Status {
+    let code = match &refused.error {
+        ChatError::LamportTooLarge(_)
+        | ChatError::InvalidName(_)
+        | ChatError::InvalidMessage(_) => Code::InvalidArgument,
+        ChatError::NameTaken(_) => Code::AlreadyExists,
+        ChatError::Unauthenticated(
+            AuthError::Missing | AuthError::Malformed | AuthError::Unknown,
+        ) => Code::Unauthenticated,
+        ChatError::History(_) => Code::OutOfRange,
+        ChatError::ShuttingDown => Code::Unavailable,
+    };
+    with_lamport(
+        Status::new(code, refused.error.to_string()),
+        refused.lamport,
+    )
+}
+
+/// The status that ends a stream abruptly.
+fn end_status(reason: EndReason) -> Status {
+    match reason {
+        EndReason::FellBehind { queue_capacity } => Status::resource_exhausted(format!(
+            "you fell behind: {queue_capacity} events were waiting unread, so the service stopped this \
+             stream; reconnect with after_seq set to the last seq you received"
+        )),
+        EndReason::Replaced => {
+            Status::aborted("this Broadcast stream was replaced by a newer one of the same session")
+        }
+        EndReason::ShuttingDown => Status::unavailable("the service is shutting down"),
+        // A clean end is not an error, and a disconnected stream has nobody to tell.
+        EndReason::Left | EndReason::Disconnected => Status::cancelled("the stream ended"),
+    }
+}
+
+fn with_lamport(mut status: Status, lamport: u64) -> Status {
+    status
+        .metadata_mut()
+        .insert(LAMPORT_METADATA, MetadataValue::from(lamport));
+    status
+}
+
+fn event_to_proto(event: &Event) -> v1::Event {
+    v1::Event {
+        seq: event.seq,
+        lamport: event.lamport,
+        kind: match event.kind {
+            EventKind::Message => v1::EventKind::Message,
+            EventKind::Joined => v1::EventKind::Joined,
+            EventKind::Left => v1::EventKind::Left,
+        }
+        .into(),
+        participant: event.participant.to_string(),
+        text: event.text.clone(),
+    }
+}
