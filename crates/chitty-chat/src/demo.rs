@@ -79,11 +79,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("1. The service listens on {}.", service.address());
 
     let mut present: Vec<ParticipantProcess> = Vec::new();
+    // One after another: each joins once the one before has seen its own join.
     for name in originals {
         let log = fresh_log(&out, name)?;
-        present.push(
-            ParticipantProcess::start(&binary, &service.url(), name, &json_log(&log, &[])).await?,
-        );
+        let mut participant =
+            ParticipantProcess::start(&binary, &service.url(), name, &json_log(&log, &[])).await?;
+        let prefix = joined_prefix(name);
+        participant
+            .wait_for_event("its own join", |line| line.body.starts_with(&prefix), WAIT)
+            .await?;
+        present.push(participant);
     }
     // A participant sees its own join and every later one: the earlier ones happened before it was there.
     for (index, participant) in present.iter_mut().enumerate() {

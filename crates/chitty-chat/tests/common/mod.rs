@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests: the real binary, bounded waits, and a raw gRPC client for
+//! what a well-behaved participant would never send.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use chitty_chat::harness::{ParticipantProcess, ServiceProcess};
+use chitty_proto::v1;
+use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+/// The bound on every wait for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The `chitty-chat` binary cargo built for these tests.
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_chitty-chat"))
+}
+
+/// Arguments from string slices.
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|arg| (*arg).to_owned()).collect()
+}
+
+/// A service with a JSON log in `dir`, plus `extra` flags.
+pub async fn service(dir: &Path, extra: &[&str]) -> ServiceProcess {
+    let mut all = args(extra);
+    all.extend(args(&["--log-format", "json", "--log-file"]));
+    all.push(dir.join("service.log").display().to_string());
+    ServiceProcess::start(binary(), &all)
+        .await
+        .expect("the service starts")
+}
+
+/// A participant with a JSON log in `dir`, started and seen to receive its own join.
+pub async fn participant(service: &ServiceProcess, dir: &Path, name: &str) -> ParticipantProcess {
+    let log = dir.join(format!("{name}.log")).display().to_string();
+    let mut participant = ParticipantProcess::start(
+        binary(),
+        &service.url(),
+        name,
+        &args(&["--log-format", "json", "--log-file", &log]),
+    )
+    .await
+    .expect("the participant starts");
+    let prefix = chitty_chat::harness::joined_prefix(name);
+    participant
+        .wait_for_event("its own join", |line| line.body.starts_with(&prefix), WAIT)
+        .await
+        .expect("a participant sees its own join");
+    participant
+}
+
+/// The JSON log lines in `path` (each a JSON object), as they are now.
+pub fn log_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+        })
+        .collect()
+}
+
+/// Whether a JSON log line has `field` equal to `value`.
+pub fn has(line: &serde_json::Value, field: &str, value: impl Into<serde_json::Value>) -> bool {
+    line.get(field) == Some(&value.into())
+}
+
+/// A temporary directory for one test's logs.
+pub fn log_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// A raw gRPC client, for calls a real participant never makes.
+pub async fn raw_client(service: &ServiceProcess) -> ChittyChatClient<Channel> {
+    ChittyChatClient::connect(service.url())
+        .await
+        .expect("the service accepts connections")
+}
+
+/// Joins as `name` over a raw client; returns the token and the response.
+pub async fn raw_join(
+    client: &mut ChittyChatClient<Channel>,
+    name: &str,
+) -> (String, v1::JoinResponse) {
+    let response = client
+        .join(v1::JoinRequest {
+            name: name.to_owned(),
+            lamport: 1,
+        })
+        .await
+        .expect("join succeeds")
+        .into_inner();
+    (response.session_token.clone(), response)
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("a token is ASCII");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
