@@ -164,7 +164,11 @@ async fn shutdown_signal() {
             }
         }
         Err(error) => {
-            warn!(event = "signal", reason = %error, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+            warn!(
+                component = "chitty-chat",
+                event = "signal",
+                reason = %format!("cannot listen for SIGTERM, so only Ctrl-C stops this process: {error}"),
+            );
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -67,6 +67,19 @@ pub enum EndReason {
     ShuttingDown,
 }
 
+impl std::fmt::Display for EndReason {
+    /// The stable name used in log lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EndReason::Left => "left",
+            EndReason::Replaced => "replaced",
+            EndReason::FellBehind { .. } => "fell_behind",
+            EndReason::Disconnected => "disconnected",
+            EndReason::ShuttingDown => "shutting_down",
+        })
+    }
+}
+
 impl EndReason {
     /// Whether the stream ends normally, after delivering what was queued.
     pub fn is_clean(self) -> bool {
@@ -353,7 +366,7 @@ impl Subscription {
             component = "service",
             event = "broadcast_end",
             participant = %self.participant,
-            reason = ?abrupt.unwrap_or(EndReason::Left),
+            reason = %abrupt.unwrap_or(EndReason::Left),
         );
         abrupt.map(Err)
     }
@@ -368,7 +381,7 @@ impl Drop for Subscription {
                 component = "service",
                 event = "broadcast_end",
                 participant = %self.participant,
-                reason = ?self.end.reason().unwrap_or(EndReason::Disconnected),
+                reason = %self.end.reason().unwrap_or(EndReason::Disconnected),
             );
         }
     }
