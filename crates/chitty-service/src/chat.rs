@@ -462,3 +462,160 @@ fn refused(rpc: &str, participant: Option<&str>, error: ChatError, times: CallTi
         lamport: times.response,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat() -> ChatService {
+        ChatService::new(ChatConfig {
+            grace: Duration::from_secs(5),
+            hub: HubConfig {
+                history_limit: 100,
+                queue_capacity: 16,
+            },
+        })
+    }
+
+    fn bearer(joined: &Joined) -> Credential<'_> {
+        Credential::Bearer(joined.token.as_str())
+    }
+
+    #[test]
+    fn each_call_witnesses_the_request_then_stamps_the_event_then_the_response() {
+        let chat = chat();
+        let joined = chat.join("alice", 40).expect("join");
+        assert_eq!(joined.times.request, 40);
+        assert_eq!(joined.times.received, 41, "max(0, 40) + 1");
+        assert_eq!(joined.event.lamport, 42, "the broadcast is the next send");
+        assert_eq!(
+            joined.times.response, 43,
+            "the response is the send after that"
+        );
+
+        let published = chat.publish(bearer(&joined), "hi", 7).expect("publish");
+        assert_eq!(published.times.received, 44, "max(43, 7) + 1");
+        assert_eq!(published.event.lamport, 45);
+        assert_eq!(published.times.response, 46);
+        assert_eq!(published.event.seq, joined.event.seq + 1);
+    }
+
+    #[tokio::test]
+    async fn leave_reaches_the_others_but_not_the_leaver() {
+        let chat = chat();
+        let alice = chat.join("alice", 1).expect("join");
+        let bob = chat.join("bob", 1).expect("join");
+        let mut alice_stream = chat.open_stream(bearer(&alice), 0, 1).expect("open");
+        let mut bob_stream = chat.open_stream(bearer(&bob), 0, 1).expect("open");
+        let left = chat.leave(bearer(&bob), 1).expect("leave");
+
+        let mut bob_saw = Vec::new();
+        while let Some(event) = bob_stream.next().await {
+            bob_saw.push(event.expect("a clean end").seq);
+        }
+        assert_eq!(
+            bob_saw,
+            vec![bob.event.seq],
+            "bob sees his join, then his stream ends cleanly"
+        );
+
+        let mut alice_saw = Vec::new();
+        for _ in 0..3 {
+            alice_saw.push(
+                alice_stream
+                    .next()
+                    .await
+                    .expect("open")
+                    .expect("an event")
+                    .seq,
+            );
+        }
+        assert_eq!(
+            alice_saw,
+            vec![alice.event.seq, bob.event.seq, left.event.seq]
+        );
+    }
+
+    #[test]
+    fn an_ended_session_can_do_nothing_and_its_name_is_free() {
+        let chat = chat();
+        let alice = chat.join("alice", 1).expect("join");
+        chat.leave(bearer(&alice), 1).expect("leave");
+        for refused in [
+            chat.publish(bearer(&alice), "still here?", 1).map(|_| ()),
+            chat.leave(bearer(&alice), 1).map(|_| ()),
+            chat.open_stream(bearer(&alice), 0, 1).map(|_| ()),
+        ] {
+            assert_eq!(
+                refused.map_err(|refused| refused.error),
+                Err(ChatError::Unauthenticated(AuthError::Unknown))
+            );
+        }
+        assert!(chat.join("alice", 1).is_ok());
+    }
+
+    #[test]
+    fn refusals_are_stamped_and_broadcast_nothing() {
+        let chat = chat();
+        let alice = chat.join("alice", 1).expect("join");
+        let refused = chat.publish(bearer(&alice), "   ", 1).expect_err("blank");
+        assert_eq!(
+            refused.error,
+            ChatError::InvalidMessage(MessageError::OnlyWhitespace)
+        );
+        assert!(refused.lamport > alice.times.response);
+        assert_eq!(
+            chat.join("alice", 1)
+                .map(|_| ())
+                .map_err(|refused| refused.error),
+            Err(ChatError::NameTaken("alice".into()))
+        );
+        assert_eq!(
+            chat.publish(Credential::Missing, "hi", 1)
+                .map(|_| ())
+                .map_err(|r| r.error),
+            Err(ChatError::Unauthenticated(AuthError::Missing))
+        );
+        assert_eq!(
+            chat.publish(bearer(&alice), "hi", u64::MAX)
+                .map(|_| ())
+                .map_err(|r| r.error),
+            Err(ChatError::LamportTooLarge(u64::MAX))
+        );
+        assert_eq!(
+            chat.hub.last_seq(),
+            alice.event.seq,
+            "nothing was broadcast"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_participant_without_a_stream_for_the_grace_period_is_announced_left_once() {
+        let chat = chat();
+        let alice = chat.join("alice", 1).expect("join");
+        let bob = chat.join("bob", 1).expect("join");
+        let mut alice_stream = chat.open_stream(bearer(&alice), 0, 1).expect("open");
+        let bob_stream = chat.open_stream(bearer(&bob), 0, 1).expect("open");
+        drop(bob_stream);
+
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(chat.expire_vanished(), 0, "still within the grace period");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(chat.expire_vanished(), 1);
+        assert_eq!(chat.expire_vanished(), 0, "announced once");
+
+        let texts: Vec<String> = [
+            alice_stream.next().await,
+            alice_stream.next().await,
+            alice_stream.next().await,
+        ]
+        .into_iter()
+        .map(|event| event.expect("open").expect("an event").text.clone())
+        .collect();
+        assert!(
+            texts[2].starts_with("Participant bob left Chitty-Chat at Lamport time "),
+            "{texts:?}"
+        );
+        assert_eq!(chat.present(), 1);
+    }
+}
