@@ -54,38 +54,26 @@ impl LamportClock {
     ///
     /// Concurrent callers each get a distinct value.
     pub fn tick(&self) -> u64 {
-        let mut current = self.now();
-        loop {
-            let next = current.saturating_add(1);
-            match self.time.compare_exchange_weak(
-                current,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return next,
-                Err(actual) => current = actual,
-            }
-        }
+        self.advance(|current| current.saturating_add(1))
     }
 
     /// The receive rule: sets the clock to `max(clock, seen) + 1` and returns the new time.
     ///
     /// Call it with the timestamp of every message received, before acting on the message.
     pub fn witness(&self, seen: u64) -> u64 {
-        let mut current = self.now();
-        loop {
-            let next = current.max(seen).saturating_add(1);
-            match self.time.compare_exchange_weak(
-                current,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return next,
-                Err(actual) => current = actual,
-            }
-        }
+        self.advance(|current| current.max(seen).saturating_add(1))
+    }
+
+    /// Replaces the time with `next(time)` in one atomic step (a compare-and-swap loop) and returns it.
+    fn advance(&self, next: impl Fn(u64) -> u64) -> u64 {
+        let previous = self
+            .time
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                Some(next(current))
+            })
+            // The closure always returns `Some`, so the update cannot be refused.
+            .unwrap_or_else(|current| current);
+        next(previous)
     }
 }
 

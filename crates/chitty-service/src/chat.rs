@@ -125,6 +125,37 @@ pub struct Refused {
     pub lamport: u64,
 }
 
+/// The service calls, for log lines.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Join,
+    Publish,
+    Leave,
+    Broadcast,
+}
+
+impl Call {
+    /// The RPC's name in the contract.
+    fn rpc(self) -> &'static str {
+        match self {
+            Call::Join => "Join",
+            Call::Publish => "Publish",
+            Call::Leave => "Leave",
+            Call::Broadcast => "Broadcast",
+        }
+    }
+
+    /// The `event` field of the line logged when the call is accepted.
+    fn event(self) -> &'static str {
+        match self {
+            Call::Join => "join",
+            Call::Publish => "publish",
+            Call::Leave => "leave",
+            Call::Broadcast => "broadcast_open",
+        }
+    }
+}
+
 /// A successful Join.
 #[derive(Debug)]
 pub struct Joined {
@@ -177,34 +208,17 @@ impl ChatService {
 
     /// Admits `name` and broadcasts its joined event.
     pub fn join(&self, name: &str, request_lamport: u64) -> Result<Joined, Refused> {
-        let received = self.receive("Join", request_lamport)?;
+        let received = self.receive(Call::Join, request_lamport)?;
         let outcome = self.admit(name);
-        let response = self.clock.tick();
-        let times = CallTimes {
-            request: request_lamport,
-            received,
-            response,
-        };
-        match outcome {
-            Ok((token, event)) => {
-                info!(
-                    component = "service",
-                    event = "join",
-                    participant = %event.participant,
-                    seq = event.seq,
-                    lamport = event.lamport,
-                    request_lamport,
-                    received_lamport = received,
-                    response_lamport = response,
-                );
-                Ok(Joined {
-                    token,
-                    event,
-                    times,
-                })
-            }
-            Err(error) => Err(refused("Join", Some(name), error, times)),
-        }
+        let (token, event, times) =
+            self.answer(Call::Join, request_lamport, received, outcome, || {
+                Some(name.to_owned())
+            })?;
+        Ok(Joined {
+            token,
+            event,
+            times,
+        })
     }
 
     fn admit(&self, name: &str) -> Result<(SessionToken, Arc<Event>), ChatError> {
@@ -228,7 +242,7 @@ impl ChatService {
         text: &str,
         request_lamport: u64,
     ) -> Result<Broadcasted, Refused> {
-        let received = self.receive("Publish", request_lamport)?;
+        let received = self.receive(Call::Publish, request_lamport)?;
         let outcome = (|| {
             let sessions = self.sessions();
             let session = sessions.get(token(credential)?).ok_or(AuthError::Unknown)?;
@@ -237,34 +251,13 @@ impl ChatService {
                 participant: Arc::clone(&session.name),
                 text: text.to_owned(),
             })?;
-            Ok::<_, ChatError>(event)
+            Ok(((), event))
         })();
-        let response = self.clock.tick();
-        let times = CallTimes {
-            request: request_lamport,
-            received,
-            response,
-        };
-        match outcome {
-            Ok(event) => {
-                info!(
-                    component = "service",
-                    event = "publish",
-                    participant = %event.participant,
-                    seq = event.seq,
-                    lamport = event.lamport,
-                    chars = text.chars().count(),
-                    request_lamport,
-                    received_lamport = received,
-                    response_lamport = response,
-                );
-                Ok(Broadcasted { event, times })
-            }
-            Err(error) => {
-                let name = self.name_of(credential);
-                Err(refused("Publish", name.as_deref(), error, times))
-            }
-        }
+        let ((), event, times) =
+            self.answer(Call::Publish, request_lamport, received, outcome, || {
+                self.name_of(credential)
+            })?;
+        Ok(Broadcasted { event, times })
     }
 
     /// Ends the session `credential` proves and broadcasts its left event to the others.
@@ -273,7 +266,7 @@ impl ChatService {
         credential: Credential<'_>,
         request_lamport: u64,
     ) -> Result<Broadcasted, Refused> {
-        let received = self.receive("Leave", request_lamport)?;
+        let received = self.receive(Call::Leave, request_lamport)?;
         let outcome = (|| {
             let mut sessions = self.sessions();
             let session = sessions
@@ -286,29 +279,44 @@ impl ChatService {
             let event = self.hub.append(EventDraft::Left {
                 participant: session.name,
             })?;
-            Ok::<_, ChatError>(event)
+            Ok(((), event))
         })();
-        let response = self.clock.tick();
+        let ((), event, times) =
+            self.answer(Call::Leave, request_lamport, received, outcome, || {
+                self.name_of(credential)
+            })?;
+        Ok(Broadcasted { event, times })
+    }
+
+    /// Stamps the response to a call that broadcast an event, and logs the call, accepted or refused.
+    fn answer<T>(
+        &self,
+        call: Call,
+        request_lamport: u64,
+        received: u64,
+        outcome: Result<(T, Arc<Event>), ChatError>,
+        caller: impl FnOnce() -> Option<String>,
+    ) -> Result<(T, Arc<Event>, CallTimes), Refused> {
         let times = CallTimes {
             request: request_lamport,
             received,
-            response,
+            response: self.clock.tick(),
         };
         match outcome {
-            Ok(event) => {
+            Ok((value, event)) => {
                 info!(
                     component = "service",
-                    event = "leave",
+                    event = call.event(),
                     participant = %event.participant,
                     seq = event.seq,
                     lamport = event.lamport,
                     request_lamport,
                     received_lamport = received,
-                    response_lamport = response,
+                    response_lamport = times.response,
                 );
-                Ok(Broadcasted { event, times })
+                Ok((value, event, times))
             }
-            Err(error) => Err(refused("Leave", None, error, times)),
+            Err(error) => Err(refused(call, caller().as_deref(), error, times)),
         }
     }
 
@@ -321,7 +329,7 @@ impl ChatService {
         after_seq: u64,
         request_lamport: u64,
     ) -> Result<Subscription, Refused> {
-        let received = self.receive("Broadcast", request_lamport)?;
+        let received = self.receive(Call::Broadcast, request_lamport)?;
         let outcome = (|| {
             let mut sessions = self.sessions();
             let token = token(credential)?;
@@ -339,7 +347,7 @@ impl ChatService {
             Ok((name, from, subscription, replaced)) => {
                 info!(
                     component = "service",
-                    event = "broadcast_open",
+                    event = Call::Broadcast.event(),
                     participant = %name,
                     after_seq,
                     from_seq = from + 1,
@@ -357,7 +365,7 @@ impl ChatService {
                     response: self.clock.tick(),
                 };
                 let name = self.name_of(credential);
-                Err(refused("Broadcast", name.as_deref(), error, times))
+                Err(refused(Call::Broadcast, name.as_deref(), error, times))
             }
         }
     }
@@ -405,7 +413,7 @@ impl ChatService {
     }
 
     /// The receive rule for a request stamped `request_lamport`: witness it, or refuse an implausible one.
-    fn receive(&self, rpc: &str, request_lamport: u64) -> Result<u64, Refused> {
+    fn receive(&self, call: Call, request_lamport: u64) -> Result<u64, Refused> {
         if request_lamport > MAX_ACCEPTED_TIME {
             let response = self.clock.tick();
             let times = CallTimes {
@@ -414,7 +422,7 @@ impl ChatService {
                 response,
             };
             return Err(refused(
-                rpc,
+                call,
                 None,
                 ChatError::LamportTooLarge(request_lamport),
                 times,
@@ -446,11 +454,11 @@ fn token(credential: Credential<'_>) -> Result<&str, AuthError> {
 }
 
 /// Logs a refused call and stamps the refusal with the response time.
-fn refused(rpc: &str, participant: Option<&str>, error: ChatError, times: CallTimes) -> Refused {
+fn refused(call: Call, participant: Option<&str>, error: ChatError, times: CallTimes) -> Refused {
     info!(
         component = "service",
         event = "refused",
-        rpc,
+        rpc = call.rpc(),
         participant = participant.unwrap_or(""),
         reason = %error,
         request_lamport = times.request,
