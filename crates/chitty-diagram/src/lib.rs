@@ -1,0 +1,174 @@
+//! Space-time (Lamport) diagrams of a Chitty-Chat run, drawn from the JSON logs its processes wrote.
+//!
+//! Every process of a run, the service and each participant, logs one JSON object per line with stable
+//! field names (`docs/logs.md`). A call appears in two logs, once where it was sent and once where it
+//! was received, and each side records its own Lamport time. This crate pairs those lines up again and
+//! draws the run the way a distributed-systems textbook does: one vertical lifeline per process, time
+//! flowing downwards, and an arrow for every message, with the Lamport time written at both ends.
+//!
+//! ```no_run
+//! use chitty_diagram::{Window, read_dir};
+//!
+//! # fn main() -> Result<(), chitty_diagram::DiagramError> {
+//! let run = read_dir("demo-logs")?;
+//! if run.skipped_lines() > 0 {
+//!     eprintln!("skipped {} lines that are not Chitty-Chat log records", run.skipped_lines());
+//! }
+//! let diagram = run.diagram(&Window::Participant("alice".to_owned()))?;
+//! std::fs::write("alice.svg", diagram.to_svg()).ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - `logs`: reads a directory (or one file) of log lines, in the format of `docs/logs.md` or prefixed
+//!   the way `docker compose logs` prints them, into records grouped by their `component`.
+//! - `model`: pairs the records into calls (Join, Publish, Leave), events and their deliveries, and
+//!   crash-leaves ([`Run`]); selects what a [`Window`] asks for and turns it into a [`Diagram`] of
+//!   lifelines, points and arrows.
+//! - `layout`: gives every point a row and every lifeline a column, and places every label so that no
+//!   two overlap.
+//! - `svg`: writes a laid-out diagram as a standalone SVG document, by hand, with XML escaping.
+//! - `mermaid`: writes a diagram as Mermaid `sequenceDiagram` text.
+//!
+//! Nothing here panics on bad input: a line that is not a log record is skipped and counted, a call
+//! whose other side is missing is drawn as far as it is known, and every failure is a [`DiagramError`].
+
+#![deny(missing_docs)]
+
+mod layout;
+mod logs;
+mod mermaid;
+mod model;
+mod svg;
+#[cfg(test)]
+mod testing;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+pub use logs::read_dir;
+pub use model::{Diagram, Run, Window};
+
+/// Everything that can go wrong while reading logs or drawing a diagram.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiagramError {
+    /// A log directory or file could not be read.
+    #[error("cannot read the logs at {}: {error}", path.display())]
+    Read {
+        /// The directory or file that could not be read.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// The logs were read, but not one line in them is a Chitty-Chat log record.
+    #[error(
+        "found no Chitty-Chat log records at {}: {skipped} lines were skipped because they are not JSON objects with `component` and `event` fields",
+        path.display()
+    )]
+    NoRecords {
+        /// The directory or file that was read.
+        path: PathBuf,
+        /// How many non-blank lines were skipped.
+        skipped: usize,
+    },
+    /// A [`Window::Participant`] names someone who does not appear in the logs.
+    #[error("no participant named {name:?} appears in the logs; the participants are: {known}")]
+    UnknownParticipant {
+        /// The name that was asked for.
+        name: String,
+        /// The participants that do appear, comma-separated.
+        known: String,
+    },
+    /// A [`Window::Seqs`] whose start is after its end.
+    #[error("the seq range {from} to {to} is empty because its start is greater than its end")]
+    EmptyRange {
+        /// The first seq asked for.
+        from: u64,
+        /// The last seq asked for.
+        to: u64,
+    },
+    /// A window that is valid but selects no call, event or delivery of the run.
+    #[error(
+        "the window {window} selects nothing: no call, event or delivery of the run falls in it"
+    )]
+    EmptyWindow {
+        /// The window, described in words.
+        window: String,
+    },
+    /// A format name that [`Format::from_str`] does not know.
+    #[error("unknown diagram format {0:?}: the formats are `svg` and `mermaid`")]
+    UnknownFormat(String),
+}
+
+/// The output formats a [`Diagram`] can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// A standalone SVG picture ([`Diagram::to_svg`]).
+    #[default]
+    Svg,
+    /// Mermaid `sequenceDiagram` text ([`Diagram::to_mermaid`]).
+    Mermaid,
+}
+
+impl FromStr for Format {
+    type Err = DiagramError;
+
+    /// Parses `svg` or `mermaid` (also `mmd`), ignoring ASCII case.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name.to_ascii_lowercase().as_str() {
+            "svg" => Ok(Format::Svg),
+            "mermaid" | "mmd" => Ok(Format::Mermaid),
+            _ => Err(DiagramError::UnknownFormat(name.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Format::Svg => "svg",
+            Format::Mermaid => "mermaid",
+        })
+    }
+}
+
+impl Diagram {
+    /// Writes the diagram in `format`: [`Diagram::to_svg`] or [`Diagram::to_mermaid`].
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Svg => self.to_svg(),
+            Format::Mermaid => self.to_mermaid(),
+        }
+    }
+
+    /// Writes the diagram as a standalone SVG document.
+    pub fn to_svg(&self) -> String {
+        svg::write(&layout::Layout::of(self))
+    }
+
+    /// Writes the diagram as Mermaid `sequenceDiagram` text.
+    pub fn to_mermaid(&self) -> String {
+        mermaid::write(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse_by_name_and_reject_others() {
+        assert_eq!("svg".parse::<Format>().ok(), Some(Format::Svg));
+        assert_eq!("Mermaid".parse::<Format>().ok(), Some(Format::Mermaid));
+        assert_eq!("mmd".parse::<Format>().ok(), Some(Format::Mermaid));
+        let error = "png".parse::<Format>().err().map(|error| error.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("unknown diagram format \"png\": the formats are `svg` and `mermaid`")
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! Golden-file tests: diagrams of the committed demo run, compared with `testdata/golden/`.
+//!
+//! `testdata/run/` holds the logs of a real `chitty-chat demo --participants 4` run, untrimmed. Each test
+//! draws one window of it and compares the output with its golden file byte for byte. After an intended
+//! change to the output, run `UPDATE_GOLDEN=1 cargo test -p chitty-diagram --test golden` to rewrite the
+//! golden files, and look at the difference before committing it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chitty_diagram::{Format, Run, Window, read_dir};
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+fn demo_run() -> Run {
+    read_dir(testdata().join("run")).expect("the committed demo run reads")
+}
+
+/// Compares `got` with the golden file `name`, or rewrites it when `UPDATE_GOLDEN=1`.
+fn check_golden(name: &str, got: &str) {
+    let path = testdata().join("golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|value| value == "1") {
+        fs::write(&path, got)
+            .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+        return;
+    }
+    let want = fs::read_to_string(&path).unwrap_or_else(|error| {
+        panic!(
+            "cannot read the golden file {}: {error}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    if got == want {
+        return;
+    }
+    let (got_lines, want_lines): (Vec<_>, Vec<_>) = (got.lines().collect(), want.lines().collect());
+    let line = got_lines
+        .iter()
+        .zip(&want_lines)
+        .position(|(got, want)| got != want)
+        .unwrap_or(got_lines.len().min(want_lines.len()));
+    panic!(
+        "{name} differs from its golden file {} at line {}:\n  got:  {}\n  want: {}\n\
+         ({} lines got, {} lines wanted; rerun with UPDATE_GOLDEN=1 to accept the new output)",
+        path.display(),
+        line + 1,
+        got_lines.get(line).copied().unwrap_or("<end of output>"),
+        want_lines.get(line).copied().unwrap_or("<end of file>"),
+        got_lines.len(),
+        want_lines.len(),
+    );
+}
+
+fn draw(window: &Window, format: Format) -> String {
+    demo_run()
+        .diagram(window)
+        .unwrap_or_else(|error| panic!("drawing {window}: {error}"))
+        .render(format)
+}
+
+#[test]
+fn the_demo_run_reads_completely() {
+    let run = demo_run();
+    assert_eq!(run.skipped_lines(), 0, "skipped lines");
+    assert_eq!(run.unmatched_records(), 0, "unmatched records");
+    assert_eq!(
+        run.participants().collect::<Vec<_>>(),
+        ["alice", "bob", "carol", "dave", "erin"]
+    );
+}
+
+#[test]
+fn whole_run_svg() {
+    check_golden("run_all.svg", &draw(&Window::All, Format::Svg));
+}
+
+#[test]
+fn participant_window_svg() {
+    check_golden(
+        "participant_dave.svg",
+        &draw(&Window::Participant("dave".into()), Format::Svg),
+    );
+}
+
+#[test]
+fn seq_window_svg() {
+    check_golden(
+        "seq_5_to_8.svg",
+        &draw(&Window::Seqs { from: 5, to: 8 }, Format::Svg),
+    );
+}
+
+#[test]
+fn whole_run_mermaid() {
+    check_golden("run_all.mmd", &draw(&Window::All, Format::Mermaid));
+}
+
+#[test]
+fn seq_window_mermaid() {
+    check_golden(
+        "seq_13_to_16.mmd",
+        &draw(&Window::Seqs { from: 13, to: 16 }, Format::Mermaid),
+    );
+}
