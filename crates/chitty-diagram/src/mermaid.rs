@@ -7,8 +7,8 @@
 //! the order of their send points (then of their receive points), which is the diagram's row order.
 //!
 //! Text from the logs is made safe for Mermaid by [`escape`]: `;` would end a statement and `#` starts
-//! an entity, so both are written as Mermaid entity codes, as are `<` and `>` (which Mermaid would read
-//! as HTML); line breaks and other control characters become spaces.
+//! an entity, so both are written as Mermaid entity codes, as are `<`, `>` and `&` (which the HTML
+//! Mermaid renders would read as markup); line breaks and other control characters become spaces.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -174,6 +174,7 @@ pub(crate) fn escape(text: &str) -> String {
     for character in text.chars() {
         match character {
             '#' => escaped.push_str("#35;"),
+            '&' => escaped.push_str("#38;"),
             ';' => escaped.push_str("#59;"),
             '<' => escaped.push_str("#lt;"),
             '>' => escaped.push_str("#gt;"),
@@ -200,6 +201,11 @@ mod tests {
             "an entity in the text stays text"
         );
         assert_eq!(escape("<b>x</b>"), "#lt;b#gt;x#lt;/b#gt;");
+        assert_eq!(
+            escape("&amp;"),
+            "#38;amp#59;",
+            "an HTML entity in the text stays text"
+        );
         assert_eq!(
             escape("one\ntwo\r\nthree\u{2028}four"),
             "one two  three four"

@@ -232,8 +232,8 @@ pub(crate) fn check_svg_markup(svg: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks that every line of `mermaid` is a statement of the expected forms, and that no `;`, `#`, `<`
-/// or `>` appears outside an entity code. Returns the first problem.
+/// Checks that every line of `mermaid` is a statement of the expected forms, and that no `;`, `#`, `<`,
+/// `>` or `&` appears outside an entity code. Returns the first problem.
 pub(crate) fn check_mermaid_statements(mermaid: &str) -> Result<(), String> {
     let mut lines = mermaid.lines();
     if lines.next() != Some("sequenceDiagram") {
@@ -269,7 +269,7 @@ pub(crate) fn check_mermaid_statements(mermaid: &str) -> Result<(), String> {
             }
         };
         let mut rest = text;
-        while let Some(start) = rest.find(['#', ';', '<', '>']) {
+        while let Some(start) = rest.find(['#', ';', '<', '>', '&']) {
             let tail = &rest[start..];
             let entity_length = tail
                 .strip_prefix('#')
