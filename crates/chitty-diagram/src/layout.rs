@@ -304,9 +304,9 @@ impl Layout {
         for (row, point) in diagram.points.iter().enumerate() {
             let far = texts_width(&far_text(row, point.lamport));
             let near = notes.get(&row).map_or(0.0, |notes| texts_width(notes));
-            match arrow_side(point.lifeline) {
-                Side::Right => left_extent = left_extent.max(CRASH_GAP + LABEL_GAP + far),
-                Side::Left => {}
+            // Only the service writes its times on its left, where they need a margin.
+            if arrow_side(point.lifeline) == Side::Right {
+                left_extent = left_extent.max(CRASH_GAP + LABEL_GAP + far);
             }
             // Whichever side its arrow labels are on, they fit between two lifelines.
             spacing = spacing.max(LABEL_GAP + near + 24.0);

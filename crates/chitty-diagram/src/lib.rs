@@ -159,6 +159,46 @@ impl Diagram {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{Simulation, Step, check_mermaid_statements, check_svg_markup};
+
+    #[test]
+    fn hostile_names_and_messages_stay_text_in_both_formats() {
+        let name = "<b>&amp;";
+        let run = Run::parse(&Simulation::run(&[
+            Step::Join(name.to_owned()),
+            Step::Publish(name.to_owned(), "<script>\"x\"&'y';#\nz".to_owned()),
+        ]));
+        let diagram = run
+            .diagram(&Window::Participant(name.to_owned()))
+            .unwrap_or_else(|error| panic!("{error}"));
+
+        let svg = diagram.to_svg();
+        check_svg_markup(&svg).unwrap_or_else(|problem| panic!("{problem}"));
+        assert!(
+            !svg.contains("<script") && !svg.contains("<b>"),
+            "raw markup in {svg}"
+        );
+        assert!(
+            svg.contains("Publish &quot;&lt;script&gt;&quot;x&quot;&amp;&apos;y&apos;;# z&quot;"),
+            "the message is escaped, its line break a space: {svg}"
+        );
+        assert!(
+            svg.contains(">&lt;b&gt;&amp;amp;</text>"),
+            "the name is escaped: {svg}"
+        );
+
+        let mermaid = diagram.to_mermaid();
+        check_mermaid_statements(&mermaid).unwrap_or_else(|problem| panic!("{problem}"));
+        assert!(
+            mermaid.contains("    participant p1 as #lt;b#gt;#38;amp#59;\n"),
+            "got {mermaid}"
+        );
+        assert!(
+            mermaid
+                .contains("    p1->>service: Publish \"#lt;script#gt;\"x\"#38;'y'#59;#35; z\" (L"),
+            "got {mermaid}"
+        );
+    }
 
     #[test]
     fn formats_parse_by_name_and_reject_others() {

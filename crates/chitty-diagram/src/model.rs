@@ -479,7 +479,8 @@ struct Pairing {
     by_seq: HashMap<u64, usize>,
     /// Where the service's line of a refused call is, by its response time.
     by_response: HashMap<u64, usize>,
-    /// The request each participant sent and has not seen answered yet.
+    /// The request the participant being read has sent and not yet seen answered; its calls are
+    /// sequential, so there is at most one.
     pending: Option<Sent>,
     /// Requests whose answer is not in the caller's log, with who sent them.
     unanswered: Vec<(String, Sent)>,
@@ -656,7 +657,8 @@ pub enum Window {
     },
     /// One participant's view: its own calls and their answers (refusals included), every delivery to
     /// it, and the deliveries of its own events to everyone. The lifelines are the service, that
-    /// participant, and whoever received its events.
+    /// participant right next to it (so its own calls are the shortest arrows), and whoever received
+    /// its events.
     Participant(String),
 }
 
@@ -704,7 +706,8 @@ pub(crate) struct Lifeline {
     pub name: String,
     /// Whether this is the service.
     pub is_service: bool,
-    /// Whether the service announced this participant left because it vanished.
+    /// Whether the service announced this participant left because it vanished; its lifeline then
+    /// ends with a cross half a row below its last point, its last log line the diagram shows.
     pub crashed: bool,
 }
 
