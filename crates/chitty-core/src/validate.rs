@@ -8,8 +8,15 @@
 //! for which [`char::is_control`] holds) are refused in messages and names alike. They include newlines,
 //! tabs and the escape character that starts terminal escape sequences, which would otherwise let one
 //! participant move the cursor or recolour everyone else's screen.
+//!
+//! Names also refuse format characters (Unicode category Cf): zero-width spaces and joiners, and the bidi
+//! controls that reorder text. Two names are the same name when their [`name_key`]s are equal: compared
+//! after NFKC normalisation, case folding, and the confusable-skeleton mapping of Unicode TR39, so "Alice",
+//! "alice", "ＡＬＩＣＥ" and "аlice" (with a Cyrillic а) cannot be present at once.
 
 use thiserror::Error;
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// The most characters a chat message may have.
 pub const MAX_MESSAGE_CHARS: usize = 128;
@@ -60,7 +67,8 @@ pub enum NameError {
     /// The name starts or ends with whitespace.
     #[error("name starts or ends with whitespace")]
     SurroundingWhitespace,
-    /// The name contains a character that does not print as itself.
+    /// The name contains a character that does not print as itself: a control, a format character
+    /// (zero-width or bidi), or whitespace other than the plain space.
     #[error(
         "name contains the unprintable character {} at position {position}; names may use printable characters and plain spaces",
         code_point(*character)
@@ -95,7 +103,7 @@ pub fn check_message(text: &str) -> Result<(), MessageError> {
 }
 
 /// Checks a participant name: 1 to [`MAX_NAME_CHARS`] characters, printable, with no leading or trailing
-/// whitespace, and no whitespace inside other than the plain space `U+0020`.
+/// whitespace, no whitespace inside other than the plain space `U+0020`, and no format characters.
 pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
@@ -107,7 +115,7 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     if let Some((index, character)) = name
         .chars()
         .enumerate()
-        .find(|(_, c)| c.is_control() || (c.is_whitespace() && *c != ' '))
+        .find(|(_, c)| !is_printable_in_name(*c))
     {
         return Err(NameError::Unprintable {
             character,
@@ -118,6 +126,20 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::SurroundingWhitespace);
     }
     Ok(())
+}
+
+fn is_printable_in_name(character: char) -> bool {
+    !(character.is_control()
+        || (character.is_whitespace() && character != ' ')
+        || character.general_category() == GeneralCategory::Format)
+}
+
+/// The form in which two names are compared: NFKC-normalised, case-folded, then mapped to its TR39
+/// confusable skeleton. Two names with the same key cannot both be present.
+pub fn name_key(name: &str) -> String {
+    let normalized: String = name.nfkc().collect();
+    let folded = caseless::default_case_fold_str(&normalized);
+    unicode_security::confusable_detection::skeleton(&folded).collect()
 }
 
 /// Formats a character as its code point, `U+001B`, so that an error message never contains the
@@ -233,7 +255,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn zero_width_and_bidi_characters_are_refused_in_names() {
+        for (name, character, position) in [
+            ("ali\u{200b}ce", '\u{200b}', 4),
+            ("a\u{200d}b", '\u{200d}', 2),
+            ("\u{202e}ecila", '\u{202e}', 1),
+            ("bob\u{2066}", '\u{2066}', 4),
+            ("x\u{feff}", '\u{feff}', 2),
+        ] {
+            assert_eq!(
+                check_name(name),
+                Err(NameError::Unprintable {
+                    character,
+                    position
+                }),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_that_look_alike_share_a_key() {
+        let alice = name_key("alice");
+        for lookalike in [
+            "Alice",
+            "ALICE",
+            "\u{430}lice",
+            "ＡＬＩＣＥ",
+            "\u{430}lic\u{435}",
+        ] {
+            assert_eq!(name_key(lookalike), alice, "{lookalike:?}");
+        }
+        assert_ne!(name_key("bob"), alice);
+        assert_ne!(name_key("alice2"), alice);
+    }
+
     proptest! {
+        /// The key of a name does not depend on its case, and equal names have equal keys.
+        #[test]
+        fn name_keys_ignore_case(name in "[a-zA-Z0-9 ]{1,16}") {
+            prop_assert_eq!(name_key(&name), name_key(&name.to_uppercase()));
+            prop_assert_eq!(name_key(&name), name_key(&name.to_lowercase()));
+        }
+
         /// Every string is either accepted or refused with exactly the reason its characters give.
         #[test]
         fn message_verdict_matches_its_definition(text in any::<String>()) {
@@ -267,7 +332,7 @@ mod tests {
             if check_name(&name).is_ok() {
                 prop_assert_eq!(name.trim(), name.as_str());
                 prop_assert!((1..=MAX_NAME_CHARS).contains(&name.chars().count()));
-                prop_assert!(!name.chars().any(|c| c.is_control() || (c.is_whitespace() && c != ' ')));
+                prop_assert!(name.chars().all(is_printable_in_name));
             }
         }
     }
