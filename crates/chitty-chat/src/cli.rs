@@ -2,13 +2,16 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chitty_participant::ParticipantConfig;
-use chitty_service::{ChatConfig, HubConfig, ServeConfig};
+use chitty_participant::{Backoff, Connection, ParticipantConfig};
+use chitty_service::{ChatConfig, HubConfig, Rate, Retention, ServeConfig, Storage, TlsFiles};
 use clap::{Args, Parser, Subcommand};
+use directories::ProjectDirs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -44,15 +47,45 @@ struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port; the chosen address is printed on standard output.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Directory for the service's database: history, sessions and clock survive restarts there.
+    /// Defaults to the platform's data directory (on Linux, ~/.local/share/chitty-chat).
+    #[arg(long, value_name = "DIR", conflicts_with = "in_memory")]
+    data_dir: Option<PathBuf>,
+    /// Keep everything in memory: history and sessions are lost when the service stops.
+    #[arg(long)]
+    in_memory: bool,
     /// How long a participant may go without an open Broadcast stream before it is announced as left.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     grace: Duration,
-    /// How many of the latest events the service holds for participants that reconnect.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
-    history: u32,
+    /// How many of the latest events the service keeps for participants that reconnect.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    retain_events: u32,
+    /// How many mebibytes of the latest events the service keeps, estimated; whichever bound is reached
+    /// first applies.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    retain_mib: u32,
     /// How many unread events a participant's stream may queue before it is cut off as too slow.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     stream_queue: u32,
+    /// The most participants present at once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_participants: u32,
+    /// How many messages per second each participant may publish, on average.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    publish_rate: u32,
+    /// How many messages a participant may publish in a burst.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    publish_burst: u32,
+    /// A secret every participant must present to join. Prefer the environment variable, which other
+    /// users of the machine cannot read from the process list.
+    #[arg(long, env = "CHITTY_CHAT_JOIN_SECRET", hide_env_values = true)]
+    join_secret: Option<String>,
+    /// Serve TLS with this PEM certificate chain (requires --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// How often to ping each participant's connection to find out whether it is still there.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     keepalive_interval: Duration,
@@ -66,12 +99,21 @@ struct JoinArgs {
     /// The name to join under: 1 to 32 printable characters, unique among those present.
     #[arg(long)]
     name: String,
-    /// The service's address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    server: String,
-    /// How long to try reaching the service before giving up.
+    /// The service's address; several, separated by commas, are tried in turn when reconnecting.
+    #[arg(long, default_value = "http://127.0.0.1:50051", value_delimiter = ',')]
+    server: Vec<String>,
+    /// Connect with TLS, trusting the certificate authority in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// The service's join secret, if it has one.
+    #[arg(long, env = "CHITTY_CHAT_JOIN_SECRET", hide_env_values = true)]
+    join_secret: Option<String>,
+    /// How long to try reaching the service before giving up, for the first connection and each attempt.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
+    /// How long to keep trying to reconnect after the connection is lost.
+    #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
+    reconnect_for: Duration,
 }
 
 /// Runs the command line; errors come back to `main`, which prints them on one line.
@@ -96,28 +138,60 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let storage = if args.in_memory {
+        Storage::Memory
+    } else {
+        Storage::Directory(match args.data_dir {
+            Some(directory) => directory,
+            None => ProjectDirs::from("", "", "chitty-chat")
+                .context("cannot find the platform's data directory; pass --data-dir")?
+                .data_dir()
+                .to_owned(),
+        })
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(certificate), Some(key)) => Some(TlsFiles {
+            certificate: std::fs::read(certificate)
+                .with_context(|| format!("cannot read {}", certificate.display()))?,
+            key: std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
+        }),
+        _ => None,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    if !address.ip().is_loopback() {
+    if !address.ip().is_loopback() && tls.is_none() {
         warn!(
             component = "service",
             event = "plaintext",
             address = %address,
-            reason = "serving plaintext gRPC on a non-loopback address: anyone on the network can read the chat",
+            reason = "serving plaintext gRPC on a non-loopback address: anyone on the network can read the chat; use --tls-cert and --tls-key",
         );
     }
     let config = ServeConfig {
         chat: ChatConfig {
             grace: args.grace,
             hub: HubConfig {
-                history_limit: args.history as usize,
+                retention: Retention {
+                    events: args.retain_events as usize,
+                    bytes: args.retain_mib as usize * 1024 * 1024,
+                },
                 queue_capacity: args.stream_queue as usize,
             },
+            max_participants: args.max_participants as usize,
+            publish_rate: Rate {
+                per_second: NonZeroU32::new(args.publish_rate)
+                    .context("--publish-rate must be positive")?,
+                burst: NonZeroU32::new(args.publish_burst)
+                    .context("--publish-burst must be positive")?,
+            },
+            join_secret: args.join_secret.filter(|secret| !secret.is_empty()),
         },
+        storage,
+        tls,
         keepalive_interval: args.keepalive_interval,
         keepalive_timeout: args.keepalive_timeout,
     };
@@ -130,6 +204,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    let ca = match &args.ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
     let input = chitty_participant::input::spawn_reader(std::io::BufReader::new(std::io::stdin()));
     let shutdown = CancellationToken::new();
     let signalled = shutdown.clone();
@@ -138,9 +218,15 @@ async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         signalled.cancel();
     });
     let config = ParticipantConfig {
-        server: args.server,
+        servers: args.server,
         name: args.name,
-        connect_timeout: args.connect_timeout,
+        connection: Connection {
+            timeout: args.connect_timeout,
+            ca,
+        },
+        join_secret: args.join_secret.unwrap_or_default(),
+        reconnect_for: args.reconnect_for,
+        backoff: Backoff::default(),
     };
     chitty_participant::run(
         config,

@@ -41,7 +41,8 @@ pub struct DemoArgs {
     /// How many participants chat from the start (at least 3); one more joins late.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(3..=64))]
     pub participants: u16,
-    /// Directory for the logs of every process; created if missing, earlier demo logs in it replaced.
+    /// Directory for the logs of every process and the service's database; created if missing, an
+    /// earlier demo run in it replaced.
     #[arg(long, default_value = "demo-logs", value_name = "DIR")]
     pub out: PathBuf,
 }
@@ -74,8 +75,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("Logs go to {}.\n", out.display());
 
     let service_log = fresh_log(&out, "service")?;
-    let mut service =
-        ServiceProcess::start(&binary, &json_log(&service_log, &["--grace", DEMO_GRACE])).await?;
+    // A fresh database for every run, so the demo always starts with an empty chat.
+    let data = out.join("service-data");
+    match std::fs::remove_dir_all(&data) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot remove {}", data.display()));
+        }
+    }
+    let data_arg = data.display().to_string();
+    let mut service = ServiceProcess::start(
+        &binary,
+        &json_log(
+            &service_log,
+            &["--grace", DEMO_GRACE, "--data-dir", &data_arg],
+        ),
+    )
+    .await?;
     println!("1. The service listens on {}.", service.address());
 
     let mut present: Vec<ParticipantProcess> = Vec::new();

@@ -36,8 +36,18 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary serve --listen 127.0.0.1:0 EXTRA...` and waits until it listens.
     pub async fn start(binary: &Path, extra: &[String]) -> anyhow::Result<Self> {
+        Self::start_on(binary, "127.0.0.1:0".parse()?, extra).await
+    }
+
+    /// Starts `binary serve --listen ADDRESS EXTRA...` and waits until it listens: to restart a service
+    /// where its participants expect it.
+    pub async fn start_on(
+        binary: &Path,
+        address: SocketAddr,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", &address.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -244,6 +254,35 @@ impl ParticipantProcess {
                         self.transcript(),
                     )
                 }
+            }
+        }
+    }
+
+    /// Waits until it has printed a line that is not an event (a `---` status line, say) that `wanted`
+    /// accepts (earlier lines count), at most `within`.
+    pub async fn wait_for_output(
+        &mut self,
+        description: &str,
+        wanted: impl Fn(&str) -> bool,
+        within: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + within;
+        let mut checked = 0;
+        loop {
+            if let Some(found) = self.other_output[checked..]
+                .iter()
+                .find(|line| wanted(line))
+            {
+                return Ok(found.clone());
+            }
+            checked = self.other_output.len();
+            match timeout_at(deadline, self.stdout.recv()).await {
+                Ok(Some(line)) => self.record(line),
+                Ok(None) | Err(_) => bail!(
+                    "{} did not print {description} within {within:?}; it printed:\n{}",
+                    self.name,
+                    self.transcript()
+                ),
             }
         }
     }

@@ -458,13 +458,25 @@ async fn sigterm_makes_a_participant_leave_and_stops_the_service_promptly_with_s
         .await
         .expect("the service stops within 5 s with a stream open");
     assert!(status.success(), "the service exited with {status}");
-    let status = alice.wait(WAIT).await.expect("alice exits");
-    assert!(!status.success(), "alice lost her service and must say so");
+    alice
+        .wait_for_output(
+            "the lost connection",
+            |line| {
+                line.starts_with("--- connection lost: the service is shutting down or restarting")
+            },
+            WAIT,
+        )
+        .await
+        .expect("alice says why she lost the service");
+
+    // With the service gone, leaving still ends the participant cleanly, and says what it could not do.
+    alice.close_input();
+    assert!(alice.wait(WAIT).await.expect("alice exits").success());
     assert!(
         alice
             .errors()
             .iter()
-            .any(|line| line.contains("shutting down")),
+            .any(|line| line.contains("left without telling the service")),
         "{:?}",
         alice.errors()
     );

@@ -50,6 +50,7 @@ async fn publish(client: &mut ChittyChatClient<Channel>, token: &str, text: &str
             v1::PublishRequest {
                 text: text.to_owned(),
                 lamport: 1,
+                ..Default::default()
             },
             token,
         ))
@@ -95,6 +96,7 @@ async fn missing_malformed_forged_and_ended_tokens_are_unauthenticated() {
                 v1::PublishRequest {
                     text: "I am alice".into(),
                     lamport: 1,
+                    ..Default::default()
                 },
                 credential,
             ))
@@ -291,7 +293,7 @@ async fn broadcast_starts_at_the_own_join_and_resumes_after_seq_without_gap_or_d
 #[tokio::test]
 async fn resuming_from_before_the_held_history_is_out_of_range_and_says_what_is_held() {
     let dir = log_dir();
-    let service = service(dir.path(), &["--history", "4"]).await;
+    let service = service(dir.path(), &["--retain-events", "4"]).await;
     let mut client = raw_client(&service).await;
     let (token, joined) = raw_join(&mut client, "watcher").await;
     let mut last = 0;
@@ -343,6 +345,7 @@ async fn lamport_times_follow_the_rules_and_absurd_ones_are_refused() {
         .join(v1::JoinRequest {
             name: "ahead".into(),
             lamport: 1000,
+            ..Default::default()
         })
         .await
         .expect("join")
@@ -363,6 +366,7 @@ async fn lamport_times_follow_the_rules_and_absurd_ones_are_refused() {
                 v1::PublishRequest {
                     text: format!("n{n}"),
                     lamport: 3,
+                    ..Default::default()
                 },
                 &token,
             ))
@@ -386,6 +390,7 @@ async fn lamport_times_follow_the_rules_and_absurd_ones_are_refused() {
             v1::PublishRequest {
                 text: "from the far future".into(),
                 lamport: u64::MAX,
+                ..Default::default()
             },
             &token,
         ))
@@ -396,6 +401,7 @@ async fn lamport_times_follow_the_rules_and_absurd_ones_are_refused() {
         .join(v1::JoinRequest {
             name: "ahead".into(),
             lamport: 1,
+            ..Default::default()
         })
         .await
         .expect_err("the name is taken");
@@ -406,7 +412,18 @@ async fn lamport_times_follow_the_rules_and_absurd_ones_are_refused() {
 async fn a_participant_that_never_reads_is_cut_off_while_everyone_else_gets_everything() {
     const MESSAGES: usize = 600;
     let dir = log_dir();
-    let mut service = service(dir.path(), &["--stream-queue", "16"]).await;
+    let mut service = service(
+        dir.path(),
+        &[
+            "--stream-queue",
+            "16",
+            "--publish-rate",
+            "100000",
+            "--publish-burst",
+            "100000",
+        ],
+    )
+    .await;
     let mut reader = participant(&service, dir.path(), "reader").await;
 
     // The stalled participant opens its stream and then reads nothing while the chat goes on. Its small

@@ -15,7 +15,7 @@ use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
 use thiserror::Error;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
 /// How long a unary call may take before the participant gives up on it.
@@ -26,11 +26,17 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ErrorKind {
     /// The service could not be reached, or the connection broke.
     Unreachable,
+    /// The service is shutting down or restarting.
+    ServiceStopping,
     /// The name is taken by a participant who is present.
     NameTaken,
     /// The service refused the request's content, such as an invalid message.
     Refused,
-    /// The session token is missing, unknown or ended.
+    /// The participant publishes faster than the service allows; try again later.
+    RateLimited,
+    /// The service admits nobody else, or this address tried too many wrong join secrets.
+    Full,
+    /// The session token is missing, unknown or ended, or the join secret is wrong.
     SessionEnded,
     /// The history no longer holds what the participant asked to replay.
     HistoryGone,
@@ -38,13 +44,11 @@ pub enum ErrorKind {
     FellBehind,
     /// A newer stream of the same session replaced this one.
     Replaced,
-    /// The service is shutting down.
-    ServiceStopping,
     /// Anything else: a bug on one side, or a service this participant does not understand.
     Other,
 }
 
-/// A failed call: what kind of failure, the service's own words, and its Lamport time if it sent one.
+/// A failed call: what kind of failure, the service's own words, and what it attached.
 #[derive(Debug, Clone, Error)]
 #[error("{message}")]
 pub struct ClientError {
@@ -54,39 +58,68 @@ pub struct ClientError {
     pub message: String,
     /// The service's Lamport time on the error, to witness.
     pub lamport: Option<u64>,
+    /// With [`ErrorKind::HistoryGone`]: the newest seq the service has.
+    pub last_seq: Option<u64>,
+    /// With [`ErrorKind::RateLimited`]: how long to wait before trying again.
+    pub retry_after: Option<Duration>,
+}
+
+/// The call that failed, which decides how some status codes read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rpc {
+    Join,
+    Publish,
+    Leave,
+    Broadcast,
 }
 
 impl ClientError {
-    fn unreachable(server: &str, cause: impl std::fmt::Display) -> Self {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            kind: ErrorKind::Unreachable,
-            message: format!("cannot reach the Chitty-Chat service at {server}: {cause}"),
+            kind,
+            message: message.into(),
             lamport: None,
+            last_seq: None,
+            retry_after: None,
         }
     }
 
-    fn from_status(server: &str, status: &Status) -> Self {
+    fn unreachable(server: &str, cause: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorKind::Unreachable,
+            format!("cannot reach the Chitty-Chat service at {server}: {cause}"),
+        )
+    }
+
+    fn from_status(server: &str, rpc: Rpc, status: &Status) -> Self {
         let kind = match status.code() {
             Code::AlreadyExists => ErrorKind::NameTaken,
             Code::InvalidArgument => ErrorKind::Refused,
             Code::Unauthenticated => ErrorKind::SessionEnded,
             Code::OutOfRange => ErrorKind::HistoryGone,
-            Code::ResourceExhausted => ErrorKind::FellBehind,
+            Code::ResourceExhausted => match rpc {
+                Rpc::Broadcast => ErrorKind::FellBehind,
+                Rpc::Publish => ErrorKind::RateLimited,
+                Rpc::Join | Rpc::Leave => ErrorKind::Full,
+            },
             Code::Aborted => ErrorKind::Replaced,
             // The service's own UNAVAILABLE carries its Lamport time; one that the transport made up
             // (connection refused or broken) does not.
             Code::Unavailable if status.metadata().contains_key("lamport") => {
                 ErrorKind::ServiceStopping
             }
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                 return Self::unreachable(server, describe(status));
             }
             _ => ErrorKind::Other,
         };
+        let metadata = status.metadata();
         Self {
             kind,
             message: status.message().to_owned(),
-            lamport: lamport_of(status.metadata()),
+            lamport: number(metadata, "lamport"),
+            last_seq: number(metadata, "last-seq"),
+            retry_after: number(metadata, "retry-after-ms").map(Duration::from_millis),
         }
     }
 }
@@ -102,8 +135,8 @@ fn describe(status: &Status) -> String {
     deepest.unwrap_or_else(|| status.message().to_owned())
 }
 
-fn lamport_of(metadata: &MetadataMap) -> Option<u64> {
-    metadata.get("lamport")?.to_str().ok()?.parse().ok()
+fn number(metadata: &MetadataMap, key: &str) -> Option<u64> {
+    metadata.get(key)?.to_str().ok()?.parse().ok()
 }
 
 /// The service's answer to a call: the seq of the event it broadcast and its Lamport time.
@@ -115,6 +148,16 @@ pub struct Reply {
     pub lamport: u64,
 }
 
+/// How to reach a service.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// How long to try before giving up.
+    pub timeout: Duration,
+    /// A PEM certificate of the authority that signed the service's TLS certificate; the service is
+    /// reached over TLS when this is set or the address starts with `https://`.
+    pub ca: Option<Vec<u8>>,
+}
+
 /// A connection to one Chitty-Chat service, and the session once joined.
 #[derive(Debug, Clone)]
 pub struct ChatClient {
@@ -122,28 +165,40 @@ pub struct ChatClient {
     inner: ChittyChatClient<Channel>,
     /// The service's address, for error messages.
     server: String,
-    /// `Bearer <token>`, set by [`ChatClient::join`].
+    /// `Bearer <token>`, set by [`ChatClient::join`] or [`ChatClient::resume`].
     authorization: Option<AsciiMetadataValue>,
 }
 
 impl ChatClient {
-    /// Connects to the service at `server` (such as `http://127.0.0.1:50051`), giving up after
-    /// `connect_timeout`.
+    /// Connects to the service at `server` (such as `http://127.0.0.1:50051`).
     ///
     /// HTTP/2 keepalive pings detect a service that vanished without closing the connection.
-    pub async fn connect(server: &str, connect_timeout: Duration) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_shared(server.to_owned())
-            .map_err(|error| ClientError {
-                kind: ErrorKind::Other,
-                message: format!("{server:?} is not a valid service address: {error}"),
-                lamport: None,
+    pub async fn connect(server: &str, connection: &Connection) -> Result<Self, ClientError> {
+        let mut endpoint = Endpoint::from_shared(server.to_owned())
+            .map_err(|error| {
+                ClientError::new(
+                    ErrorKind::Other,
+                    format!("{server:?} is not a valid service address: {error}"),
+                )
             })?
-            .connect_timeout(connect_timeout)
+            .connect_timeout(connection.timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
+        if connection.ca.is_some() || server.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &connection.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|error| {
+                ClientError::new(
+                    ErrorKind::Other,
+                    format!("cannot set up TLS for {server}: {error}"),
+                )
+            })?;
+        }
+        let channel = match tokio::time::timeout(connection.timeout, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(error)) => {
                 let mut cause: &dyn std::error::Error = &error;
@@ -155,7 +210,7 @@ impl ChatClient {
             Err(_) => {
                 return Err(ClientError::unreachable(
                     server,
-                    format!("no answer within {}", humanize(connect_timeout)),
+                    format!("no answer within {}", humanize(connection.timeout)),
                 ));
             }
         };
@@ -166,35 +221,77 @@ impl ChatClient {
         })
     }
 
-    /// Joins under `name`, stamping the request with `lamport`. Later calls carry the session token.
-    pub async fn join(&mut self, name: &str, lamport: u64) -> Result<Reply, ClientError> {
+    /// The address this client is connected to.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Joins under `name`, presenting `join_secret` (empty for none) and stamping the request with
+    /// `lamport`. Later calls carry the new session's token; [`ChatClient::token`] returns it.
+    pub async fn join(
+        &mut self,
+        name: &str,
+        join_secret: &str,
+        lamport: u64,
+    ) -> Result<Reply, ClientError> {
         let request = Request::new(v1::JoinRequest {
             name: name.to_owned(),
             lamport,
+            join_secret: join_secret.to_owned(),
         });
         let response = self
-            .unary(|mut inner| async move { inner.join(request).await })
+            .unary(
+                Rpc::Join,
+                |mut inner| async move { inner.join(request).await },
+            )
             .await?;
-        let bearer = format!("Bearer {}", response.session_token);
-        self.authorization = Some(bearer.parse().map_err(|_| ClientError {
-            kind: ErrorKind::Other,
-            message: "the service sent a session token that is not valid metadata".to_owned(),
-            lamport: Some(response.lamport),
-        })?);
+        self.resume(&response.session_token).map_err(|mut error| {
+            error.lamport = Some(response.lamport);
+            error
+        })?;
         Ok(Reply {
             seq: response.seq,
             lamport: response.lamport,
         })
     }
 
-    /// Publishes `text`, stamped with `lamport`.
-    pub async fn publish(&mut self, text: &str, lamport: u64) -> Result<Reply, ClientError> {
+    /// Carries `token` on later calls: to continue a session on a new connection.
+    pub fn resume(&mut self, token: &str) -> Result<(), ClientError> {
+        let bearer = format!("Bearer {token}");
+        self.authorization = Some(bearer.parse().map_err(|_| {
+            ClientError::new(
+                ErrorKind::Other,
+                "the service sent a session token that is not valid metadata",
+            )
+        })?);
+        Ok(())
+    }
+
+    /// The session token, once joined.
+    pub fn token(&self) -> Option<&str> {
+        self.authorization
+            .as_ref()?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+    }
+
+    /// Publishes `text` under `idempotency_key`, stamped with `lamport`.
+    pub async fn publish(
+        &mut self,
+        text: &str,
+        idempotency_key: &str,
+        lamport: u64,
+    ) -> Result<Reply, ClientError> {
         let request = self.authorized(v1::PublishRequest {
             text: text.to_owned(),
             lamport,
+            idempotency_key: idempotency_key.to_owned(),
         });
         let response = self
-            .unary(|mut inner| async move { inner.publish(request).await })
+            .unary(Rpc::Publish, |mut inner| async move {
+                inner.publish(request).await
+            })
             .await?;
         Ok(Reply {
             seq: response.seq,
@@ -206,7 +303,10 @@ impl ChatClient {
     pub async fn leave(&mut self, lamport: u64) -> Result<Reply, ClientError> {
         let request = self.authorized(v1::LeaveRequest { lamport });
         let response = self
-            .unary(|mut inner| async move { inner.leave(request).await })
+            .unary(
+                Rpc::Leave,
+                |mut inner| async move { inner.leave(request).await },
+            )
             .await?;
         Ok(Reply {
             seq: response.seq,
@@ -222,7 +322,9 @@ impl ChatClient {
     ) -> Result<EventStream, ClientError> {
         let request = self.authorized(v1::BroadcastRequest { lamport, after_seq });
         let response = self
-            .unary(|mut inner| async move { inner.broadcast(request).await })
+            .unary(Rpc::Broadcast, |mut inner| async move {
+                inner.broadcast(request).await
+            })
             .await?;
         Ok(EventStream {
             inner: response,
@@ -241,14 +343,14 @@ impl ChatClient {
     }
 
     /// Runs one call with [`CALL_TIMEOUT`], mapping every failure to a [`ClientError`].
-    async fn unary<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    async fn unary<T, F, Fut>(&self, rpc: Rpc, call: F) -> Result<T, ClientError>
     where
         F: FnOnce(ChittyChatClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         match tokio::time::timeout(CALL_TIMEOUT, call(self.inner.clone())).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(ClientError::from_status(&self.server, &status)),
+            Ok(Err(status)) => Err(ClientError::from_status(&self.server, rpc, &status)),
             Err(_) => Err(ClientError::unreachable(
                 &self.server,
                 format!("no answer within {}", humanize(CALL_TIMEOUT)),
@@ -272,11 +374,9 @@ impl EventStream {
     /// Events of a kind this participant does not know are skipped: a newer service may send them.
     pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
         loop {
-            let Some(event) = self
-                .inner
-                .message()
-                .await
-                .map_err(|status| ClientError::from_status(&self.server, &status))?
+            let Some(event) = self.inner.message().await.map_err(|status| {
+                ClientError::from_status(&self.server, Rpc::Broadcast, &status)
+            })?
             else {
                 return Ok(None);
             };
@@ -286,9 +386,10 @@ impl EventStream {
                 Ok(v1::EventKind::Left) => EventKind::Left,
                 Ok(v1::EventKind::Unspecified) | Err(_) => {
                     tracing::debug!(
+                        component = "participant",
+                        event = "skip_unknown_kind",
                         seq = event.seq,
                         kind = event.kind,
-                        "skipping an event of unknown kind"
                     );
                     continue;
                 }

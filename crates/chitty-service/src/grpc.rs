@@ -17,10 +17,20 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
 use crate::chat::{AuthError, ChatError, ChatService, Credential, Refused};
+use crate::history::HistoryError;
 use crate::hub::EndReason;
 
 /// The metadata entry in which every status carries the service's Lamport time.
 pub const LAMPORT_METADATA: &str = "lamport";
+
+/// On `RESOURCE_EXHAUSTED` from a rate limit, the metadata entry with how many milliseconds to wait.
+pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
+
+/// On `OUT_OF_RANGE`, the metadata entry with the oldest seq the service still holds.
+pub const FIRST_HELD_METADATA: &str = "first-held-seq";
+
+/// On `OUT_OF_RANGE`, the metadata entry with the newest seq.
+pub const LAST_SEQ_METADATA: &str = "last-seq";
 
 /// The `ChittyChat` gRPC service, backed by a [`ChatService`].
 #[derive(Debug, Clone)]
@@ -49,15 +59,17 @@ impl ChittyChat for GrpcChat {
         &self,
         request: Request<v1::JoinRequest>,
     ) -> Result<Response<v1::JoinResponse>, Status> {
+        let peer = request.remote_addr().map(|address| address.ip());
         let request = request.into_inner();
         let joined = self
             .chat
-            .join(&request.name, request.lamport)
+            .join(&request.name, &request.join_secret, peer, request.lamport)
+            .await
             .map_err(status_of)?;
         Ok(Response::new(v1::JoinResponse {
             session_token: joined.token.as_str().to_owned(),
             lamport: joined.times.response,
-            seq: joined.event.seq,
+            seq: joined.seq,
         }))
     }
 
@@ -72,6 +84,7 @@ impl ChittyChat for GrpcChat {
         let subscription = self
             .chat
             .open_stream(credential, request.after_seq, request.lamport)
+            .await
             .map_err(status_of)?;
         let chat = Arc::clone(&self.chat);
         let events = futures_util::stream::unfold(
@@ -79,7 +92,7 @@ impl ChittyChat for GrpcChat {
             |(mut subscription, chat)| async move {
                 let item = match subscription.next().await? {
                     Ok(event) => Ok(event_to_proto(&event)),
-                    Err(reason) => Err(with_lamport(end_status(reason), chat.stamp())),
+                    Err(reason) => Err(with_lamport(end_status(reason), chat.stamp().await)),
                 };
                 Some((item, (subscription, chat)))
             },
@@ -95,11 +108,17 @@ impl ChittyChat for GrpcChat {
         let request = request.get_ref();
         let published = self
             .chat
-            .publish(credential, &request.text, request.lamport)
+            .publish(
+                credential,
+                &request.text,
+                &request.idempotency_key,
+                request.lamport,
+            )
+            .await
             .map_err(status_of)?;
         Ok(Response::new(v1::PublishResponse {
             lamport: published.times.response,
-            seq: published.event.seq,
+            seq: published.seq,
         }))
     }
 
@@ -111,10 +130,11 @@ impl ChittyChat for GrpcChat {
         let left = self
             .chat
             .leave(credential, request.get_ref().lamport)
+            .await
             .map_err(status_of)?;
         Ok(Response::new(v1::LeaveResponse {
             lamport: left.times.response,
-            seq: left.event.seq,
+            seq: left.seq,
         }))
     }
 }
@@ -139,18 +159,53 @@ fn status_of(refused: Refused) -> Status {
     let code = match &refused.error {
         ChatError::LamportTooLarge(_)
         | ChatError::InvalidName(_)
-        | ChatError::InvalidMessage(_) => Code::InvalidArgument,
+        | ChatError::InvalidMessage(_)
+        | ChatError::IdempotencyKeyTooLong(_) => Code::InvalidArgument,
         ChatError::NameTaken(_) => Code::AlreadyExists,
-        ChatError::Unauthenticated(
+        ChatError::Full(_) | ChatError::RateLimited { .. } | ChatError::TooManyJoinFailures(_) => {
+            Code::ResourceExhausted
+        }
+        ChatError::WrongJoinSecret
+        | ChatError::Unauthenticated(
             AuthError::Missing | AuthError::Malformed | AuthError::Unknown,
         ) => Code::Unauthenticated,
         ChatError::History(_) => Code::OutOfRange,
-        ChatError::ShuttingDown => Code::Unavailable,
+        ChatError::Unavailable(_) => Code::Unavailable,
     };
-    with_lamport(
+    let mut status = with_lamport(
         Status::new(code, refused.error.to_string()),
         refused.lamport,
-    )
+    );
+    let retry_after = match &refused.error {
+        ChatError::RateLimited { retry_after, .. }
+        | ChatError::TooManyJoinFailures(retry_after) => Some(*retry_after),
+        _ => None,
+    };
+    if let Some(retry_after) = retry_after {
+        let millis = u64::try_from(retry_after.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER_METADATA, MetadataValue::from(millis));
+    }
+    // Say what is still held in a form a participant can act on without parsing the message.
+    if let ChatError::History(history) = &refused.error {
+        let (first_held, last_seq) = match *history {
+            HistoryError::Evicted {
+                first_held,
+                last_seq,
+                ..
+            } => (Some(first_held), last_seq),
+            HistoryError::Ahead { last_seq, .. } => (None, last_seq),
+        };
+        let metadata = status.metadata_mut();
+        if let Some(first_held) = first_held {
+            metadata.insert(FIRST_HELD_METADATA, MetadataValue::from(first_held));
+        }
+        metadata.insert(LAST_SEQ_METADATA, MetadataValue::from(last_seq));
+    }
+    status
 }
 
 /// The status that ends a stream abruptly.
@@ -163,16 +218,20 @@ fn end_status(reason: EndReason) -> Status {
         EndReason::Replaced => {
             Status::aborted("this Broadcast stream was replaced by a newer one of the same session")
         }
-        EndReason::ShuttingDown => Status::unavailable("the service is shutting down"),
+        EndReason::ShuttingDown => Status::unavailable(
+            "the service is shutting down or restarting; reconnect and resume with after_seq",
+        ),
         // A clean end is not an error, and a disconnected stream has nobody to tell.
         EndReason::Left | EndReason::Disconnected => Status::cancelled("the stream ended"),
     }
 }
 
-fn with_lamport(mut status: Status, lamport: u64) -> Status {
-    status
-        .metadata_mut()
-        .insert(LAMPORT_METADATA, MetadataValue::from(lamport));
+fn with_lamport(mut status: Status, lamport: Option<u64>) -> Status {
+    if let Some(lamport) = lamport {
+        status
+            .metadata_mut()
+            .insert(LAMPORT_METADATA, MetadataValue::from(lamport));
+    }
     status
 }
 

@@ -1,7 +1,10 @@
-//! The recent events the service still holds, for participants that join late or reconnect.
+//! The retained events, for participants that join late or reconnect.
 //!
-//! The history is a bounded ring of the last `limit` events. Because `seq` has no gaps, the event with
-//! sequence number `s` sits at index `s - first_held`, so a resume point is found without searching.
+//! The history is the window of the latest events that the service keeps, bounded both by a number of
+//! events and by an estimate of their size in bytes, whichever is reached first. It lives in memory (the
+//! store keeps the same window on disk), so a replay never waits for the disk. Because `seq` has no gaps,
+//! the event with sequence number `s` sits at index `s - first_held`, and a resume point is found without
+//! searching.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,10 +12,24 @@ use std::sync::Arc;
 use chitty_core::Event;
 use thiserror::Error;
 
+use crate::store::KeyedEvent;
+
+/// What an event is assumed to cost beyond its text and name: seq, times, kind, pointers and bookkeeping.
+const EVENT_OVERHEAD_BYTES: usize = 96;
+
+/// How much of the history to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The most events to keep; at least 1.
+    pub events: usize,
+    /// The most bytes to keep, estimated; the newest event is kept even if it alone is larger.
+    pub bytes: usize,
+}
+
 /// Why the events after some seq cannot be replayed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum HistoryError {
-    /// Some of the requested events have been dropped to keep the history bounded.
+    /// Some of the requested events are no longer retained.
     #[error(
         "the events after seq {after_seq} are no longer held; the history holds seq {first_held} to {last_seq}"
     )]
@@ -34,25 +51,30 @@ pub enum HistoryError {
     },
 }
 
-/// The last `limit` events, in seq order.
+/// The retained window of events, in seq order.
 #[derive(Debug)]
 pub struct History {
     /// The held events, oldest first; their seqs are consecutive and end at `last_seq`.
-    events: VecDeque<Arc<Event>>,
-    /// How many events to hold at most; at least 1.
-    limit: usize,
+    events: VecDeque<KeyedEvent>,
+    /// How much to keep.
+    retention: Retention,
+    /// The estimated size of the held events.
+    bytes: usize,
     /// The seq of the newest event ever appended, held or not; 0 before the first.
     last_seq: u64,
 }
 
 impl History {
-    /// An empty history that holds at most `limit` events (at least one).
-    pub fn new(limit: usize) -> Self {
-        let limit = limit.max(1);
+    /// An empty history that starts after `last_seq` (0 for a new service).
+    pub fn new(retention: Retention, last_seq: u64) -> Self {
         Self {
-            events: VecDeque::with_capacity(limit.min(4096)),
-            limit,
-            last_seq: 0,
+            events: VecDeque::new(),
+            retention: Retention {
+                events: retention.events.max(1),
+                bytes: retention.bytes,
+            },
+            bytes: 0,
+            last_seq,
         }
     }
 
@@ -61,14 +83,34 @@ impl History {
         self.last_seq
     }
 
-    /// Appends the next event; its seq must be `last_seq() + 1`. The oldest event goes if the ring is full.
-    pub fn push(&mut self, event: Arc<Event>) {
-        debug_assert_eq!(event.seq, self.last_seq + 1, "seq must have no gaps");
-        self.last_seq = event.seq;
-        if self.events.len() == self.limit {
-            self.events.pop_front();
+    /// The seq of the oldest held event; `last_seq() + 1` when none is held.
+    pub fn first_held(&self) -> u64 {
+        self.last_seq + 1 - self.events.len() as u64
+    }
+
+    /// The estimated size of the held events, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends the next event; its seq must be `last_seq() + 1`. Returns the events evicted to stay within
+    /// the retention bounds, oldest first.
+    pub fn push(&mut self, keyed: KeyedEvent) -> Vec<KeyedEvent> {
+        debug_assert_eq!(keyed.event.seq, self.last_seq + 1, "seq must have no gaps");
+        self.last_seq = keyed.event.seq;
+        self.bytes += size_of_event(&keyed.event);
+        self.events.push_back(keyed);
+        let mut evicted = Vec::new();
+        while self.events.len() > self.retention.events
+            || (self.bytes > self.retention.bytes && self.events.len() > 1)
+        {
+            let Some(oldest) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= size_of_event(&oldest.event);
+            evicted.push(oldest);
         }
-        self.events.push_back(event);
+        evicted
     }
 
     /// Every held event with seq greater than `after_seq`, oldest first.
@@ -79,7 +121,7 @@ impl History {
                 last_seq: self.last_seq,
             });
         }
-        let first_held = self.last_seq + 1 - self.events.len() as u64;
+        let first_held = self.first_held();
         if after_seq + 1 < first_held {
             return Err(HistoryError::Evicted {
                 after_seq,
@@ -89,8 +131,22 @@ impl History {
         }
         // after_seq + 1 >= first_held, and the index of seq s is s - first_held.
         let start = (after_seq + 1 - first_held) as usize;
-        Ok(self.events.range(start..).cloned().collect())
+        Ok(self
+            .events
+            .range(start..)
+            .map(|keyed| Arc::clone(&keyed.event))
+            .collect())
     }
+
+    /// Every held event, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &KeyedEvent> {
+        self.events.iter()
+    }
+}
+
+/// The estimated memory an event takes.
+pub fn size_of_event(event: &Event) -> usize {
+    EVENT_OVERHEAD_BYTES + event.text.len() + event.participant.len()
 }
 
 #[cfg(test)]
@@ -99,14 +155,24 @@ mod tests {
     use chitty_core::EventDraft;
     use proptest::prelude::*;
 
-    fn event(seq: u64) -> Arc<Event> {
-        Arc::new(
-            EventDraft::Message {
-                participant: "p".into(),
-                text: format!("message {seq}"),
-            }
-            .into_event(seq, seq * 2),
-        )
+    fn keyed(seq: u64) -> KeyedEvent {
+        KeyedEvent {
+            event: Arc::new(
+                EventDraft::Message {
+                    participant: "p".into(),
+                    text: format!("message {seq}"),
+                }
+                .into_event(seq, seq * 2),
+            ),
+            idempotency_key: None,
+        }
+    }
+
+    fn by_count(events: usize) -> Retention {
+        Retention {
+            events,
+            bytes: usize::MAX,
+        }
     }
 
     fn seqs(events: &VecDeque<Arc<Event>>) -> Vec<u64> {
@@ -114,8 +180,8 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_history_replays_nothing_from_zero() {
-        let history = History::new(4);
+    fn an_empty_history_replays_nothing_from_its_start() {
+        let history = History::new(by_count(4), 0);
         assert_eq!(
             seqs(&history.after(0).expect("empty replay")),
             Vec::<u64>::new()
@@ -130,44 +196,83 @@ mod tests {
     }
 
     #[test]
+    fn a_history_that_resumes_after_a_restart_continues_the_seq() {
+        let mut history = History::new(by_count(4), 41);
+        assert_eq!(history.first_held(), 42);
+        assert_eq!(
+            seqs(&history.after(41).expect("nothing yet")),
+            Vec::<u64>::new()
+        );
+        history.push(keyed(42));
+        assert_eq!(seqs(&history.after(41).expect("one")), vec![42]);
+        assert!(matches!(
+            history.after(40),
+            Err(HistoryError::Evicted { .. })
+        ));
+    }
+
+    #[test]
     fn replays_exactly_what_follows_the_resume_point() {
-        let mut history = History::new(10);
-        (1..=5).for_each(|seq| history.push(event(seq)));
+        let mut history = History::new(by_count(10), 0);
+        (1..=5).for_each(|seq| assert!(history.push(keyed(seq)).is_empty()));
         assert_eq!(seqs(&history.after(0).expect("all")), vec![1, 2, 3, 4, 5]);
         assert_eq!(seqs(&history.after(3).expect("tail")), vec![4, 5]);
         assert_eq!(seqs(&history.after(5).expect("none")), Vec::<u64>::new());
     }
 
     #[test]
-    fn evicted_events_are_reported_with_what_is_still_held() {
-        let mut history = History::new(3);
-        (1..=6).for_each(|seq| history.push(event(seq)));
+    fn evicted_events_are_returned_and_reported_with_what_is_still_held() {
+        let mut history = History::new(by_count(3), 0);
+        let evicted: Vec<u64> = (1..=6)
+            .flat_map(|seq| history.push(keyed(seq)))
+            .map(|keyed| keyed.event.seq)
+            .collect();
+        assert_eq!(evicted, vec![1, 2, 3]);
         assert_eq!(
             seqs(&history.after(3).expect("oldest held onward")),
             vec![4, 5, 6]
         );
         let error = history.after(2).expect_err("seq 3 is gone");
         assert_eq!(
-            error,
-            HistoryError::Evicted {
-                after_seq: 2,
-                first_held: 4,
-                last_seq: 6
-            }
-        );
-        assert_eq!(
             error.to_string(),
             "the events after seq 2 are no longer held; the history holds seq 4 to 6"
         );
     }
 
+    #[test]
+    fn the_byte_bound_evicts_too_but_always_keeps_the_newest() {
+        let one = size_of_event(&keyed(1).event);
+        let mut history = History::new(
+            Retention {
+                events: 100,
+                bytes: one * 2,
+            },
+            0,
+        );
+        (1..=5).for_each(|seq| {
+            history.push(keyed(seq));
+        });
+        assert_eq!(seqs(&history.after(3).expect("two held")), vec![4, 5]);
+        assert!(history.bytes() <= one * 2);
+
+        let mut tiny = History::new(
+            Retention {
+                events: 100,
+                bytes: 1,
+            },
+            0,
+        );
+        tiny.push(keyed(1));
+        assert_eq!(seqs(&tiny.after(0).expect("the newest stays")), vec![1]);
+    }
+
     proptest! {
-        /// Whatever the limit and resume point, a replay is either exactly the requested range or an error
+        /// Whatever the bounds and resume point, a replay is either exactly the requested range or an error
         /// that is true.
         #[test]
         fn replay_is_exact_or_refused(limit in 1usize..20, count in 0u64..50, after_seq in 0u64..60) {
-            let mut history = History::new(limit);
-            (1..=count).for_each(|seq| history.push(event(seq)));
+            let mut history = History::new(by_count(limit), 0);
+            (1..=count).for_each(|seq| { history.push(keyed(seq)); });
             let first_held = count.saturating_sub(limit as u64) + 1;
             match history.after(after_seq) {
                 Ok(events) => {

@@ -1,20 +1,27 @@
-//! The hub: where events get their place in the order, are kept, and are fanned out.
+//! The hub: where events get their place in the order, become durable, are kept, and are fanned out.
 //!
 //! Every event the service broadcasts passes through [`Hub::append`], which gives it the next `seq` and a
-//! fresh Lamport time from the service clock, keeps it in the [`History`], and queues it for every open
-//! Broadcast stream. A stream is a [`Subscription`]: a replay of the history it asked for, then the live
-//! queue. The hub is the seam behind which a later persistent store or a multi-node log will sit; nothing
-//! outside it assigns a seq or touches the history.
+//! fresh Lamport time from the service clock and queues it for the writer. The writer, a thread of its own,
+//! commits what has queued up as one batch to the [`Store`] (group commit: one disk sync for every event
+//! that arrived while the previous sync ran), and only then moves the events into the [`History`] and
+//! hands them to every open Broadcast stream. [`Hub::durable`] lets a caller wait until its event is on
+//! disk before it answers. A stream is a [`Subscription`]: a replay of the history it asked for, then its
+//! live queue. The hub is the seam behind which the store sits; nothing outside it assigns a seq, touches
+//! the history or writes to the store.
 //!
 //! # Concurrency properties
 //!
-//! - One `std::sync::Mutex` guards sequencing, the history and the subscriber list. It is held only for
-//!   work in memory, never across an `.await` and never while writing a log line.
-//! - Seq and Lamport time are assigned under that lock, so Lamport times strictly increase along seq and
-//!   every subscriber receives events in seq order.
-//! - [`Hub::subscribe`] takes the replay and registers the live queue under the same lock, so an event is
-//!   either in the replay or in the queue, never in both and never in neither.
+//! - One `std::sync::Mutex` guards sequencing, the queue of events waiting for the disk, the history and
+//!   the subscriber list. It is held only for work in memory: never across an `.await`, never during the
+//!   disk sync, never while writing a log line.
+//! - Seq and Lamport time are assigned under that lock, so Lamport times strictly increase along seq. The
+//!   writer commits and publishes in the same order, so every subscriber receives events in seq order.
+//! - An event is on disk before anyone sees it and before its publisher is answered.
+//! - [`Hub::subscribe`] takes the replay and registers the live queue under the lock, so an event is either
+//!   in the replay or in the queue, never in both and never in neither.
 //! - Fan-out never waits on a subscriber. It uses `try_send` into each subscriber's own bounded queue.
+//! - Events waiting for the disk are bounded by the calls in flight: each Join, Publish and Leave waits
+//!   for its own event to be durable before it is answered.
 //!
 //! # Expected subscriber behaviour
 //!
@@ -23,24 +30,37 @@
 //! ends with [`EndReason::FellBehind`] (on the wire `RESOURCE_EXHAUSTED`), the cut-off is counted and logged,
 //! and every other subscriber goes on at full speed. Nothing is lost to it for good: the event it missed is
 //! in the history, and it may reconnect with `after_seq` set to the last seq it saw.
+//!
+//! # The Lamport floor
+//!
+//! A restarted service must never issue a timestamp at or below one it issued before. The store keeps a
+//! floor above every timestamp the service may have sent, raised in steps of [`LAMPORT_FLOOR_STEP`] as the
+//! clock approaches it; [`Hub::stamp`] waits for the floor to be durable in the rare case a timestamp would
+//! pass it. The restarted clock resumes at the floor.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
 
 use chitty_core::{Event, EventDraft, LamportClock};
 use thiserror::Error;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::history::{History, HistoryError};
+use crate::history::{History, HistoryError, Retention};
+use crate::sessions::TokenHash;
+use crate::store::{Batch, KeyedEvent, Recovered, Store, StoredSession};
+
+/// How far ahead of the clock the durable Lamport floor is set, so that it rarely needs a write of its own.
+pub const LAMPORT_FLOOR_STEP: u64 = 1 << 16;
 
 /// How the hub is sized.
 #[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
-    /// How many of the latest events the history holds for replay.
-    pub history_limit: usize,
+    /// How much of the history to keep, in memory and on disk.
+    pub retention: Retention,
     /// How many unread events a subscriber's queue holds before the subscriber is cut off.
     pub queue_capacity: usize,
 }
@@ -122,32 +142,139 @@ pub enum SubscribeError {
     Closed,
 }
 
-/// The hub is closed because the service is shutting down.
+/// The hub accepts no more events: the service is shutting down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("the service is shutting down")]
 pub struct HubClosed;
 
+/// The writer stopped, so nothing more becomes durable: the service is shutting down, or the store failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct WriterStopped(Arc<str>);
+
+/// What a session change written with an event does.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionChange {
+    /// The session of this token joined with this event.
+    Joined(TokenHash),
+    /// The session of this token ended with this event.
+    Ended(TokenHash),
+}
+
+/// An event to append, and what must change with it.
+#[derive(Debug)]
+pub struct Append {
+    /// The event.
+    pub draft: EventDraft,
+    /// The publisher's idempotency key: a second append with the same participant and key is not an event.
+    pub idempotency_key: Option<Arc<str>>,
+    /// A subscription to end cleanly just before this event is fanned out: the leaver's own stream.
+    pub ends_stream: Option<SubscriberId>,
+    /// The session change to store in the same commit.
+    pub session: Option<SessionChange>,
+}
+
+impl Append {
+    /// An append of `draft` with nothing else attached.
+    pub fn event(draft: EventDraft) -> Self {
+        Self {
+            draft,
+            idempotency_key: None,
+            ends_stream: None,
+            session: None,
+        }
+    }
+}
+
+/// The outcome of [`Hub::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// A new event, placed in the order.
+    New(Arc<Event>),
+    /// The same participant already appended an event with this idempotency key: its seq.
+    Duplicate(u64),
+}
+
+impl Appended {
+    /// The seq of the event: the new one, or the first one with the same key.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Appended::New(event) => event.seq,
+            Appended::Duplicate(seq) => *seq,
+        }
+    }
+
+    /// The Lamport time of a new event; a duplicate's first event was stamped earlier.
+    pub fn lamport(&self) -> Option<u64> {
+        match self {
+            Appended::New(event) => Some(event.lamport),
+            Appended::Duplicate(_) => None,
+        }
+    }
+}
+
 /// Orders, keeps and fans out events. See the module documentation for its guarantees.
 #[derive(Debug)]
 pub struct Hub {
+    /// What the callers and the writer share.
+    shared: Arc<Shared>,
+    /// The writer thread, joined when the hub is dropped.
+    writer: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
     /// The service's Lamport clock, ticked once for every event appended.
     clock: Arc<LamportClock>,
     /// The capacity of each new subscriber's queue.
     queue_capacity: usize,
-    /// Everything that must change together when an event is appended.
+    /// Everything that must change together.
     state: Mutex<HubState>,
+    /// Wakes the writer when events queue up, a floor is wanted, or the hub closes.
+    work: Condvar,
+    /// How far the writer has got: what callers wait on.
+    durable: watch::Sender<Durable>,
+}
+
+/// The writer's progress.
+#[derive(Debug, Clone)]
+struct Durable {
+    /// Every event up to this seq is on disk, in the history and fanned out.
+    seq: u64,
+    /// The Lamport floor on disk.
+    lamport_floor: u64,
+    /// Set when the writer stopped, with why.
+    stopped: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
 struct HubState {
-    /// The recent events, for replay.
+    /// The seq the next appended event gets.
+    next_seq: u64,
+    /// Appended events waiting for the writer, in seq order.
+    pending: Vec<Pending>,
+    /// The highest timestamp a caller wants covered by the durable floor.
+    floor_wanted: u64,
+    /// The retained events, for replay.
     history: History,
+    /// (participant, idempotency key) to seq, for every pending or retained event that has a key.
+    keys: HashMap<(Arc<str>, Arc<str>), u64>,
     /// Every open subscription's queue.
     subscribers: HashMap<SubscriberId, Subscriber>,
     /// The id the next subscription gets.
     next_subscriber: u64,
     /// Set by [`Hub::close`]: no more events or subscriptions are accepted.
     closed: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    /// The event and its key.
+    keyed: KeyedEvent,
+    /// A subscription to end cleanly before the event is fanned out.
+    ends_stream: Option<SubscriberId>,
+    /// The session change to store with it.
+    session: Option<SessionChange>,
 }
 
 #[derive(Debug)]
@@ -161,74 +288,149 @@ struct Subscriber {
 }
 
 impl Hub {
-    /// A hub stamping events with `clock`.
-    pub fn new(clock: Arc<LamportClock>, config: HubConfig) -> Self {
-        Self {
+    /// Starts a hub over `store`, continuing from what it `recovered`, stamping events with `clock`.
+    ///
+    /// The clock must already be at or above `recovered.lamport_floor`.
+    pub fn start(
+        clock: Arc<LamportClock>,
+        config: HubConfig,
+        store: Store,
+        recovered: Recovered,
+    ) -> Self {
+        let mut history = History::new(
+            config.retention,
+            recovered
+                .events
+                .first()
+                .map_or(recovered.last_seq, |first| first.event.seq - 1),
+        );
+        let mut keys = HashMap::new();
+        for keyed in recovered.events {
+            if let Some(key) = &keyed.idempotency_key {
+                keys.insert(
+                    (Arc::clone(&keyed.event.participant), Arc::clone(key)),
+                    keyed.event.seq,
+                );
+            }
+            for evicted in history.push(keyed) {
+                forget_key(&mut keys, &evicted);
+            }
+        }
+        let last_seq = recovered.last_seq.max(history.last_seq());
+        let shared = Arc::new(Shared {
             clock,
             queue_capacity: config.queue_capacity.max(1),
             state: Mutex::new(HubState {
-                history: History::new(config.history_limit),
+                next_seq: last_seq + 1,
+                pending: Vec::new(),
+                floor_wanted: 0,
+                history,
+                keys,
                 subscribers: HashMap::new(),
                 next_subscriber: 0,
                 closed: false,
             }),
+            work: Condvar::new(),
+            durable: watch::Sender::new(Durable {
+                seq: last_seq,
+                lamport_floor: recovered.lamport_floor,
+                stopped: None,
+            }),
+        });
+        let writer_shared = Arc::clone(&shared);
+        let floor = recovered.lamport_floor;
+        let writer = std::thread::Builder::new()
+            .name("chitty-chat-writer".to_owned())
+            .spawn(move || writer_shared.write_loop(&store, floor));
+        let writer = match writer {
+            Ok(handle) => Some(handle),
+            Err(spawn_error) => {
+                shared.stop(&format!("cannot start the writer thread: {spawn_error}"));
+                None
+            }
+        };
+        Self { shared, writer }
+    }
+
+    /// A hub whose store lives in memory: for tests, benchmarks, and `serve --in-memory`.
+    pub fn in_memory(
+        clock: Arc<LamportClock>,
+        config: HubConfig,
+    ) -> Result<Self, crate::store::StoreError> {
+        let (store, recovered) = Store::in_memory()?;
+        Ok(Self::start(clock, config, store, recovered))
+    }
+
+    /// Gives the event the next seq and Lamport time and queues it for the writer, which makes it
+    /// durable and then fans it out. Await [`Hub::durable`] with its seq before telling anyone about it.
+    ///
+    /// An append carrying an idempotency key that the same participant already used is not an event:
+    /// the seq of the first one comes back as [`Appended::Duplicate`].
+    pub fn append(&self, append: Append) -> Result<Appended, HubClosed> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(HubClosed);
+        }
+        let participant = Arc::clone(append.draft.participant());
+        if let Some(key) = &append.idempotency_key
+            && let Some(&seq) = state.keys.get(&(Arc::clone(&participant), Arc::clone(key)))
+        {
+            return Ok(Appended::Duplicate(seq));
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let event = Arc::new(append.draft.into_event(seq, self.shared.clock.tick()));
+        if let Some(key) = &append.idempotency_key {
+            state.keys.insert((participant, Arc::clone(key)), seq);
+        }
+        state.pending.push(Pending {
+            keyed: KeyedEvent {
+                event: Arc::clone(&event),
+                idempotency_key: append.idempotency_key,
+            },
+            ends_stream: append.ends_stream,
+            session: append.session,
+        });
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(Appended::New(event))
+    }
+
+    /// Waits until the event with this seq is on disk, in the history and fanned out: from then on,
+    /// anyone told its seq can resume from it.
+    pub async fn durable(&self, seq: u64) -> Result<(), WriterStopped> {
+        let mut progress = self.shared.durable.subscribe();
+        let reached = progress
+            .wait_for(|durable| durable.seq >= seq || durable.stopped.is_some())
+            .await
+            .map(|durable| durable.seq >= seq);
+        match reached {
+            Ok(true) => Ok(()),
+            _ => Err(self.shared.stopped_reason()),
         }
     }
 
-    /// Gives the draft the next seq and Lamport time, keeps it, and queues it for every subscriber.
-    ///
-    /// Subscribers whose queue is full are cut off (see the module documentation).
-    pub fn append(&self, draft: EventDraft) -> Result<Arc<Event>, HubClosed> {
-        let mut recipients = 0usize;
-        let mut cut_off = Vec::new();
-        let event = {
-            let mut state = self.lock();
-            if state.closed {
-                return Err(HubClosed);
-            }
-            let seq = state.history.last_seq() + 1;
-            let event = Arc::new(draft.into_event(seq, self.clock.tick()));
-            state.history.push(Arc::clone(&event));
-            state.subscribers.retain(|_, subscriber| {
-                match subscriber.queue.try_send(Arc::clone(&event)) {
-                    Ok(()) => {
-                        recipients += 1;
-                        true
-                    }
-                    Err(TrySendError::Full(_)) => {
-                        subscriber.end.end(EndReason::FellBehind {
-                            queue_capacity: self.queue_capacity,
-                        });
-                        cut_off.push(Arc::clone(&subscriber.participant));
-                        false
-                    }
-                    // The subscription was dropped; forget it.
-                    Err(TrySendError::Closed(_)) => false,
-                }
-            });
-            event
-        };
-        info!(
-            component = "service",
-            event = "broadcast",
-            seq = event.seq,
-            lamport = event.lamport,
-            kind = %event.kind,
-            participant = %event.participant,
-            text = %event.text,
-            recipients,
-        );
-        for participant in cut_off {
-            warn!(
-                component = "service",
-                event = "cut_off",
-                participant = %participant,
-                seq = event.seq,
-                queue_capacity = self.queue_capacity,
-                reason = "fell behind: its queue of unread events was full",
-            );
+    /// The send rule for a message that carries no event: ticks the clock and returns the time, once the
+    /// durable Lamport floor covers it.
+    pub async fn stamp(&self) -> Result<u64, WriterStopped> {
+        let time = self.shared.clock.tick();
+        if time <= self.shared.durable.borrow().lamport_floor {
+            return Ok(time);
         }
-        Ok(event)
+        {
+            let mut state = self.shared.lock();
+            state.floor_wanted = state.floor_wanted.max(time);
+        }
+        self.shared.work.notify_one();
+        let mut progress = self.shared.durable.subscribe();
+        let covered = progress
+            .wait_for(|durable| durable.lamport_floor >= time || durable.stopped.is_some())
+            .await
+            .map(|durable| durable.lamport_floor >= time);
+        match covered {
+            Ok(true) => Ok(time),
+            _ => Err(self.shared.stopped_reason()),
+        }
     }
 
     /// Opens a subscription for `participant` that replays every held event after `after_seq`, then
@@ -238,9 +440,9 @@ impl Hub {
         participant: Arc<str>,
         after_seq: u64,
     ) -> Result<Subscription, SubscribeError> {
-        let (sender, receiver) = mpsc::channel(self.queue_capacity);
+        let (sender, receiver) = mpsc::channel(self.shared.queue_capacity);
         let end = Arc::new(StreamEnd::default());
-        let mut state = self.lock();
+        let mut state = self.shared.lock();
         if state.closed {
             return Err(SubscribeError::Closed);
         }
@@ -267,31 +469,236 @@ impl Hub {
 
     /// Ends a subscription: it stops receiving new events, and its stream ends for `reason`.
     pub fn end(&self, id: SubscriberId, reason: EndReason) {
-        if let Some(subscriber) = self.lock().subscribers.remove(&id) {
+        if let Some(subscriber) = self.shared.lock().subscribers.remove(&id) {
             subscriber.end.end(reason);
         }
     }
 
-    /// Closes the hub for shutdown: every subscription ends with [`EndReason::ShuttingDown`], and no
-    /// event or subscription is accepted any more.
+    /// Closes the hub for shutdown: every subscription ends with [`EndReason::ShuttingDown`], no event or
+    /// subscription is accepted any more, and the writer commits what is queued and stops.
     pub fn close(&self) {
-        let mut state = self.lock();
+        let mut state = self.shared.lock();
         state.closed = true;
         for (_, subscriber) in state.subscribers.drain() {
             subscriber.end.end(EndReason::ShuttingDown);
         }
+        drop(state);
+        self.shared.work.notify_all();
     }
 
-    /// The seq of the newest event, or 0 before the first.
+    /// Waits until the writer has stopped: after [`Hub::close`], once everything queued is on disk.
+    pub async fn stopped(&self) {
+        let mut progress = self.shared.durable.subscribe();
+        let _ = progress.wait_for(|durable| durable.stopped.is_some()).await;
+    }
+
+    /// The seq of the newest durable event, or 0 before the first.
     pub fn last_seq(&self) -> u64 {
-        self.lock().history.last_seq()
+        self.shared.durable.borrow().seq
     }
+}
 
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.close();
+        if let Some(writer) = self.writer.take() {
+            // The writer finishes its last commit and returns; nothing can make it wait forever.
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Shared {
     fn lock(&self) -> MutexGuard<'_, HubState> {
         // No code panics while holding this lock, so a poisoned lock still guards consistent state.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The writer: commits what queued up as one batch, then publishes it; until closed and drained.
+    fn write_loop(&self, store: &Store, mut floor: u64) {
+        loop {
+            let (pending, evict_through, floor_wanted) = {
+                let mut state = self.lock();
+                loop {
+                    if !state.pending.is_empty() || state.floor_wanted > floor {
+                        break;
+                    }
+                    if state.closed {
+                        drop(state);
+                        self.stop("the service is shutting down");
+                        return;
+                    }
+                    state = self
+                        .work
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                let first_held = state.history.first_held();
+                (
+                    std::mem::take(&mut state.pending),
+                    (first_held > 1).then(|| first_held - 1),
+                    state.floor_wanted,
+                )
+            };
+
+            // Every event in the batch was stamped before it was queued, so the clock covers them all.
+            let needed = self.clock.now().max(floor_wanted);
+            let new_floor = if needed.saturating_add(LAMPORT_FLOOR_STEP / 2) > floor {
+                needed.saturating_add(LAMPORT_FLOOR_STEP)
+            } else {
+                floor
+            };
+            let batch = Batch {
+                events: pending
+                    .iter()
+                    .map(|pending| pending.keyed.clone())
+                    .collect(),
+                joined: pending
+                    .iter()
+                    .filter_map(|pending| match pending.session {
+                        Some(SessionChange::Joined(token)) => Some((
+                            token,
+                            StoredSession {
+                                name: pending.keyed.event.participant.to_string(),
+                                join_seq: pending.keyed.event.seq,
+                            },
+                        )),
+                        _ => None,
+                    })
+                    .collect(),
+                ended: pending
+                    .iter()
+                    .filter_map(|pending| match pending.session {
+                        Some(SessionChange::Ended(token)) => Some(token),
+                        _ => None,
+                    })
+                    .collect(),
+                evict_through,
+                lamport_floor: new_floor,
+            };
+            if let Err(store_error) = store.commit(&batch) {
+                error!(
+                    component = "service",
+                    event = "store_failed",
+                    reason = %store_error,
+                );
+                self.stop(&format!("the event store failed: {store_error}"));
+                return;
+            }
+            floor = new_floor;
+
+            let published = self.publish(pending);
+            self.durable.send_modify(|durable| {
+                durable.seq = durable.seq.max(published.last_seq);
+                durable.lamport_floor = floor;
+            });
+            published.log(self.queue_capacity);
+        }
+    }
+
+    /// Moves committed events into the history and hands them to every subscriber, in seq order.
+    fn publish(&self, pending: Vec<Pending>) -> Published {
+        let mut published = Published::default();
+        let mut state = self.lock();
+        for pending in pending {
+            if let Some(id) = pending.ends_stream
+                && let Some(subscriber) = state.subscribers.remove(&id)
+            {
+                subscriber.end.end(EndReason::Left);
+            }
+            let event = Arc::clone(&pending.keyed.event);
+            for evicted in state.history.push(pending.keyed) {
+                forget_key(&mut state.keys, &evicted);
+            }
+            let mut recipients = 0usize;
+            let mut cut_off = Vec::new();
+            state.subscribers.retain(|_, subscriber| {
+                match subscriber.queue.try_send(Arc::clone(&event)) {
+                    Ok(()) => {
+                        recipients += 1;
+                        true
+                    }
+                    Err(TrySendError::Full(_)) => {
+                        subscriber.end.end(EndReason::FellBehind {
+                            queue_capacity: self.queue_capacity,
+                        });
+                        cut_off.push(Arc::clone(&subscriber.participant));
+                        false
+                    }
+                    // The subscription was dropped; forget it.
+                    Err(TrySendError::Closed(_)) => false,
+                }
+            });
+            published.last_seq = event.seq;
+            published.events.push((event, recipients, cut_off));
+        }
+        published
+    }
+
+    /// Records that the writer stopped, and ends every stream: nothing more will be published.
+    fn stop(&self, reason: &str) {
+        let mut state = self.lock();
+        state.closed = true;
+        for (_, subscriber) in state.subscribers.drain() {
+            subscriber.end.end(EndReason::ShuttingDown);
+        }
+        drop(state);
+        self.durable
+            .send_modify(|durable| durable.stopped = Some(reason.into()));
+    }
+
+    fn stopped_reason(&self) -> WriterStopped {
+        WriterStopped(
+            self.durable
+                .borrow()
+                .stopped
+                .clone()
+                .unwrap_or_else(|| "the service is shutting down".into()),
+        )
+    }
+}
+
+fn forget_key(keys: &mut HashMap<(Arc<str>, Arc<str>), u64>, evicted: &KeyedEvent) {
+    if let Some(key) = &evicted.idempotency_key {
+        keys.remove(&(Arc::clone(&evicted.event.participant), Arc::clone(key)));
+    }
+}
+
+/// What one batch published, for the log lines written after the lock is released.
+#[derive(Debug, Default)]
+struct Published {
+    /// Each event, how many streams it was queued to, and who was cut off at it.
+    events: Vec<(Arc<Event>, usize, Vec<Arc<str>>)>,
+    /// The newest seq published.
+    last_seq: u64,
+}
+
+impl Published {
+    fn log(&self, queue_capacity: usize) {
+        for (event, recipients, cut_off) in &self.events {
+            info!(
+                component = "service",
+                event = "broadcast",
+                seq = event.seq,
+                lamport = event.lamport,
+                kind = %event.kind,
+                participant = %event.participant,
+                text = %event.text,
+                recipients,
+            );
+            for participant in cut_off {
+                warn!(
+                    component = "service",
+                    event = "cut_off",
+                    participant = %participant,
+                    seq = event.seq,
+                    queue_capacity,
+                    reason = "fell behind: its queue of unread events was full",
+                );
+            }
+        }
     }
 }
 
@@ -392,20 +799,42 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn hub(queue_capacity: usize) -> Hub {
-        Hub::new(
+    fn hub_with(queue_capacity: usize, retain_events: usize) -> Hub {
+        Hub::in_memory(
             Arc::new(LamportClock::new()),
             HubConfig {
-                history_limit: 100,
+                retention: Retention {
+                    events: retain_events,
+                    bytes: usize::MAX,
+                },
                 queue_capacity,
             },
         )
+        .expect("an in-memory store")
     }
 
-    fn message(text: &str) -> EventDraft {
-        EventDraft::Message {
+    fn hub(queue_capacity: usize) -> Hub {
+        hub_with(queue_capacity, 100)
+    }
+
+    fn message(text: &str) -> Append {
+        Append::event(EventDraft::Message {
             participant: "alice".into(),
             text: text.into(),
+        })
+    }
+
+    /// Appends and waits until the event is durable and published.
+    async fn append(hub: &Hub, append: Append) -> Arc<Event> {
+        match hub.append(append).expect("an open hub") {
+            Appended::New(event) => {
+                tokio::time::timeout(Duration::from_secs(5), hub.durable(event.seq))
+                    .await
+                    .expect("durable within 5 s")
+                    .expect("the writer runs");
+                event
+            }
+            Appended::Duplicate(seq) => panic!("unexpected duplicate of seq {seq}"),
         }
     }
 
@@ -421,9 +850,10 @@ mod tests {
     #[tokio::test]
     async fn appended_events_get_consecutive_seqs_and_increasing_lamport_times() {
         let hub = hub(8);
-        let events: Vec<_> = (0..5)
-            .map(|i| hub.append(message(&format!("m{i}"))).expect("open hub"))
-            .collect();
+        let mut events = Vec::new();
+        for i in 0..5 {
+            events.push(append(&hub, message(&format!("m{i}"))).await);
+        }
         let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
         assert!(
@@ -431,17 +861,49 @@ mod tests {
                 .windows(2)
                 .all(|pair| pair[0].lamport < pair[1].lamport)
         );
+        assert_eq!(hub.last_seq(), 5);
+    }
+
+    #[tokio::test]
+    async fn an_event_is_seen_only_once_the_writer_has_committed_it() {
+        let hub = hub(8);
+        let mut subscription = hub.subscribe("bob".into(), 0).expect("subscribe");
+        let Appended::New(event) = hub.append(message("one")).expect("open") else {
+            panic!("a new event");
+        };
+        assert_eq!(next_seq(&mut subscription).await, event.seq);
+        hub.durable(event.seq).await.expect("durable");
+        assert_eq!(hub.last_seq(), event.seq);
+        let history = hub.shared.lock().history.last_seq();
+        assert_eq!(history, event.seq, "a durable event is in the history");
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_is_used_once_per_participant() {
+        let hub = hub(8);
+        let keyed = |participant: &str| Append {
+            idempotency_key: Some("key-1".into()),
+            ..Append::event(EventDraft::Message {
+                participant: participant.into(),
+                text: "once".into(),
+            })
+        };
+        let first = append(&hub, keyed("alice")).await;
+        assert_eq!(
+            hub.append(keyed("alice")),
+            Ok(Appended::Duplicate(first.seq))
+        );
+        assert!(matches!(hub.append(keyed("bob")), Ok(Appended::New(_))));
     }
 
     #[tokio::test]
     async fn a_subscription_replays_then_follows_live_without_gap_or_duplicate() {
         let hub = hub(8);
         for i in 0..3 {
-            hub.append(message(&format!("before {i}")))
-                .expect("open hub");
+            append(&hub, message(&format!("before {i}"))).await;
         }
         let mut subscription = hub.subscribe("bob".into(), 1).expect("subscribe");
-        hub.append(message("after")).expect("open hub");
+        append(&hub, message("after")).await;
         let mut seen = Vec::new();
         for _ in 0..3 {
             seen.push(next_seq(&mut subscription).await);
@@ -456,7 +918,7 @@ mod tests {
         let mut reader = hub.subscribe("reader".into(), 0).expect("subscribe");
         let mut received = Vec::new();
         for i in 0..20 {
-            hub.append(message(&format!("m{i}"))).expect("open hub");
+            append(&hub, message(&format!("m{i}"))).await;
             received.push(next_seq(&mut reader).await);
         }
         assert_eq!(received, (1..=20).collect::<Vec<_>>());
@@ -474,21 +936,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leaving_ends_the_stream_cleanly_after_what_was_queued() {
+    async fn a_leavers_stream_ends_cleanly_right_before_its_left_event() {
         let hub = hub(8);
         let mut subscription = hub.subscribe("alice".into(), 0).expect("subscribe");
-        hub.append(message("one")).expect("open hub");
-        hub.end(subscription.id(), EndReason::Left);
-        hub.append(message("after leaving")).expect("open hub");
+        append(&hub, message("one")).await;
+        append(
+            &hub,
+            Append {
+                ends_stream: Some(subscription.id()),
+                ..Append::event(EventDraft::Left {
+                    participant: "alice".into(),
+                })
+            },
+        )
+        .await;
+        append(&hub, message("after leaving")).await;
         assert_eq!(next_seq(&mut subscription).await, 1);
         assert_eq!(subscription.next().await, None);
     }
 
     #[tokio::test]
-    async fn closing_ends_every_stream_and_refuses_more() {
+    async fn closing_ends_every_stream_drains_the_writer_and_refuses_more() {
         let hub = hub(8);
         let mut subscription = hub.subscribe("alice".into(), 0).expect("subscribe");
-        hub.append(message("queued")).expect("open hub");
+        let Appended::New(queued) = hub.append(message("queued")).expect("open") else {
+            panic!("a new event");
+        };
         hub.close();
         assert_eq!(
             subscription.next().await,
@@ -499,6 +972,14 @@ mod tests {
             hub.subscribe("bob".into(), 0).map(|_| ()),
             Err(SubscribeError::Closed)
         );
+        tokio::time::timeout(Duration::from_secs(5), hub.stopped())
+            .await
+            .expect("the writer stops");
+        assert_eq!(
+            hub.durable(queued.seq).await,
+            Ok(()),
+            "what was queued was committed"
+        );
     }
 
     #[tokio::test]
@@ -508,21 +989,15 @@ mod tests {
         let end = subscription.end_signal();
         drop(subscription);
         assert_eq!(end.reason(), Some(EndReason::Disconnected));
-        hub.append(message("nobody hears")).expect("open hub");
-        assert!(hub.lock().subscribers.is_empty());
+        append(&hub, message("nobody hears")).await;
+        assert!(hub.shared.lock().subscribers.is_empty());
     }
 
     #[tokio::test]
     async fn resuming_from_an_evicted_point_is_refused() {
-        let hub = Hub::new(
-            Arc::new(LamportClock::new()),
-            HubConfig {
-                history_limit: 2,
-                queue_capacity: 8,
-            },
-        );
+        let hub = hub_with(8, 2);
         for i in 0..5 {
-            hub.append(message(&format!("m{i}"))).expect("open hub");
+            append(&hub, message(&format!("m{i}"))).await;
         }
         assert_eq!(
             hub.subscribe("alice".into(), 1).map(|_| ()),
@@ -532,5 +1007,28 @@ mod tests {
                 last_seq: 5
             }))
         );
+    }
+
+    #[tokio::test]
+    async fn a_stamp_past_the_durable_floor_waits_for_a_higher_floor() {
+        let clock = Arc::new(LamportClock::new());
+        let hub = Hub::in_memory(
+            Arc::clone(&clock),
+            HubConfig {
+                retention: Retention {
+                    events: 10,
+                    bytes: usize::MAX,
+                },
+                queue_capacity: 4,
+            },
+        )
+        .expect("an in-memory store");
+        clock.witness(5 * LAMPORT_FLOOR_STEP);
+        let stamped = tokio::time::timeout(Duration::from_secs(5), hub.stamp())
+            .await
+            .expect("stamped within 5 s")
+            .expect("the writer runs");
+        assert!(stamped > 5 * LAMPORT_FLOOR_STEP);
+        assert!(hub.shared.durable.borrow().lamport_floor >= stamped);
     }
 }

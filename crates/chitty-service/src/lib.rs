@@ -2,16 +2,19 @@
 //!
 //! # Layout
 //!
-//! - [`hub`]: gives every event its seq and Lamport time, keeps the [`history`], and fans events out to
-//!   every open Broadcast stream through bounded queues, cutting off a subscriber that falls behind. It is
-//!   the seam behind which a persistent store or a multi-node log will sit.
-//! - [`history`]: the bounded ring of recent events that late joiners and reconnecting participants replay.
+//! - [`hub`]: gives every event its seq and Lamport time, has the writer thread commit it to the [`store`]
+//!   (group commit), keeps it in the [`history`], and fans it out to every open Broadcast stream through
+//!   bounded queues, cutting off a subscriber that falls behind. It is the seam behind which the store, or
+//!   later a multi-node log, sits.
+//! - [`store`]: the durable state in an embedded redb database: events, sessions, and the Lamport floor.
+//! - [`history`]: the retained window of events that late joiners and reconnecting participants replay.
 //! - [`sessions`]: who is present, their names and secret tokens, and whether their stream is open.
-//! - [`chat`]: what Join, Publish, Broadcast and Leave mean, with the service's Lamport clock and the log
-//!   line of every call. It knows nothing of gRPC.
+//! - [`chat`]: what Join, Publish, Broadcast and Leave mean, with the service's Lamport clock, the log
+//!   line of every call, and the limits on abuse (publish rate, participants, join secret). It knows
+//!   nothing of gRPC.
 //! - [`grpc`]: the thin tonic layer: protobuf to domain types and domain errors to status codes.
-//! - [`server`]: runs the gRPC server and the task that announces vanished participants, and shuts both
-//!   down promptly.
+//! - [`server`]: opens the store, runs the gRPC server (with its transport limits and optional TLS) and
+//!   the task that announces vanished participants, and shuts all of it down promptly.
 
 pub mod chat;
 pub mod grpc;
@@ -19,7 +22,9 @@ pub mod history;
 pub mod hub;
 pub mod server;
 pub mod sessions;
+pub mod store;
 
-pub use chat::{ChatConfig, ChatService};
+pub use chat::{ChatConfig, ChatService, Rate};
+pub use history::Retention;
 pub use hub::HubConfig;
-pub use server::{ServeConfig, ServeError, serve};
+pub use server::{ServeConfig, ServeError, Storage, TlsFiles, serve};

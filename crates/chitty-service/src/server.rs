@@ -1,12 +1,29 @@
-//! Running the service: the gRPC server, the task that announces vanished participants, and shutdown.
+//! Running the service: the store, the gRPC server, the task that announces vanished participants, and
+//! shutdown.
 //!
-//! [`serve`] owns every task it starts and waits for them before it returns. On shutdown it ends every
-//! Broadcast stream itself (tonic's graceful shutdown would otherwise wait for open streams forever), lets
-//! in-flight calls finish, and gives up on stragglers after [`SHUTDOWN_BACKSTOP`], so the whole service
-//! stops well within 5 seconds.
+//! [`serve`] owns every task it starts and waits for them before it returns. On shutdown it stops
+//! accepting connections, ends every Broadcast stream itself with `UNAVAILABLE` (tonic's graceful
+//! shutdown would otherwise wait for open streams forever), lets in-flight calls finish, waits until the
+//! store has everything on disk, and gives up on stragglers after [`SHUTDOWN_BACKSTOP`], so the whole
+//! service stops well within 5 seconds.
+//!
+//! # Limits against abuse
+//!
+//! The transport limits below bound what one connection can cost, whatever it sends. They are chosen so
+//! that a well-behaved participant never meets them:
+//!
+//! - [`MAX_REQUEST_BYTES`]: a request larger than this is refused before it is decoded. The largest valid
+//!   request (128 characters of 4 bytes, a 64-byte key) is about 600 bytes.
+//! - [`MAX_STREAMS_PER_CONNECTION`]: concurrent HTTP/2 streams per connection. A participant uses two.
+//! - [`MAX_HEADER_LIST_BYTES`]: the size of a request's headers, which bounds CONTINUATION floods: h2 stops
+//!   reading a header block past this size and resets the stream.
+//! - [`MAX_PENDING_RESETS`] and [`MAX_LOCAL_ERROR_RESETS`]: how many streams a client may reset, or make the
+//!   server reset, before the connection is closed; this is hyper's defence against Rapid Reset
+//!   (CVE-2023-44487), set explicitly here rather than left to defaults.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,33 +31,77 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::chat::{ChatConfig, ChatService};
 use crate::grpc::GrpcChat;
+use crate::store::{Store, StoreError};
 
-/// How long shutdown waits for connections to close after every stream was ended.
+/// How long shutdown waits for connections to close and the store to flush after every stream ended.
 pub const SHUTDOWN_BACKSTOP: Duration = Duration::from_secs(3);
 
+/// The largest request accepted, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
+
+/// The most concurrent HTTP/2 streams on one connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// The most bytes of headers one request may carry.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// The most streams a client may reset before they are accepted, per connection.
+pub const MAX_PENDING_RESETS: usize = 20;
+
+/// The most streams the server may reset because of client errors, per connection.
+pub const MAX_LOCAL_ERROR_RESETS: usize = 256;
+
+/// Where the service keeps its state.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// In a redb database in this directory: survives restarts.
+    Directory(PathBuf),
+    /// In memory only: everything is lost when the process ends.
+    Memory,
+}
+
+/// A certificate chain and private key, PEM-encoded, to serve TLS with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub certificate: Vec<u8>,
+    /// The private key.
+    pub key: Vec<u8>,
+}
+
 /// Everything [`serve`] needs to know.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// How the chat behaves.
     pub chat: ChatConfig,
+    /// Where the state is kept.
+    pub storage: Storage,
+    /// Serve TLS with these, or plaintext if `None`.
+    pub tls: Option<TlsFiles>,
     /// How often the server pings an idle connection to learn whether the participant is still there.
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is declared dead and closed.
     pub keepalive_timeout: Duration,
 }
 
-/// Why the service stopped other than by being asked to.
+/// Why the service could not start, or stopped other than by being asked to.
 #[derive(Debug, Error)]
 pub enum ServeError {
     /// The listener's address could not be read.
     #[error("cannot read the listening address: {0}")]
     Address(#[source] std::io::Error),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The TLS certificate or key is not usable.
+    #[error("cannot use the TLS certificate and key: {0}")]
+    Tls(#[source] tonic::transport::Error),
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -56,16 +117,34 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let address: SocketAddr = listener.local_addr().map_err(ServeError::Address)?;
-    let chat = Arc::new(ChatService::new(config.chat));
+    let (store, recovered) = match &config.storage {
+        Storage::Directory(directory) => Store::open(directory)?,
+        Storage::Memory => Store::in_memory()?,
+    };
+    let chat = Arc::new(ChatService::open(config.chat.clone(), store, recovered));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
 
     tasks.spawn(announce_vanished(Arc::clone(&chat), stop.clone()));
 
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        let identity = Identity::from_pem(&tls.certificate, &tls.key);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(ServeError::Tls)?;
+    }
+    let service = GrpcChat::new(Arc::clone(&chat))
+        .into_server()
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let router = builder
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .add_service(GrpcChat::new(Arc::clone(&chat)).into_server());
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .add_service(service);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server =
         tasks.spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
@@ -74,16 +153,28 @@ pub async fn serve(
         component = "service",
         event = "start",
         address = %address,
+        storage = %match &config.storage {
+            Storage::Directory(directory) => directory.display().to_string(),
+            Storage::Memory => "memory".to_owned(),
+        },
+        tls = config.tls.is_some(),
+        last_seq = chat.last_seq(),
         grace_ms = config.chat.grace.as_millis() as u64,
-        history_limit = config.chat.hub.history_limit,
+        retain_events = config.chat.hub.retention.events,
+        retain_bytes = config.chat.hub.retention.bytes,
         queue_capacity = config.chat.hub.queue_capacity,
+        max_participants = config.chat.max_participants,
+        publish_rate = config.chat.publish_rate.per_second.get(),
+        publish_burst = config.chat.publish_rate.burst.get(),
     );
 
     tokio::select! {
         result = &mut server => {
             // The server stopped without being asked to: clean up, then report why.
+            chat.shutdown();
             stop.cancel();
             tasks.wait().await;
+            chat.flushed().await;
             info!(component = "service", event = "stop", present = chat.present());
             return match result {
                 Ok(result) => result.map_err(ServeError::Transport),
@@ -100,18 +191,26 @@ pub async fn serve(
     );
     chat.shutdown();
     stop.cancel();
-    if tokio::time::timeout(SHUTDOWN_BACKSTOP, tasks.wait())
-        .await
-        .is_err()
-    {
+    let finished = tokio::time::timeout(SHUTDOWN_BACKSTOP, async {
+        tasks.wait().await;
+        chat.flushed().await;
+    })
+    .await;
+    if finished.is_err() {
         warn!(
             component = "service",
             event = "stopping",
             reason = "connections still open after the backstop; closing them",
         );
         server.abort();
+        // Whatever the connections do, what was queued for the disk must get there.
+        let _ = tokio::time::timeout(SHUTDOWN_BACKSTOP / 3, chat.flushed()).await;
     }
-    info!(component = "service", event = "stop");
+    info!(
+        component = "service",
+        event = "stop",
+        last_seq = chat.last_seq()
+    );
     Ok(())
 }
 

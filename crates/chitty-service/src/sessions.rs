@@ -6,12 +6,13 @@
 //! stream ended (connection closed, cut off for reading too slowly, replaced and then dropped) and no new
 //! one came.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chitty_core::validate::name_key;
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::hub::{EndReason, StreamEnd, SubscriberId};
@@ -20,8 +21,8 @@ use crate::hub::{EndReason, StreamEnd, SubscriberId};
 ///
 /// 32 bytes from the operating system's cryptographically secure generator (through `rand`'s thread
 /// generator, which it seeds), written as 64 hex digits. Its `Debug` form hides the value, so a token never
-/// reaches a log line by accident.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// reaches a log line by accident, and the service keeps only its [`TokenHash`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionToken(String);
 
 impl SessionToken {
@@ -43,9 +44,21 @@ impl fmt::Debug for SessionToken {
     }
 }
 
-impl Borrow<str> for SessionToken {
-    fn borrow(&self) -> &str {
-        &self.0
+/// The SHA-256 of a session token: what the service keeps, in memory and on disk, to recognise a token
+/// without holding the secret itself.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// The hash of a token as presented by a caller.
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({:02x}{:02x}..)", self.0[0], self.0[1])
     }
 }
 
@@ -128,16 +141,17 @@ impl fmt::Display for Vanished {
 /// Every present session, by token, and the names they hold.
 #[derive(Debug, Default)]
 pub struct SessionTable {
-    /// The sessions, found by their token.
-    sessions: HashMap<SessionToken, Session>,
-    /// The names of the present participants, to refuse a second participant of the same name.
-    names: HashSet<Arc<str>>,
+    /// The sessions, found by the hash of their token.
+    sessions: HashMap<TokenHash, Session>,
+    /// The [`name_key`]s of the present participants' names, to refuse a second participant whose name
+    /// is the same or looks the same.
+    names: HashSet<String>,
 }
 
 impl SessionTable {
-    /// Whether a present participant has this name.
+    /// Whether a present participant has this name, or one that looks the same.
     pub fn is_present(&self, name: &str) -> bool {
-        self.names.contains(name)
+        self.names.contains(&name_key(name))
     }
 
     /// How many participants are present.
@@ -151,30 +165,28 @@ impl SessionTable {
     }
 
     /// Admits a participant whose join event has seq `join_seq`; the name must not be present.
-    pub fn admit(&mut self, name: Arc<str>, join_seq: u64, now: Instant) -> SessionToken {
+    pub fn admit(&mut self, token: TokenHash, name: Arc<str>, join_seq: u64, now: Instant) {
         debug_assert!(!self.is_present(&name), "admit needs a free name");
-        let token = SessionToken::generate();
-        self.names.insert(Arc::clone(&name));
+        self.names.insert(name_key(&name));
         self.sessions.insert(
-            token.clone(),
+            token,
             Session {
                 name,
                 join_seq,
                 stream: StreamState::NeverOpened { since: now },
             },
         );
-        token
     }
 
     /// The session a token belongs to.
-    pub fn get(&self, token: &str) -> Option<&Session> {
+    pub fn get(&self, token: &TokenHash) -> Option<&Session> {
         self.sessions.get(token)
     }
 
     /// Records the session's new Broadcast stream and returns the one it replaces, if any is still open.
     pub fn attach(
         &mut self,
-        token: &str,
+        token: &TokenHash,
         subscriber: SubscriberId,
         end: Arc<StreamEnd>,
     ) -> Option<SubscriberId> {
@@ -188,24 +200,29 @@ impl SessionTable {
     }
 
     /// Ends a session, freeing its name.
-    pub fn remove(&mut self, token: &str) -> Option<Session> {
+    pub fn remove(&mut self, token: &TokenHash) -> Option<Session> {
         let session = self.sessions.remove(token)?;
-        self.names.remove(&session.name);
+        self.names.remove(&name_key(&session.name));
         Some(session)
     }
 
-    /// Ends every session that has had no open stream for at least `grace`, and returns them with why.
-    pub fn remove_vanished(&mut self, now: Instant, grace: Duration) -> Vec<(Session, Vanished)> {
-        let gone: Vec<(SessionToken, Vanished)> = self
+    /// Ends every session that has had no open stream for at least `grace`, and returns them with their
+    /// token's hash and why.
+    pub fn remove_vanished(
+        &mut self,
+        now: Instant,
+        grace: Duration,
+    ) -> Vec<(TokenHash, Session, Vanished)> {
+        let gone: Vec<(TokenHash, Vanished)> = self
             .sessions
             .iter()
             .filter_map(|(token, session)| {
                 let (since, why) = session.detached()?;
-                (now.saturating_duration_since(since) >= grace).then(|| (token.clone(), why))
+                (now.saturating_duration_since(since) >= grace).then_some((*token, why))
             })
             .collect();
         gone.into_iter()
-            .filter_map(|(token, why)| Some((self.remove(token.as_str())?, why)))
+            .filter_map(|(token, why)| Some((token, self.remove(&token)?, why)))
             .collect()
     }
 }
@@ -213,19 +230,24 @@ impl SessionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::Retention;
     use crate::hub::{Hub, HubConfig};
     use chitty_core::LamportClock;
 
     const GRACE: Duration = Duration::from_secs(5);
 
     fn hub() -> Hub {
-        Hub::new(
+        Hub::in_memory(
             Arc::new(LamportClock::new()),
             HubConfig {
-                history_limit: 10,
+                retention: Retention {
+                    events: 10,
+                    bytes: usize::MAX,
+                },
                 queue_capacity: 4,
             },
         )
+        .expect("an in-memory store")
     }
 
     #[test]
@@ -236,33 +258,44 @@ mod tests {
         assert_eq!(first.as_str().len(), 64);
         assert!(first.as_str().chars().all(|c| c.is_ascii_hexdigit()));
         assert!(!format!("{first:?}").contains(first.as_str()));
+        assert_eq!(TokenHash::of(first.as_str()), TokenHash::of(first.as_str()));
+        assert_ne!(
+            TokenHash::of(first.as_str()),
+            TokenHash::of(second.as_str())
+        );
     }
 
     #[test]
     fn names_are_held_while_present_and_freed_on_removal() {
         let mut table = SessionTable::default();
-        let token = table.admit("alice".into(), 1, Instant::now());
+        let token = TokenHash::of("secret");
+        table.admit(token, "alice".into(), 1, Instant::now());
         assert!(table.is_present("alice"));
-        assert_eq!(table.get(token.as_str()).map(|s| s.join_seq), Some(1));
-        assert!(table.get("not a token").is_none());
-        let session = table.remove(token.as_str()).expect("present");
+        assert!(
+            table.is_present("Alice"),
+            "names are compared case-insensitively"
+        );
+        assert!(
+            table.is_present("\u{430}lice"),
+            "and by their confusable skeleton"
+        );
+        assert_eq!(table.get(&token).map(|s| s.join_seq), Some(1));
+        assert!(table.get(&TokenHash::of("not a token")).is_none());
+        let session = table.remove(&token).expect("present");
         assert_eq!(&*session.name, "alice");
         assert!(!table.is_present("alice"));
-        assert!(
-            table.get(token.as_str()).is_none(),
-            "an ended token is unknown"
-        );
+        assert!(table.get(&token).is_none(), "an ended token is unknown");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_session_that_never_opens_a_stream_vanishes_after_the_grace_period() {
         let mut table = SessionTable::default();
         let start = Instant::now();
-        table.admit("alice".into(), 1, start);
+        table.admit(TokenHash::of("t"), "alice".into(), 1, start);
         assert!(table.remove_vanished(start + GRACE / 2, GRACE).is_empty());
         let gone = table.remove_vanished(start + GRACE, GRACE);
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].1, Vanished::NeverOpened);
+        assert_eq!(gone[0].2, Vanished::NeverOpened);
         assert!(table.is_empty());
     }
 
@@ -270,10 +303,11 @@ mod tests {
     async fn an_open_stream_keeps_a_session_present_and_its_end_starts_the_grace_period() {
         let hub = hub();
         let mut table = SessionTable::default();
-        let token = table.admit("alice".into(), 1, Instant::now());
+        let token = TokenHash::of("t");
+        table.admit(token, "alice".into(), 1, Instant::now());
         let subscription = hub.subscribe("alice".into(), 0).expect("subscribe");
         assert_eq!(
-            table.attach(token.as_str(), subscription.id(), subscription.end_signal()),
+            table.attach(&token, subscription.id(), subscription.end_signal()),
             None
         );
         tokio::time::advance(GRACE * 3).await;
@@ -289,7 +323,7 @@ mod tests {
         let gone = table.remove_vanished(closed_at + GRACE, GRACE);
         assert_eq!(
             gone.iter()
-                .map(|(s, why)| (&*s.name, *why))
+                .map(|(_, s, why)| (&*s.name, *why))
                 .collect::<Vec<_>>(),
             vec![("alice", Vanished::StreamEnded(EndReason::Disconnected))]
         );
@@ -299,12 +333,13 @@ mod tests {
     fn a_new_stream_reports_the_open_one_it_replaces() {
         let hub = hub();
         let mut table = SessionTable::default();
-        let token = table.admit("alice".into(), 1, Instant::now());
+        let token = TokenHash::of("t");
+        table.admit(token, "alice".into(), 1, Instant::now());
         let first = hub.subscribe("alice".into(), 0).expect("subscribe");
         let second = hub.subscribe("alice".into(), 0).expect("subscribe");
-        table.attach(token.as_str(), first.id(), first.end_signal());
+        table.attach(&token, first.id(), first.end_signal());
         assert_eq!(
-            table.attach(token.as_str(), second.id(), second.end_signal()),
+            table.attach(&token, second.id(), second.end_signal()),
             Some(first.id())
         );
     }

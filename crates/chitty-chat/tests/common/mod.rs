@@ -25,14 +25,21 @@ pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|arg| (*arg).to_owned()).collect()
 }
 
-/// A service with a JSON log in `dir`, plus `extra` flags.
+/// A service with its data and a JSON log in `dir`, plus `extra` flags.
 pub async fn service(dir: &Path, extra: &[&str]) -> ServiceProcess {
-    let mut all = args(extra);
-    all.extend(args(&["--log-format", "json", "--log-file"]));
-    all.push(dir.join("service.log").display().to_string());
-    ServiceProcess::start(binary(), &all)
+    ServiceProcess::start(binary(), &service_args(dir, extra))
         .await
         .expect("the service starts")
+}
+
+/// The arguments of [`service`]: its data directory and JSON log in `dir`, then `extra`.
+pub fn service_args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut all = args(&["--data-dir"]);
+    all.push(dir.join("data").display().to_string());
+    all.extend(args(&["--log-format", "json", "--log-file"]));
+    all.push(dir.join("service.log").display().to_string());
+    all.extend(args(extra));
+    all
 }
 
 /// A participant with a JSON log in `dir`, started and seen to receive its own join.
@@ -91,6 +98,7 @@ pub async fn raw_join(
         .join(v1::JoinRequest {
             name: name.to_owned(),
             lamport: 1,
+            ..Default::default()
         })
         .await
         .expect("join succeeds")

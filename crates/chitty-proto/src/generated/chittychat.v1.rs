@@ -22,6 +22,10 @@ pub struct JoinRequest {
     pub name: ::prost::alloc::string::String,
     #[prost(uint64, tag = "2")]
     pub lamport: u64,
+    /// Added: the service's join secret, when it has one (`serve --join-secret`); ignored otherwise. A wrong
+    /// secret gets UNAUTHENTICATED, and too many wrong secrets from one address RESOURCE_EXHAUSTED.
+    #[prost(string, tag = "3")]
+    pub join_secret: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct JoinResponse {
@@ -45,6 +49,11 @@ pub struct PublishRequest {
     pub text: ::prost::alloc::string::String,
     #[prost(uint64, tag = "2")]
     pub lamport: u64,
+    /// Added: up to 64 bytes chosen by the participant, unique among its own messages. A Publish that repeats
+    /// a key this participant already used publishes nothing and answers with the seq of the first, so a retry
+    /// after a lost response is safe. Empty means no key.
+    #[prost(string, tag = "3")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PublishResponse {
@@ -191,8 +200,10 @@ pub mod chitty_chat_client {
         /// Admits a participant under a unique name and broadcasts
         /// "Participant NAME joined Chitty-Chat at Lamport time L" to every participant, the new one included.
         ///
-        /// Names are 1 to 32 characters, printable, with no leading or trailing whitespace (INVALID_ARGUMENT
-        /// otherwise), and unique among the participants present (ALREADY_EXISTS otherwise).
+        /// Names are 1 to 32 characters, printable, with no leading or trailing whitespace and no zero-width or
+        /// bidi characters (INVALID_ARGUMENT otherwise), and unique among the participants present, compared
+        /// case-insensitively and by confusable skeleton (ALREADY_EXISTS otherwise). A full service answers
+        /// RESOURCE_EXHAUSTED.
         pub async fn join(
             &mut self,
             request: impl tonic::IntoRequest<super::JoinRequest>,
@@ -251,7 +262,8 @@ pub mod chitty_chat_client {
         ///
         /// Characters are Unicode scalar values. The text may not be only whitespace and may contain no control
         /// characters (C0, DEL, C1). Anything else gets INVALID_ARGUMENT saying what is wrong, and nothing is
-        /// broadcast.
+        /// broadcast. A participant publishing faster than the service's rate gets RESOURCE_EXHAUSTED. The
+        /// response comes once the event is on the service's disk.
         pub async fn publish(
             &mut self,
             request: impl tonic::IntoRequest<super::PublishRequest>,
@@ -316,8 +328,10 @@ pub mod chitty_chat_server {
         /// Admits a participant under a unique name and broadcasts
         /// "Participant NAME joined Chitty-Chat at Lamport time L" to every participant, the new one included.
         ///
-        /// Names are 1 to 32 characters, printable, with no leading or trailing whitespace (INVALID_ARGUMENT
-        /// otherwise), and unique among the participants present (ALREADY_EXISTS otherwise).
+        /// Names are 1 to 32 characters, printable, with no leading or trailing whitespace and no zero-width or
+        /// bidi characters (INVALID_ARGUMENT otherwise), and unique among the participants present, compared
+        /// case-insensitively and by confusable skeleton (ALREADY_EXISTS otherwise). A full service answers
+        /// RESOURCE_EXHAUSTED.
         async fn join(
             &self,
             request: tonic::Request<super::JoinRequest>,
@@ -345,7 +359,8 @@ pub mod chitty_chat_server {
         ///
         /// Characters are Unicode scalar values. The text may not be only whitespace and may contain no control
         /// characters (C0, DEL, C1). Anything else gets INVALID_ARGUMENT saying what is wrong, and nothing is
-        /// broadcast.
+        /// broadcast. A participant publishing faster than the service's rate gets RESOURCE_EXHAUSTED. The
+        /// response comes once the event is on the service's disk.
         async fn publish(
             &self,
             request: tonic::Request<super::PublishRequest>,
