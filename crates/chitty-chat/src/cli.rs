@@ -1,4 +1,4 @@
-//! The command line: `chitty-chat serve`, `join` and `demo`, and what each does.
+//! The command line: `chitty-chat serve`, `join`, `demo` and `diagram`, and what each does.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use chitty_diagram::{Format, Window};
 use chitty_participant::{Backoff, Connection, ParticipantConfig};
 use chitty_service::{ChatConfig, HubConfig, Rate, Retention, ServeConfig, Storage, TlsFiles};
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +41,32 @@ enum Command {
     Join(JoinArgs),
     /// Demonstrate the whole system: a service and several participants, each its own process.
     Demo(DemoArgs),
+    /// Draw the space-time diagram of a run from its JSON logs: a lifeline per process, an arrow per
+    /// message, the Lamport time at both ends.
+    Diagram(DiagramArgs),
+}
+
+#[derive(Debug, Args)]
+struct DiagramArgs {
+    /// A directory of JSON logs (one file per process, as the demo writes them), or one file of
+    /// `docker compose logs` output.
+    #[arg(value_name = "DIR")]
+    logs: PathBuf,
+    /// Write the diagram here instead of to standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// `svg` for a picture, `mermaid` for a `sequenceDiagram` to embed in Markdown.
+    #[arg(long, default_value = "svg", value_parser = ["svg", "mermaid"])]
+    format: String,
+    /// Draw only the events from this seq on (with --to), and the calls and deliveries behind them.
+    #[arg(long, requires = "to", conflicts_with = "participant")]
+    from: Option<u64>,
+    /// Draw only the events up to this seq (with --from).
+    #[arg(long, requires = "from")]
+    to: Option<u64>,
+    /// Draw only what this participant did and received, and who received its messages.
+    #[arg(long, value_name = "NAME")]
+    participant: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +160,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(args) => serve(args).await,
             Command::Join(args) => join(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
+            Command::Diagram(args) => diagram(args),
         }
     })
 }
@@ -236,6 +264,31 @@ async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         shutdown,
     )
     .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diagram(args: DiagramArgs) -> anyhow::Result<ExitCode> {
+    let run = chitty_diagram::read_dir(&args.logs)?;
+    if run.skipped_lines() > 0 {
+        eprintln!(
+            "chitty-chat: skipped {} lines that are not Chitty-Chat log records",
+            run.skipped_lines()
+        );
+    }
+    let window = match (args.from, args.to, args.participant) {
+        (Some(from), Some(to), _) => Window::Seqs { from, to },
+        (_, _, Some(name)) => Window::Participant(name),
+        _ => Window::All,
+    };
+    let format: Format = args.format.parse()?;
+    let drawn = run.diagram(&window)?.render(format);
+    match &args.output {
+        Some(path) => std::fs::write(path, drawn)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout()
+            .write_all(drawn.as_bytes())
+            .context("cannot write to standard output")?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
