@@ -7,8 +7,14 @@
 //!
 //! `seq` is the event's place in the one order everyone sees, `lamport` the service's Lamport time of the
 //! event, and `me` the participant's own clock right after receiving it. Joins and leaves are marked `***`,
-//! messages show their author in angle brackets. Any control character that reaches this point, although
-//! the service refuses them, is shown escaped (`\u{1b}`), so no text can drive the terminal.
+//! messages show their author in angle brackets.
+//!
+//! Other people's text is shown safely: any character that could move the cursor, change the terminal or
+//! reorder the line is shown escaped as `\u{...}`. That is every control character (C0, DEL, C1), which
+//! the service refuses anyway, and the bidirectional formatting characters (embeddings, overrides,
+//! isolates and marks), which it accepts because right-to-left text may use them, but which could
+//! otherwise make a message display as something it is not. The escaping holds even if a future service
+//! let a control character through.
 
 use std::fmt::Write as _;
 
@@ -32,9 +38,23 @@ pub fn event_line(event: &Event, own_lamport: u64) -> String {
     line
 }
 
+/// Whether showing `character` as itself could move the cursor, change the terminal, or reorder the line.
+pub fn is_unsafe_to_show(character: char) -> bool {
+    character.is_control()
+        || matches!(
+            character,
+            // Arabic letter mark, left-to-right and right-to-left marks.
+            '\u{061c}' | '\u{200e}' | '\u{200f}'
+            // Embeddings, overrides and their terminator.
+            | '\u{202a}'..='\u{202e}'
+            // Isolates and their terminator.
+            | '\u{2066}'..='\u{2069}'
+        )
+}
+
 fn push_escaped(line: &mut String, text: &str) {
     for character in text.chars() {
-        if character.is_control() {
+        if is_unsafe_to_show(character) {
             let _ = write!(line, "\\u{{{:x}}}", u32::from(character));
         } else {
             line.push(character);
@@ -107,6 +127,54 @@ mod tests {
         assert_eq!(
             event_line(&hostile, 2),
             "[seq=1 lamport=1 me=2] <eve\\u{7}> clear\\u{1b}[2J\\u{a}screen\\u{9b}"
+        );
+    }
+
+    /// The golden file shows how hostile text is displayed; `UPDATE_GOLDEN=1` rewrites it.
+    #[test]
+    fn hostile_text_is_displayed_escaped_as_in_the_golden_file() {
+        let cases: [(&str, &str); 8] = [
+            ("eve", "plain text stays plain: ünïcödé, 日本語, 🦀"),
+            ("eve", "\u{1b}[2J\u{1b}[Hcleared your screen"),
+            ("eve", "bell\u{7} and backspace\u{8}\u{8}\u{8}"),
+            ("eve", "C1 CSI \u{9b}31m and NEL \u{85}"),
+            ("eve", "invoice_\u{202e}fdp.exe"),
+            (
+                "eve",
+                "isolate \u{2067}RTL\u{2069} and marks \u{200f}\u{200e}\u{61c}",
+            ),
+            (
+                "eve",
+                "embedding \u{202b}x\u{202c} override \u{202d}y\u{202c}",
+            ),
+            ("mal\u{202e}lory", "a name that reorders itself"),
+        ];
+        let rendered: String = cases
+            .iter()
+            .enumerate()
+            .map(|(index, (author, text))| {
+                let event = EventDraft::Message {
+                    participant: (*author).into(),
+                    text: (*text).into(),
+                }
+                .into_event(index as u64 + 1, index as u64 * 2 + 1);
+                let line = event_line(&event, index as u64 * 2 + 2);
+                assert!(!line.chars().any(is_unsafe_to_show), "{line:?}");
+                line + "\n"
+            })
+            .collect();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hostile.golden");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &rendered).expect("write the golden file");
+        }
+        let golden = std::fs::read_to_string(&path).expect("the golden file exists");
+        for (number, (got, want)) in rendered.lines().zip(golden.lines()).enumerate() {
+            assert_eq!(got, want, "line {} differs (got/want)", number + 1);
+        }
+        assert_eq!(
+            rendered.lines().count(),
+            golden.lines().count(),
+            "line count differs"
         );
     }
 
