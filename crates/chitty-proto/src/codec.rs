@@ -83,12 +83,7 @@ where
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf).map(Some).map_err(|error| {
-            Status::new(
-                U::CODE,
-                format!("the message could not be decoded as protobuf: {error}"),
-            )
-        })
+        decode::<U>(buf).map(Some)
     }
 
     fn buffer_settings(&self) -> BufferSettings {
@@ -96,9 +91,20 @@ where
     }
 }
 
+/// Decodes a `U`, answering a decode error with `U`'s [`DecodeFault::CODE`].
+fn decode<U: Message + Default + DecodeFault>(buf: impl prost::bytes::Buf) -> Result<U, Status> {
+    U::decode(buf).map_err(|error| {
+        Status::new(
+            U::CODE,
+            format!("the message could not be decoded as protobuf: {error}"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn requests_blame_the_caller_and_responses_blame_the_service() {
@@ -112,6 +118,33 @@ mod tests {
         );
         assert_eq!(<v1::Event as DecodeFault>::CODE, Code::Internal);
         assert_eq!(<v1::JoinResponse as DecodeFault>::CODE, Code::Internal);
+    }
+
+    proptest! {
+        /// Whatever bytes a client sends, decoding a request never panics, and a failure is always the
+        /// client's mistake.
+        #[test]
+        fn any_bytes_decode_to_a_request_or_invalid_argument(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            fn check<U: Message + Default + DecodeFault>(bytes: &[u8]) -> Result<(), TestCaseError> {
+                if let Err(status) = decode::<U>(bytes) {
+                    prop_assert_eq!(status.code(), Code::InvalidArgument);
+                    prop_assert!(status.message().starts_with("the message could not be decoded"));
+                }
+                Ok(())
+            }
+            check::<v1::JoinRequest>(&bytes)?;
+            check::<v1::PublishRequest>(&bytes)?;
+            check::<v1::BroadcastRequest>(&bytes)?;
+            check::<v1::LeaveRequest>(&bytes)?;
+        }
+
+        /// A valid request survives the round trip through the codec unchanged.
+        #[test]
+        fn valid_requests_round_trip(text in ".{0,130}", lamport in any::<u64>(), key in "[a-f0-9]{0,32}") {
+            let request = v1::PublishRequest { text, lamport, idempotency_key: key };
+            let decoded = decode::<v1::PublishRequest>(request.encode_to_vec().as_slice());
+            prop_assert_eq!(decoded.ok(), Some(request));
+        }
     }
 
     #[test]
