@@ -507,3 +507,28 @@ async fn a_participant_that_never_reads_is_cut_off_while_everyone_else_gets_ever
         .expect("the cut-off is logged");
     assert!(has(&cut, "participant", "stalled"), "{cut}");
 }
+
+#[tokio::test]
+async fn participants_lists_who_is_present_as_of_a_seq_and_only_to_participants() {
+    let dir = log_dir();
+    let service = service(dir.path(), &[]).await;
+    let mut client = raw_client(&service).await;
+    let (alice, _) = raw_join(&mut client, "alice").await;
+    let (_, bob) = raw_join(&mut client, "bob").await;
+    let presence = client
+        .participants(authorized(v1::ParticipantsRequest { lamport: 1 }, &alice))
+        .await
+        .expect("a participant may ask")
+        .into_inner();
+    assert_eq!(presence.names, ["alice", "bob"]);
+    assert_eq!(
+        presence.seq, bob.seq,
+        "the list reflects every event up to bob's join"
+    );
+    assert!(presence.lamport > 1);
+    let status = client
+        .participants(authorized(v1::ParticipantsRequest { lamport: 1 }, "forged"))
+        .await
+        .expect_err("strangers may not ask");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}

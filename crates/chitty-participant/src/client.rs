@@ -71,6 +71,7 @@ enum Rpc {
     Publish,
     Leave,
     Broadcast,
+    Participants,
 }
 
 impl ClientError {
@@ -100,7 +101,7 @@ impl ClientError {
             Code::ResourceExhausted => match rpc {
                 Rpc::Broadcast => ErrorKind::FellBehind,
                 Rpc::Publish => ErrorKind::RateLimited,
-                Rpc::Join | Rpc::Leave => ErrorKind::Full,
+                Rpc::Join | Rpc::Leave | Rpc::Participants => ErrorKind::Full,
             },
             Code::Aborted => ErrorKind::Replaced,
             // The service's own UNAVAILABLE carries its Lamport time; one that the transport made up
@@ -143,6 +144,17 @@ fn number(metadata: &MetadataMap, key: &str) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     /// The seq of the event the call broadcast.
+    pub seq: u64,
+    /// The service's Lamport time on the response.
+    pub lamport: u64,
+}
+
+/// Who is present, as the service answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The names of the participants present, sorted.
+    pub names: Vec<String>,
+    /// The newest event the list reflects.
     pub seq: u64,
     /// The service's Lamport time on the response.
     pub lamport: u64,
@@ -309,6 +321,21 @@ impl ChatClient {
             )
             .await?;
         Ok(Reply {
+            seq: response.seq,
+            lamport: response.lamport,
+        })
+    }
+
+    /// Who is present, as of the returned seq, stamped with `lamport`.
+    pub async fn participants(&mut self, lamport: u64) -> Result<Presence, ClientError> {
+        let request = self.authorized(v1::ParticipantsRequest { lamport });
+        let response = self
+            .unary(Rpc::Participants, |mut inner| async move {
+                inner.participants(request).await
+            })
+            .await?;
+        Ok(Presence {
+            names: response.names,
             seq: response.seq,
             lamport: response.lamport,
         })

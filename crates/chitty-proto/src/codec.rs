@@ -31,10 +31,12 @@ macro_rules! decode_fault {
 
 // Requests come from participants: a broken one is the caller's mistake.
 decode_fault!(Code::InvalidArgument =>
-    v1::JoinRequest, v1::BroadcastRequest, v1::PublishRequest, v1::LeaveRequest);
+    v1::JoinRequest, v1::BroadcastRequest, v1::PublishRequest, v1::LeaveRequest,
+    v1::ParticipantsRequest);
 // Responses and events come from the service: a broken one is the service's fault.
 decode_fault!(Code::Internal =>
-    v1::JoinResponse, v1::Event, v1::PublishResponse, v1::LeaveResponse);
+    v1::JoinResponse, v1::Event, v1::PublishResponse, v1::LeaveResponse,
+    v1::ParticipantsResponse);
 
 /// A gRPC codec encoding `T` and decoding `U` with prost.
 #[derive(Debug)]

@@ -203,6 +203,7 @@ enum Call {
     Publish,
     Leave,
     Broadcast,
+    Participants,
 }
 
 impl Call {
@@ -213,6 +214,7 @@ impl Call {
             Call::Publish => "Publish",
             Call::Leave => "Leave",
             Call::Broadcast => "Broadcast",
+            Call::Participants => "Participants",
         }
     }
 
@@ -223,6 +225,7 @@ impl Call {
             Call::Publish => "publish",
             Call::Leave => "leave",
             Call::Broadcast => "broadcast_open",
+            Call::Participants => "participants",
         }
     }
 }
@@ -242,6 +245,17 @@ pub struct Joined {
 #[derive(Debug)]
 pub struct Done {
     /// The seq of the event the call broadcast (for a repeated Publish, the seq of the first).
+    pub seq: u64,
+    /// The Lamport times of the call.
+    pub times: CallTimes,
+}
+
+/// Who is present, as of an event.
+#[derive(Debug)]
+pub struct Presence {
+    /// The names of the participants present, sorted.
+    pub names: Vec<String>,
+    /// The newest event the list reflects: later joined and left events keep it current.
     pub seq: u64,
     /// The Lamport times of the call.
     pub times: CallTimes,
@@ -549,6 +563,47 @@ impl ChatService {
                 let name = self.name_of(credential);
                 Err(self.refuse(Call::Broadcast, name.as_deref(), error, times))
             }
+        }
+    }
+
+    /// Who is present, for the session `credential` proves.
+    ///
+    /// The sessions table changes when an event is ordered, before it is durable, and the seq given is
+    /// the newest durable one. So the list may already include a join, or miss a leave, whose event
+    /// comes after that seq: applying those events again changes nothing, which keeps the answer correct.
+    pub async fn participants(
+        &self,
+        credential: Credential<'_>,
+        request_lamport: u64,
+    ) -> Result<Presence, Refused> {
+        let received = self.receive(Call::Participants, request_lamport).await?;
+        let outcome = (|| {
+            let sessions = self.sessions();
+            let session = sessions
+                .get(&token_hash(credential)?)
+                .ok_or(AuthError::Unknown)?;
+            let name = session.name.to_string();
+            let seq = self.hub.last_seq();
+            Ok::<_, ChatError>((name, sessions.names(), seq))
+        })();
+        let times = self.respond(request_lamport, received).await;
+        match outcome {
+            Ok((name, names, seq)) => {
+                let times = times
+                    .map_err(|error| self.refuse(Call::Participants, Some(&name), error, None))?;
+                info!(
+                    component = "service",
+                    event = Call::Participants.event(),
+                    participant = %name,
+                    present = names.len(),
+                    seq,
+                    request_lamport,
+                    received_lamport = times.received,
+                    response_lamport = times.response,
+                );
+                Ok(Presence { names, seq, times })
+            }
+            Err(error) => Err(self.refuse(Call::Participants, None, error, times.ok())),
         }
     }
 
@@ -918,6 +973,23 @@ mod tests {
             .await
             .expect("publish");
         assert_eq!(other.seq, first.seq + 1);
+    }
+
+    #[tokio::test]
+    async fn presence_lists_who_is_here_as_of_a_seq() {
+        let chat = chat();
+        let alice = join(&chat, "alice", 1).await;
+        let bob = join(&chat, "bob", 1).await;
+        let presence = chat.participants(bearer(&alice), 1).await.expect("present");
+        assert_eq!(presence.names, vec!["alice".to_owned(), "bob".to_owned()]);
+        assert_eq!(presence.seq, bob.seq);
+        chat.leave(bearer(&bob), 1).await.expect("leave");
+        let presence = chat.participants(bearer(&alice), 1).await.expect("present");
+        assert_eq!(presence.names, vec!["alice".to_owned()]);
+        assert_eq!(
+            refusal(chat.participants(bearer(&bob), 1).await),
+            ChatError::Unauthenticated(AuthError::Unknown)
+        );
     }
 
     #[tokio::test]

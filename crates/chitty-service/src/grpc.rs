@@ -122,6 +122,23 @@ impl ChittyChat for GrpcChat {
         }))
     }
 
+    async fn participants(
+        &self,
+        request: Request<v1::ParticipantsRequest>,
+    ) -> Result<Response<v1::ParticipantsResponse>, Status> {
+        let credential = credential(request.metadata());
+        let presence = self
+            .chat
+            .participants(credential, request.get_ref().lamport)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(v1::ParticipantsResponse {
+            names: presence.names,
+            seq: presence.seq,
+            lamport: presence.times.response,
+        }))
+    }
+
     async fn leave(
         &self,
         request: Request<v1::LeaveRequest>,

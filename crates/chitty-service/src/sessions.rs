@@ -159,6 +159,17 @@ impl SessionTable {
         self.sessions.len()
     }
 
+    /// The names of everyone present, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .sessions
+            .values()
+            .map(|session| session.name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Whether nobody is present.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()

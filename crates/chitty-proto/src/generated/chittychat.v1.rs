@@ -74,6 +74,22 @@ pub struct LeaveResponse {
     #[prost(uint64, tag = "2")]
     pub seq: u64,
 }
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ParticipantsRequest {
+    #[prost(uint64, tag = "1")]
+    pub lamport: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ParticipantsResponse {
+    /// the names of the participants present, sorted
+    #[prost(string, repeated, tag = "1")]
+    pub names: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// the newest event this list reflects
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(uint64, tag = "3")]
+    pub lamport: u64,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum EventKind {
@@ -310,6 +326,33 @@ pub mod chitty_chat_client {
                 .insert(GrpcMethod::new("chittychat.v1.ChittyChat", "Leave"));
             self.inner.unary(req, path, codec).await
         }
+        /// Added: who is present, for a participant's presence list. The answer is true as of event `seq`:
+        /// applying the joined and left events after `seq` from the Broadcast stream keeps it current. A
+        /// participant calls it once its stream is open (and again after reconnecting).
+        pub async fn participants(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ParticipantsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ParticipantsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::Codec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/chittychat.v1.ChittyChat/Participants",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("chittychat.v1.ChittyChat", "Participants"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -370,6 +413,16 @@ pub mod chitty_chat_server {
             &self,
             request: tonic::Request<super::LeaveRequest>,
         ) -> std::result::Result<tonic::Response<super::LeaveResponse>, tonic::Status>;
+        /// Added: who is present, for a participant's presence list. The answer is true as of event `seq`:
+        /// applying the joined and left events after `seq` from the Broadcast stream keeps it current. A
+        /// participant calls it once its stream is open (and again after reconnecting).
+        async fn participants(
+            &self,
+            request: tonic::Request<super::ParticipantsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ParticipantsResponse>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct ChittyChatServer<T> {
@@ -609,6 +662,51 @@ pub mod chitty_chat_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = LeaveSvc(inner);
+                        let codec = crate::codec::Codec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/chittychat.v1.ChittyChat/Participants" => {
+                    #[allow(non_camel_case_types)]
+                    struct ParticipantsSvc<T: ChittyChat>(pub Arc<T>);
+                    impl<
+                        T: ChittyChat,
+                    > tonic::server::UnaryService<super::ParticipantsRequest>
+                    for ParticipantsSvc<T> {
+                        type Response = super::ParticipantsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ParticipantsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ChittyChat>::participants(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ParticipantsSvc(inner);
                         let codec = crate::codec::Codec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
