@@ -44,6 +44,22 @@ enum Command {
     /// Draw the space-time diagram of a run from its JSON logs: a lifeline per process, an arrow per
     /// message, the Lamport time at both ends.
     Diagram(DiagramArgs),
+    /// Ask a service whether it is serving, through the standard gRPC health service: exits 0 if it is.
+    /// For container health checks.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    /// The service's address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Trust the certificate authority in this PEM file, for a service serving TLS.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// How long to wait for an answer.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +177,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Join(args) => join(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Diagram(args) => diagram(args),
+            Command::Health(args) => health(args).await,
         }
     })
 }
@@ -265,6 +282,27 @@ async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let ca = match &args.ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
+    let connection = Connection {
+        timeout: args.timeout,
+        ca,
+    };
+    let client = chitty_participant::client::ChatClient::connect(&args.server, &connection).await?;
+    if client.is_serving().await? {
+        println!("serving");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("not serving");
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn diagram(args: DiagramArgs) -> anyhow::Result<ExitCode> {

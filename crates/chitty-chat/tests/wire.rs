@@ -532,3 +532,33 @@ async fn participants_lists_who_is_present_as_of_a_seq_and_only_to_participants(
         .expect_err("strangers may not ask");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
+
+#[tokio::test]
+async fn the_health_command_reports_a_serving_service_and_fails_without_one() {
+    let dir = log_dir();
+    let mut service = service(dir.path(), &[]).await;
+    let probe = |url: String| async move {
+        tokio::time::timeout(
+            WAIT,
+            tokio::process::Command::new(common::binary())
+                .args(["health", "--server", &url, "--timeout", "2s"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the probe answers within the bound")
+        .expect("the probe runs")
+    };
+    let serving = probe(service.url()).await;
+    assert!(serving.status.success(), "{serving:?}");
+    assert_eq!(String::from_utf8_lossy(&serving.stdout).trim(), "serving");
+
+    service.terminate().expect("SIGTERM");
+    service.wait(WAIT).await.expect("the service stops");
+    let gone = probe(service.url()).await;
+    assert!(!gone.status.success(), "{gone:?}");
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("cannot reach"),
+        "{gone:?}"
+    );
+}

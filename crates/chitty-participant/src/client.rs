@@ -175,6 +175,8 @@ pub struct Connection {
 pub struct ChatClient {
     /// The generated client over one HTTP/2 connection.
     inner: ChittyChatClient<Channel>,
+    /// The connection itself, for the health service.
+    channel: Channel,
     /// The service's address, for error messages.
     server: String,
     /// `Bearer <token>`, set by [`ChatClient::join`] or [`ChatClient::resume`].
@@ -227,10 +229,30 @@ impl ChatClient {
             }
         };
         Ok(Self {
-            inner: ChittyChatClient::new(channel),
+            inner: ChittyChatClient::new(channel.clone()),
+            channel,
             server: server.to_owned(),
             authorization: None,
         })
+    }
+
+    /// Asks the service's standard gRPC health service whether it is serving Chitty-Chat.
+    pub async fn is_serving(&self) -> Result<bool, ClientError> {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: "chittychat.v1.ChittyChat".to_owned(),
+        };
+        let response = tokio::time::timeout(CALL_TIMEOUT, health.check(request))
+            .await
+            .map_err(|_| {
+                ClientError::unreachable(
+                    &self.server,
+                    format!("no answer within {}", humanize(CALL_TIMEOUT)),
+                )
+            })?
+            .map_err(|status| ClientError::from_status(&self.server, Rpc::Participants, &status))?;
+        Ok(response.into_inner().status
+            == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
     }
 
     /// The address this client is connected to.

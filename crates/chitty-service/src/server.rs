@@ -1,6 +1,9 @@
 //! Running the service: the store, the gRPC server, the task that announces vanished participants, and
 //! shutdown.
 //!
+//! Next to Chitty-Chat it serves the standard `grpc.health.v1.Health` service: `SERVING` while it
+//! accepts calls, `NOT_SERVING` from the moment shutdown begins.
+//!
 //! [`serve`] owns every task it starts and waits for them before it returns. On shutdown it stops
 //! accepting connections, ends every Broadcast stream itself with `UNAVAILABLE` (tonic's graceful
 //! shutdown would otherwise wait for open streams forever), lets in-flight calls finish, waits until the
@@ -36,6 +39,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::chat::{ChatConfig, ChatService};
+use chitty_proto::v1::chitty_chat_server::ChittyChatServer;
+
 use crate::grpc::GrpcChat;
 use crate::store::{Store, StoreError};
 
@@ -137,6 +142,11 @@ pub async fn serve(
     let service = GrpcChat::new(Arc::clone(&chat))
         .into_server()
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    // The standard gRPC health service, for container health checks and load balancers.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ChittyChatServer<GrpcChat>>()
+        .await;
     let router = builder
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
@@ -144,7 +154,8 @@ pub async fn serve(
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-        .add_service(service);
+        .add_service(service)
+        .add_service(health);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server =
         tasks.spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
