@@ -22,8 +22,9 @@
 //!
 //! # Layout
 //!
-//! - `logs`: reads a directory (or one file) of log lines, in the format of `docs/logs.md` or prefixed
-//!   the way `docker compose logs` prints them, into records grouped by their `component`.
+//! - [`read_dir`] (here): reads a directory (or one file) of log lines with the `chitty-logs` crate, in
+//!   the format of `docs/logs.md` or prefixed the way `docker compose logs` prints them, into records
+//!   grouped by their `component`, and pairs them into a [`Run`].
 //! - `model`: pairs the records into calls (Join, Publish, Leave), events and their deliveries, and
 //!   crash-leaves ([`Run`]); selects what a [`Window`] asks for and turns it into a [`Diagram`] of
 //!   lifelines, points and arrows.
@@ -38,7 +39,6 @@
 #![deny(missing_docs)]
 
 mod layout;
-mod logs;
 mod mermaid;
 mod model;
 mod svg;
@@ -46,11 +46,29 @@ mod svg;
 mod testing;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use logs::read_dir;
+use chitty_logs::LogsError;
+
 pub use model::{Diagram, Run, Window};
+
+/// Reads the logs of one run: every file in the directory `path`, or the one file `path`.
+///
+/// In a directory every regular file is read, in the order of its name, except hidden ones (whose name
+/// starts with `.`); subdirectories are not entered. Bytes that are not UTF-8 are read as U+FFFD, so
+/// a stray binary file only adds skipped lines. Records are grouped by their `component`, whatever file
+/// they came from, so one combined file (`docker compose logs > run.log`) works as well as a directory.
+/// [`chitty_logs::read_dir`] does the reading.
+///
+/// # Errors
+///
+/// [`DiagramError::Read`] if the directory or a file in it cannot be read, and
+/// [`DiagramError::NoRecords`] if not one line is a Chitty-Chat log record.
+pub fn read_dir(path: impl AsRef<Path>) -> Result<Run, DiagramError> {
+    let logs = chitty_logs::read_dir(path)?;
+    Ok(Run::from_logs(&logs))
+}
 
 /// Everything that can go wrong while reading logs or drawing a diagram.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +120,15 @@ pub enum DiagramError {
     /// A format name that [`Format::from_str`] does not know.
     #[error("unknown diagram format {0:?}: the formats are `svg` and `mermaid`")]
     UnknownFormat(String),
+}
+
+impl From<LogsError> for DiagramError {
+    fn from(error: LogsError) -> Self {
+        match error {
+            LogsError::Read { path, error } => DiagramError::Read { path, error },
+            LogsError::NoRecords { path, skipped } => DiagramError::NoRecords { path, skipped },
+        }
+    }
 }
 
 /// The output formats a [`Diagram`] can be written in.
@@ -197,6 +224,27 @@ mod tests {
             mermaid
                 .contains("    p1->>service: Publish \"#lt;script#gt;\"x\"#38;'y'#59;#35; z\" (L"),
             "got {mermaid}"
+        );
+    }
+
+    #[test]
+    fn reading_errors_keep_their_variant_and_message() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("a.log"), "hello\nworld\n").expect("the file is written");
+        let error = read_dir(dir.path()).err();
+        assert!(
+            matches!(error, Some(DiagramError::NoRecords { skipped: 2, .. })),
+            "got {error:?}, want NoRecords with 2 skipped lines"
+        );
+        let message = error.map(|error| error.to_string()).unwrap_or_default();
+        assert!(
+            message.starts_with("found no Chitty-Chat log records at "),
+            "got {message:?}"
+        );
+        let error = read_dir(dir.path().join("nope")).err();
+        assert!(
+            matches!(&error, Some(DiagramError::Read { path, .. }) if path.ends_with("nope")),
+            "got {error:?}, want a read error naming the missing directory"
         );
     }
 

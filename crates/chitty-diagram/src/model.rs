@@ -28,11 +28,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use crate::DiagramError;
-use crate::logs::{Logs, Record};
+use chitty_logs::{Record, SERVICE};
 
-/// The `component` of the service's log lines, and the name of its lifeline.
-pub(crate) const SERVICE: &str = "service";
+use crate::DiagramError;
 
 /// How many characters of a message or a reason an arrow label shows before it is cut with `…`.
 const LABEL_TEXT_CHARS: usize = 24;
@@ -186,9 +184,7 @@ impl Run {
     /// Unlike `read_dir`, text without a single record gives an empty run rather than an error; every
     /// window of it is then a [`DiagramError::EmptyWindow`].
     pub fn parse(text: &str) -> Run {
-        let mut logs = Logs::default();
-        logs.add_text(text);
-        Run::from_logs(logs)
+        Run::from_logs(&chitty_logs::Run::parse(text))
     }
 
     /// How many non-blank lines were skipped because they are not JSON objects with `component` and
@@ -233,15 +229,15 @@ impl Run {
         builder.finish(window)
     }
 
-    /// Pairs the records of a run.
-    pub(crate) fn from_logs(logs: Logs) -> Run {
+    /// Pairs the records of a run, as `chitty-logs` read them.
+    pub(crate) fn from_logs(logs: &chitty_logs::Run) -> Run {
         let mut unmatched = 0;
         let mut service_calls: Vec<ServiceCall> = Vec::new();
         let mut events: BTreeMap<u64, Event> = BTreeMap::new();
         let mut crashes = Vec::new();
         let mut participant_records: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
 
-        for record in &logs.records {
+        for record in logs.components().flat_map(|(_, records)| records) {
             if record.component != SERVICE {
                 participant_records
                     .entry(record.component.as_str())
@@ -364,7 +360,7 @@ impl Run {
             events,
             deliveries,
             crashes,
-            skipped_lines: logs.skipped,
+            skipped_lines: logs.skipped_lines(),
             unmatched_records: unmatched,
         }
     }
