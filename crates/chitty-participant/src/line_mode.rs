@@ -4,7 +4,8 @@
 //! lines read from standard input and prints what the engine reports. Events become the lines of
 //! [`crate::output::event_line`]; what happens to the connection becomes a line starting with `---` on the
 //! same output; what could not be sent, and what was lost when leaving, goes to the error output. Nothing
-//! else is printed, so scripts, tests and the demo can read the output line by line.
+//! else is printed, so scripts, tests and the demo can read the output line by line. The terminal UI
+//! ([`crate::tui`]) shows the same notices on a full screen instead.
 
 use std::sync::Arc;
 

@@ -16,6 +16,7 @@
 //! otherwise make a message display as something it is not. The escaping holds even if a future service
 //! let a control character through.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use chitty_core::{Event, EventKind};
@@ -50,6 +51,18 @@ pub fn is_unsafe_to_show(character: char) -> bool {
             // Isolates and their terminator.
             | '\u{2066}'..='\u{2069}'
         )
+}
+
+/// `text` with every character that [`is_unsafe_to_show`] shown escaped as `\u{...}`: how any front end
+/// shows other people's text.
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    if text.chars().any(is_unsafe_to_show) {
+        let mut shown = String::with_capacity(text.len() + 8);
+        push_escaped(&mut shown, text);
+        Cow::Owned(shown)
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 fn push_escaped(line: &mut String, text: &str) {
@@ -176,6 +189,12 @@ mod tests {
             golden.lines().count(),
             "line count differs"
         );
+    }
+
+    #[test]
+    fn escaped_text_is_borrowed_when_safe_and_escaped_otherwise() {
+        assert!(matches!(escaped("plain 日本語 🦀"), Cow::Borrowed(_)));
+        assert_eq!(escaped("a\u{1b}[2Jb\u{202e}c"), "a\\u{1b}[2Jb\\u{202e}c");
     }
 
     #[test]

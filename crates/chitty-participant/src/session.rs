@@ -3,9 +3,9 @@
 //! # The engine and its front ends
 //!
 //! A participant is one [`Session`] driving an explicit connection state machine, and one front end that
-//! shows what happens and says what to publish. Line mode ([`crate::line_mode`]) is one front end, and a
-//! full-screen terminal UI can be another: front ends differ only in how they show a [`Notice`] and where
-//! the [`Command`]s come from, so reconnection, ordering and the Lamport rules live in
+//! shows what happens and says what to publish. Line mode ([`crate::line_mode`]) and the terminal UI
+//! ([`crate::tui`]) are two front ends of the same engine: they differ only in how they show a
+//! [`Notice`] and where the [`Command`]s come from, so reconnection, ordering and the Lamport rules live in
 //! this one module and cannot drift apart.
 //!
 //! - The engine takes commands from a bounded channel and reports what happens to a [`Frontend`], one
@@ -18,8 +18,8 @@
 //!
 //! # The connection state machine
 //!
-//! The session is either **up** ([`Link::Up`]), with a client and an open Broadcast stream, or **down**
-//! ([`Link::Down`]), waiting for its next reconnection attempt. Around it:
+//! The session is either **up** (`Link::Up`), with a client and an open Broadcast stream, or **down**
+//! (`Link::Down`), waiting for its next reconnection attempt. Around it:
 //!
 //! - Commands to publish go into an **outbox**. The front message is published when the link is up, one
 //!   at a time so that the service receives them in the order they were typed, each with an idempotency
