@@ -1,4 +1,5 @@
-//! The command line: `chitty-chat serve`, `join`, `demo` and `diagram`, and what each does.
+//! The command line: `chitty-chat serve`, `join`, `demo`, `diagram`, `check` and `health`, and what each
+//! does.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -47,6 +48,18 @@ enum Command {
     /// Ask a service whether it is serving, through the standard gRPC health service: exits 0 if it is.
     /// For container health checks.
     Health(HealthArgs),
+    /// Check a run's history from its JSON logs: nothing lost, nothing duplicated or invented, one order
+    /// everywhere, no gap in seq, and the Lamport clock condition on every message. Exits 1 on any
+    /// violation.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// A directory of JSON logs (one file per process, as the demo writes them), or one file of
+    /// `docker compose logs` output.
+    #[arg(value_name = "DIR")]
+    logs: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +191,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Diagram(args) => diagram(args),
             Command::Health(args) => health(args).await,
+            Command::Check(args) => check(&args.logs),
         }
     })
 }
@@ -303,6 +317,17 @@ async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
         println!("not serving");
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn check(logs: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let run = chitty_logs::read_dir(logs)?;
+    let report = chitty_check::check(&run);
+    print!("{report}");
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn diagram(args: DiagramArgs) -> anyhow::Result<ExitCode> {

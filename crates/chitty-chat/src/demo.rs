@@ -7,8 +7,9 @@
 //!
 //! At the end the demo checks what every participant printed: each saw every event from its own join to
 //! its leave, with no gap and no duplicate, all saw the same event at the same seq, Lamport times
-//! strictly increase along seq, and each participant's own clock is past every event it received. It exits
-//! 0 only if all of that holds.
+//! strictly increase along seq, and each participant's own clock is past every event it received. Then it
+//! runs the history checker (`chitty-chat check`) over every process's log and prints its report. It
+//! exits 0 only if all of that holds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -189,7 +190,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     finished.push((latecomer, Ending::Left));
     finished.push((crashed, Ending::Crashed));
-    let problems = check(&finished, &service_log);
+    let mut problems = check(&finished, &service_log);
+    // The history checker reads every process's log independently of what the participants printed.
+    let report = chitty_logs::read_dir(&out)
+        .map(|run| chitty_check::check(&run))
+        .map_err(|error| format!("the history checker cannot read the logs: {error}"));
 
     println!("What {} saw:", finished[0].0.name());
     println!("{}\n", indent(&finished[0].0.transcript()));
@@ -218,6 +223,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             out.join(format!("{}.log", participant.name())).display()
         );
     }
+
+    match report {
+        Ok(report) => {
+            println!("\n{report}");
+            if !report.is_ok() {
+                problems
+                    .push("the history checker found violations (see its report above)".to_owned());
+            }
+        }
+        Err(problem) => problems.push(problem),
+    }
+    println!("Draw it: chitty-chat diagram {} -o run.svg", out.display());
 
     if problems.is_empty() {
         println!(

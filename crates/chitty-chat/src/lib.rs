@@ -7,8 +7,10 @@
 //! - [`logging`]: text or JSON log lines, to standard error or a file.
 //! - [`demo`]: the whole assignment demonstrated with real processes, and checked.
 //! - [`harness`]: starting and driving real `chitty-chat` processes, for the demo and the tests.
+//! - [`script`]: scripted participants, for containers: messages from flags or a file, paced.
 
 pub mod cli;
 pub mod demo;
 pub mod harness;
 pub mod logging;
+pub mod script;

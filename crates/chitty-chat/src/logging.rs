@@ -34,7 +34,7 @@ pub struct LogArgs {
     /// Log line format: `text` for people, `json` (one object per line, stable field names) for tools.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Append log lines to this file instead of writing them to standard error.
+    /// Append log lines to this file instead of writing them to standard error; `-` is standard output.
     #[arg(long, global = true, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 }
@@ -43,6 +43,8 @@ pub struct LogArgs {
 /// are written.
 pub fn init(args: &LogArgs, default_level: &str) -> anyhow::Result<()> {
     let (writer, ansi) = match &args.log_file {
+        // `-` is standard output: what a container's log collector reads.
+        Some(path) if path.as_os_str() == "-" => (BoxMakeWriter::new(std::io::stdout), false),
         Some(path) => {
             let file = OpenOptions::new()
                 .create(true)

@@ -50,6 +50,32 @@ async fn the_demo_runs_four_participants_and_a_late_one_and_every_check_passes()
             path.display()
         );
     }
+    assert!(
+        stdout.contains("result: OK, no violation"),
+        "the demo runs the history checker: {stdout}"
+    );
+
+    // The diagram of the run, as SVG and as Mermaid, from the same logs.
+    for (format, starts) in [("svg", "<svg"), ("mermaid", "sequenceDiagram")] {
+        let drawn = tokio::process::Command::new(binary())
+            .args(["diagram", "--participant", "erin", "--format", format])
+            .arg(dir.path())
+            .output()
+            .await
+            .expect("the diagram command runs");
+        assert!(
+            drawn.status.success(),
+            "{}",
+            String::from_utf8_lossy(&drawn.stderr)
+        );
+        let text = String::from_utf8_lossy(&drawn.stdout);
+        assert!(
+            text.trim_start().starts_with(starts),
+            "{format}: {text:.200}"
+        );
+        assert!(text.contains("erin"), "{format} names erin");
+    }
+
     let service = log_lines(&dir.path().join("service.log"));
     for event in [
         "start",

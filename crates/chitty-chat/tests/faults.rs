@@ -130,6 +130,14 @@ async fn the_service_killed_mid_chat_and_restarted_loses_and_duplicates_nothing(
             .expect("the service stops")
             .success()
     );
+
+    // The history checker agrees, from the logs of every process, across the crash.
+    let report = common::check(dir.path()).await;
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stdout)
+    );
 }
 
 #[tokio::test]

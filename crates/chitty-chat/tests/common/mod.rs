@@ -82,6 +82,21 @@ pub fn log_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
 
+/// Runs `chitty-chat check` on the logs in `dir`.
+pub async fn check(dir: &Path) -> std::process::Output {
+    tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(binary())
+            .arg("check")
+            .arg(dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the checker finishes within the bound")
+    .expect("the checker runs")
+}
+
 /// A raw gRPC client, for calls a real participant never makes.
 pub async fn raw_client(service: &ServiceProcess) -> ChittyChatClient<Channel> {
     ChittyChatClient::connect(service.url())
