@@ -170,16 +170,34 @@ struct JoinArgs {
     /// How long to keep trying to reconnect after the connection is lost.
     #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
     reconnect_for: Duration,
+    /// Keep line mode even in a terminal. Without it, a participant whose standard input and output are
+    /// both a terminal opens the full-screen chat (Enter sends, PgUp/PgDn scroll, /help lists the
+    /// commands, Ctrl-C or /quit leaves); otherwise it reads lines and prints one line per event.
+    #[arg(long)]
+    plain: bool,
+}
+
+impl JoinArgs {
+    /// Whether to open the full-screen terminal UI rather than line mode.
+    fn wants_terminal_ui(&self) -> bool {
+        use std::io::IsTerminal as _;
+        !self.plain && std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+    }
 }
 
 /// Runs the command line; errors come back to `main`, which prints them on one line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // A participant without a log file shares its terminal with the chat: keep that readable.
+    // A participant without a log file shares its terminal with the chat: keep that readable. The
+    // full-screen UI owns the whole terminal, where any log line would corrupt the screen, so without
+    // --log-file it logs nothing at all; what matters shows in its status line.
     let default_level = match (&cli.command, &cli.log.log_file) {
-        (Command::Join(_), None) => "warn",
-        _ => "info",
+        (Command::Join(args), None) if args.wants_terminal_ui() => None,
+        (Command::Join(_), None) => Some("warn"),
+        _ => Some("info"),
     };
-    crate::logging::init(&cli.log, default_level)?;
+    if let Some(default_level) = default_level {
+        crate::logging::init(&cli.log, default_level)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -269,7 +287,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let input = chitty_participant::input::spawn_reader(std::io::BufReader::new(std::io::stdin()));
+    let terminal_ui = args.wants_terminal_ui();
     let shutdown = CancellationToken::new();
     let signalled = shutdown.clone();
     tokio::spawn(async move {
@@ -287,14 +305,20 @@ async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         reconnect_for: args.reconnect_for,
         backoff: Backoff::default(),
     };
-    chitty_participant::run(
-        config,
-        input,
-        tokio::io::stdout(),
-        tokio::io::stderr(),
-        shutdown,
-    )
-    .await?;
+    if terminal_ui {
+        chitty_participant::run_tui(config, shutdown).await?;
+    } else {
+        let input =
+            chitty_participant::input::spawn_reader(std::io::BufReader::new(std::io::stdin()));
+        chitty_participant::run(
+            config,
+            input,
+            tokio::io::stdout(),
+            tokio::io::stderr(),
+            shutdown,
+        )
+        .await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
