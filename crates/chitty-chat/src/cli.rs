@@ -20,6 +20,7 @@ use tracing::warn;
 
 use crate::demo::DemoArgs;
 use crate::logging::LogArgs;
+use crate::script::ScriptArgs;
 
 /// Chitty-Chat: a chat service over gRPC that keeps logical time with Lamport clocks.
 #[derive(Debug, Parser)]
@@ -35,10 +36,12 @@ pub struct Cli {
 enum Command {
     /// Run the Chitty-Chat service.
     Serve(ServeArgs),
-    /// Join a chat as one participant: each line typed is published, each event received is printed.
+    /// Join a chat as one participant: each line typed is published, each event received is shown.
     ///
-    /// Every output line shows the event's seq, the service's Lamport time of the event, and this
-    /// participant's own Lamport time after receiving it. End of input, Ctrl-C or SIGTERM leaves.
+    /// In a terminal it opens a full-screen chat (unless --plain). Otherwise, in line mode, every output
+    /// line shows the event's seq, the service's Lamport time of the event, and this participant's own
+    /// Lamport time after receiving it; end of input, Ctrl-C or SIGTERM leaves. With --say or --script it
+    /// is scripted, for containers.
     Join(JoinArgs),
     /// Demonstrate the whole system: a service and several participants, each its own process.
     Demo(DemoArgs),
@@ -175,13 +178,18 @@ struct JoinArgs {
     /// commands, Ctrl-C or /quit leaves); otherwise it reads lines and prints one line per event.
     #[arg(long)]
     plain: bool,
+    #[command(flatten)]
+    script: ScriptArgs,
 }
 
 impl JoinArgs {
     /// Whether to open the full-screen terminal UI rather than line mode.
     fn wants_terminal_ui(&self) -> bool {
         use std::io::IsTerminal as _;
-        !self.plain && std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+        !self.plain
+            && !self.script.is_scripted()
+            && std::io::stdin().is_terminal()
+            && std::io::stdout().is_terminal()
     }
 }
 
@@ -294,6 +302,15 @@ async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal().await;
         signalled.cancel();
     });
+    // A scripted participant leaves at --leave-after by ending its input, after sending what it has; any
+    // other leaves then as if signalled.
+    if let (false, Some(after)) = (args.script.is_scripted(), args.script.leave_after) {
+        let leave = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            leave.cancel();
+        });
+    }
     let config = ParticipantConfig {
         servers: args.server,
         name: args.name,
@@ -308,8 +325,11 @@ async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     if terminal_ui {
         chitty_participant::run_tui(config, shutdown).await?;
     } else {
-        let input =
-            chitty_participant::input::spawn_reader(std::io::BufReader::new(std::io::stdin()));
+        let input = if args.script.is_scripted() {
+            args.script.spawn()?
+        } else {
+            chitty_participant::input::spawn_reader(std::io::BufReader::new(std::io::stdin()))
+        };
         chitty_participant::run(
             config,
             input,

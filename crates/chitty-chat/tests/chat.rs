@@ -481,3 +481,51 @@ async fn sigterm_makes_a_participant_leave_and_stops_the_service_promptly_with_s
         alice.errors()
     );
 }
+
+#[tokio::test]
+async fn a_scripted_participant_says_its_lines_at_its_pace_and_leaves_when_told() {
+    let dir = log_dir();
+    let service = service(dir.path(), &[]).await;
+    let mut listener = participant(&service, dir.path(), "listener").await;
+    let mut scripted = ParticipantProcess::start(
+        binary(),
+        &service.url(),
+        "robot",
+        &args(&[
+            "--say",
+            "beep",
+            "--say",
+            "boop",
+            "--repeat",
+            "2",
+            "--pace",
+            "50ms",
+            "--leave-after",
+            "2s",
+        ]),
+    )
+    .await
+    .expect("start");
+    for text in ["beep #1", "boop #1", "beep #2", "boop #2"] {
+        listener
+            .wait_for_event(text, |line| line.body == message_body("robot", text), WAIT)
+            .await
+            .expect("the scripted lines arrive in order");
+    }
+    listener
+        .wait_for_event(
+            "the robot's leave",
+            |line| line.body.starts_with(&left_prefix("robot")),
+            WAIT,
+        )
+        .await
+        .expect("the scripted participant leaves after --leave-after");
+    assert!(scripted.wait(WAIT).await.expect("exits").success());
+    let seqs: Vec<u64> = listener
+        .received()
+        .iter()
+        .filter(|line| line.body.starts_with("<robot>"))
+        .map(|line| line.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
+}
