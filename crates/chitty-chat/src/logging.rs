@@ -6,8 +6,10 @@
 //!
 //! `--log-format json` writes one JSON object per line, with those fields at the top level next to
 //! `timestamp`, `level` and `target`; it is what the diagram and checker tools read. `--log-file` appends
-//! to a file instead of standard error. `RUST_LOG` chooses levels as usual. The default is `info`, except
-//! for a participant logging to standard error, which shares the terminal with the chat: there it is `warn`.
+//! to a file instead of standard error (`-` is standard output, for containers). `RUST_LOG` chooses levels
+//! as usual. The default is `info`, except for a participant in line mode logging to standard error, which
+//! shares the terminal with the chat: there it is `warn`; and the full-screen chat, which owns the whole
+//! terminal, installs no logger at all unless given `--log-file`.
 
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
