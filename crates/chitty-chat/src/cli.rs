@@ -55,6 +55,9 @@ enum Command {
     /// everywhere, no gap in seq, and the Lamport clock condition on every message. Exits 1 on any
     /// violation.
     Check(CheckArgs),
+    /// Measure a service under load, optionally side by side with NATS: `fanout`, `room`, `idle` or
+    /// `churn`, with a table, `--json` figures and a `--plot` chart.
+    Bench(chitty_bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +221,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Diagram(args) => diagram(args),
             Command::Health(args) => health(args).await,
             Command::Check(args) => check(&args.logs),
+            Command::Bench(args) => Ok(chitty_bench::run(args, crate::harness::LISTENING).await?),
         }
     })
 }

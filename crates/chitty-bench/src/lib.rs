@@ -1,0 +1,407 @@
+//! `chitty-chat bench`: a load generator that measures a Chitty-Chat service, side by side with NATS.
+//!
+//! It starts its own service (the current binary's `serve`, in memory, with the per-participant publish
+//! rate and the participant cap lifted), or targets one given with `--server`, and drives it over real
+//! gRPC connections, one HTTP/2 connection per participant as real participants have. With `--vs-nats`
+//! it runs the same load against a nats-server it starts on a free loopback port, through `async-nats`,
+//! one connection per subscriber. It reports throughput, publish-to-delivery latency from an HDR
+//! histogram, errors, the CPU time of the server and of the load generator separately, and memory per
+//! idle participant; as a table, as one JSON object (`--json`), and as an SVG chart (`--plot`).
+//!
+//! # Layout
+//!
+//! - [`BenchArgs`] and [`Scenario`] (here): the command line, documented so that `--help` is the manual.
+//! - [`scenario`]: the four scenarios, `fanout`, `room`, `idle` and `churn`, each bounded in time.
+//! - [`load`]: one interface over both systems: admit, listen, publish, churn.
+//! - [`chitty`]: Chitty-Chat participants over the generated gRPC client, nothing more.
+//! - [`nats`]: the same participants on NATS core pub/sub.
+//! - [`process`]: starting and stopping the service and nats-server as child processes.
+//! - [`measure`]: `/proc` (CPU time, resident memory), the open-files limit, send times carried in the
+//!   message text, latency histograms and the listeners' shared counters.
+//! - [`report`]: the figures, the table and the JSON object; [`plot`]: the SVG chart.
+//!
+//! # Time bounds
+//!
+//! Every run stops by itself: admitting and opening streams are bounded, the load runs for `--duration`
+//! (twice, in `churn`), the drain for at most `--drain`, every call for at most 10 s, and listeners are
+//! abandoned 10 s after being told to stop.
+
+pub mod chitty;
+pub mod load;
+pub mod measure;
+pub mod nats;
+pub mod plot;
+pub mod process;
+pub mod report;
+pub mod scenario;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use thiserror::Error;
+
+use crate::load::{LoadError, System, SystemKind};
+use crate::measure::{MeasureError, Process};
+use crate::process::{NatsProcess, ServiceProcess, find_nats_server};
+use crate::report::{Figures, Machine, Report, RunReport};
+use crate::scenario::Plan;
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// N listeners and one publisher sending 128-character messages as fast as they are accepted.
+    Fanout,
+    /// N participants each publishing at --rate messages per second, all listening.
+    Room,
+    /// N participants connected and idle: the server's memory per participant.
+    Idle,
+    /// A room (as `room`) without churn, then with --churn-rate joins and leaves per second.
+    Churn,
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scenario::Fanout => "fanout",
+            Scenario::Room => "room",
+            Scenario::Idle => "idle",
+            Scenario::Churn => "churn",
+        })
+    }
+}
+
+/// Measure a Chitty-Chat service under load, optionally side by side with NATS.
+///
+/// Prints a table per N; `--json` writes the figures as one JSON object, `--plot` an SVG chart against
+/// N. The CPU time of the server and of the load generator (this process) are reported separately: they
+/// share the machine's cores, and a process at 90% of a core or more is marked saturated.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// How many participants; several, separated by commas, run one after another (each against a
+    /// fresh server) and make the chart's x axis.
+    #[arg(long, value_delimiter = ',', default_value = "100", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub n: Vec<u32>,
+    /// How long the load runs; in `churn`, each of its two phases.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Messages per second each participant publishes in `room` and `churn` (0.1 with N = 1000 is 100
+    /// messages per second in total).
+    #[arg(long, default_value_t = 0.1)]
+    pub rate: f64,
+    /// Joins plus leaves per second in the churn phase of `churn`.
+    #[arg(long, default_value_t = 500.0)]
+    pub churn_rate: f64,
+    /// How long each churning participant stays before it leaves.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub churn_hold: Duration,
+    /// In `fanout`: how many messages the publisher may be ahead of the slowest listener before it
+    /// waits for it. Keep it under the service's --stream-queue (1024), or slow listeners are cut off.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: u64,
+    /// In `fanout`: how many Publish calls are in flight at once (the service allows 16 streams per
+    /// connection).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub in_flight: u32,
+    /// How long to wait after publishing stops for the last messages to arrive; what has not arrived
+    /// by then is counted missing.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+    /// How long idle participants sit before the server's memory is read, in `idle`.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// How many connections to open at once while participants join.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_concurrency: u32,
+    /// Measure this running service instead of starting one, e.g. http://127.0.0.1:50051. It must
+    /// allow enough participants, a high enough publish rate, and a --grace longer than the time it
+    /// takes N participants to join.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The process id of --server, to read its CPU time and memory; without it those figures are
+    /// absent.
+    #[arg(long, value_name = "PID", requires = "server")]
+    pub server_pid: Option<u32>,
+    /// Also pass this flag to the service the harness starts (repeat for several), after its own:
+    /// `--service-arg=--stream-queue=4096`.
+    #[arg(
+        long,
+        value_name = "FLAG",
+        allow_hyphen_values = true,
+        conflicts_with = "server"
+    )]
+    pub service_arg: Vec<String>,
+    /// Where the started service writes its JSON log.
+    #[arg(long, value_name = "PATH", default_value = "/dev/null")]
+    pub service_log: PathBuf,
+    /// Also run the same load against NATS core pub/sub: a nats-server the harness starts on a free
+    /// loopback port (Debian: apt-get install -y nats-server).
+    #[arg(long)]
+    pub vs_nats: bool,
+    /// The nats-server binary; by default found on PATH or in /usr/sbin.
+    #[arg(long, value_name = "PATH")]
+    pub nats_server: Option<PathBuf>,
+    /// Write the figures as one JSON object to FILE; `--json` alone or `--json -` writes it to standard
+    /// output (and the table to standard error).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    pub json: Option<PathBuf>,
+    /// Draw deliveries/s and p99 latency against N (for `idle`, memory) for both systems, as SVG.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Why a benchmark could not run or report.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// The flags make no sense together.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file or process operation failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A child process failed to start or died.
+    #[error("{what}: {why}{}", if stderr.is_empty() { String::new() } else { format!("; its last output:\n{stderr}") })]
+    Process {
+        /// Which process.
+        what: &'static str,
+        /// What went wrong.
+        why: String,
+        /// Its last lines of standard error.
+        stderr: String,
+    },
+    /// nats-server is needed for --vs-nats and was not found.
+    #[error(
+        "--vs-nats needs nats-server, which was not found on PATH or in /usr/sbin: apt-get install -y nats-server, or pass --nats-server"
+    )]
+    NoNatsServer,
+    /// Some participants could not join.
+    #[error("{failed} of {count} participants could not join; the first: {first}")]
+    Admit {
+        /// How many failed.
+        failed: usize,
+        /// How many were tried.
+        count: usize,
+        /// The first failure.
+        first: LoadError,
+    },
+    /// Not every stream opened in time.
+    #[error("only {ready} of {count} participants had their stream open within {within:?}")]
+    NotReady {
+        /// How many were open.
+        ready: usize,
+        /// How many should have been.
+        count: usize,
+        /// The bound.
+        within: Duration,
+    },
+    /// The fanout publisher is missing (an internal inconsistency).
+    #[error("the fanout publisher was not admitted")]
+    NoPublisher,
+    /// A measurement failed.
+    #[error(transparent)]
+    Measure(#[from] MeasureError),
+    /// The JSON could not be written.
+    #[error("cannot write the JSON report")]
+    Json(#[from] serde_json::Error),
+    /// The chart could not be drawn.
+    #[error("cannot draw the chart: {0}")]
+    Plot(String),
+}
+
+/// The flags of the service the harness starts: in memory, nothing limiting the load generator's rate
+/// or count of participants, a grace period longer than any run (participants join before their streams
+/// open), and a JSON log at `log`.
+fn service_flags(log: &Path, extra: &[String]) -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "--in-memory",
+        "--publish-rate",
+        "1000000",
+        "--publish-burst",
+        "1000000",
+        "--max-participants",
+        "200000",
+        "--grace",
+        "1h",
+        "--log-format",
+        "json",
+        "--log-file",
+    ]
+    .map(str::to_owned)
+    .into();
+    flags.push(log.display().to_string());
+    flags.extend(extra.iter().cloned());
+    flags
+}
+
+/// Runs `args`: every N against Chitty-Chat (and NATS), then reports. `listening_prefix` is what
+/// `chitty-chat serve` prints before its address.
+pub async fn run(args: BenchArgs, listening_prefix: &str) -> Result<ExitCode, BenchError> {
+    if args.n.is_empty() {
+        return Err(BenchError::Invalid(
+            "--n needs at least one number".to_owned(),
+        ));
+    }
+    if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) {
+        return Err(BenchError::Invalid(
+            "--rate must be above 0 and at most 10000 messages per second".to_owned(),
+        ));
+    }
+    if !(args.churn_rate.is_finite() && args.churn_rate > 0.0 && args.churn_rate <= 100_000.0) {
+        return Err(BenchError::Invalid(
+            "--churn-rate must be above 0 and at most 100000 per second".to_owned(),
+        ));
+    }
+    if args.duration.is_zero() || args.duration > Duration::from_secs(3600) {
+        return Err(BenchError::Invalid(
+            "--duration must be above 0 and at most 1h".to_owned(),
+        ));
+    }
+    let machine = Machine::read();
+    measure::raise_open_files_limit()?;
+    let binary = std::env::current_exe().map_err(|source| BenchError::Io {
+        what: "cannot find the chitty-chat binary to start the service".to_owned(),
+        source,
+    })?;
+    let nats_binary = if args.vs_nats {
+        Some(find_nats_server(args.nats_server.as_deref()).ok_or(BenchError::NoNatsServer)?)
+    } else {
+        None
+    };
+    let run_tag = run_tag();
+    let mut runs = Vec::new();
+    for &n in &args.n {
+        let plan = plan(&args, n as usize);
+        let names = format!("b{run_tag}n{n}");
+        let chitty = measure_chitty(&args, &plan, &binary, listening_prefix, names.clone()).await?;
+        let nats = match &nats_binary {
+            Some(nats_binary) => Some(measure_nats(&plan, nats_binary, names).await?),
+            None => None,
+        };
+        runs.push(RunReport::new(n as usize, chitty, nats));
+    }
+    let report = Report::new(args.scenario.to_string(), machine, settings(&args), runs);
+    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    let table = report.table();
+    if json_to_stdout {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        if json_to_stdout {
+            let mut stdout = std::io::stdout();
+            writeln!(stdout, "{json}").map_err(|source| BenchError::Io {
+                what: "cannot write to standard output".to_owned(),
+                source,
+            })?;
+        } else {
+            std::fs::write(path, json + "\n").map_err(|source| BenchError::Io {
+                what: format!("cannot write {}", path.display()),
+                source,
+            })?;
+        }
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(&report, path)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A short tag unique to this invocation, for participant names.
+fn run_tag() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    format!(
+        "{:x}",
+        (seconds ^ u64::from(std::process::id())) & 0xff_ffff
+    )
+}
+
+fn plan(args: &BenchArgs, participants: usize) -> Plan {
+    Plan {
+        scenario: args.scenario,
+        participants,
+        duration: args.duration,
+        rate: args.rate,
+        churn_rate: args.churn_rate,
+        churn_hold: args.churn_hold,
+        window: args.window,
+        in_flight: args.in_flight as usize,
+        drain: args.drain,
+        connect_concurrency: args.connect_concurrency as usize,
+        settle: args.settle,
+    }
+}
+
+fn settings(args: &BenchArgs) -> serde_json::Value {
+    serde_json::json!({
+        "n": args.n,
+        "duration_s": args.duration.as_secs_f64(),
+        "rate_per_participant": args.rate,
+        "churn_rate": args.churn_rate,
+        "churn_hold_s": args.churn_hold.as_secs_f64(),
+        "window": args.window,
+        "in_flight": args.in_flight,
+        "message_chars": measure::MESSAGE_CHARS,
+        "server": args.server,
+        "service_args": args.service_arg,
+    })
+}
+
+async fn measure_chitty(
+    args: &BenchArgs,
+    plan: &Plan,
+    binary: &Path,
+    listening_prefix: &str,
+    names: String,
+) -> Result<Figures, BenchError> {
+    if let Some(server) = &args.server {
+        let system = System {
+            kind: SystemKind::Chitty,
+            address: server.clone(),
+            process: args.server_pid.map(Process::Id),
+            names,
+        };
+        return scenario::run(&system, plan).await;
+    }
+    let service = ServiceProcess::start(
+        binary,
+        listening_prefix,
+        &service_flags(&args.service_log, &args.service_arg),
+    )
+    .await?;
+    let system = System {
+        kind: SystemKind::Chitty,
+        address: format!("http://{}", service.address),
+        process: service.process.pid().map(Process::Id),
+        names,
+    };
+    let figures = scenario::run(&system, plan).await;
+    service.process.stop().await;
+    figures
+}
+
+async fn measure_nats(plan: &Plan, binary: &Path, names: String) -> Result<Figures, BenchError> {
+    let server = NatsProcess::start(binary).await?;
+    let system = System {
+        kind: SystemKind::Nats,
+        address: server.address.to_string(),
+        process: server.process.pid().map(Process::Id),
+        names,
+    };
+    let figures = scenario::run(&system, plan).await;
+    server.process.stop().await;
+    figures
+}

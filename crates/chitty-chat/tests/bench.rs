@@ -1,0 +1,179 @@
+//! The load harness's smoke test: tiny runs of `chitty-chat bench` through the real binary, checking that
+//! every figure is present and sane. Nothing here asserts on speed.
+//!
+//! The NATS half needs nats-server (CI installs it); without it, it reports itself skipped by name.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The bound on one tiny run, start to finish.
+const RUN_BOUND: Duration = Duration::from_secs(120);
+
+/// Numbers the runs, to name their JSON files.
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_chitty-chat"))
+}
+
+/// Runs `chitty-chat bench ARGS --json FILE` and returns the JSON object it wrote.
+async fn bench(dir: &Path, args: &[&str]) -> Value {
+    let json = dir.join(format!(
+        "{}-{}.json",
+        args[0],
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let output = tokio::process::Command::new(binary())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        // The async-nats client logs every connection at info; keep the test output readable.
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(RUN_BOUND, output)
+        .await
+        .unwrap_or_else(|_| panic!("bench {args:?} did not finish within {RUN_BOUND:?}"))
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench {args:?} failed with {}:\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("Chitty-Chat") && stdout.contains("deliveries/s")
+            || stdout.contains("RSS per participant"),
+        "the table is printed; got:\n{stdout}"
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON file is written");
+    serde_json::from_str(&text).expect("the JSON file is one JSON object")
+}
+
+fn number(figures: &Value, name: &str) -> f64 {
+    figures[name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{name} is a number; got {}", figures[name]))
+}
+
+/// Checks the load figures of one system: deliveries happened, percentiles are ordered, CPU is there.
+fn check_load_figures(system: &str, figures: &Value) {
+    let deliveries = number(figures, "deliveries");
+    assert!(
+        deliveries > 0.0,
+        "{system}: got {deliveries} deliveries, want > 0"
+    );
+    assert!(
+        number(figures, "deliveries_per_sec") > 0.0,
+        "{system}: deliveries_per_sec > 0"
+    );
+    let p50 = number(figures, "p50_us");
+    let p99 = number(figures, "p99_us");
+    let p999 = number(figures, "p999_us");
+    let max = number(figures, "max_us");
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max,
+        "{system}: percentiles out of order: p50 {p50}, p99 {p99}, p99.9 {p999}, max {max}"
+    );
+    assert!(
+        number(figures, "server_cpu_us_per_delivery") >= 0.0,
+        "{system}: server CPU per delivery"
+    );
+    assert!(
+        number(figures, "load_generator_cpu_us_per_delivery") >= 0.0,
+        "{system}: load CPU"
+    );
+    assert!(
+        figures["saturated"].is_string(),
+        "{system}: says which process saturated"
+    );
+}
+
+fn nats_server() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|directory| directory.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+#[tokio::test]
+async fn a_tiny_fanout_and_idle_run_report_sane_figures() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    let fanout = bench(dir.path(), &["fanout", "--n", "5", "--duration", "1s"]).await;
+    assert_eq!(fanout["scenario"], "fanout");
+    assert_eq!(fanout["n"], 5);
+    check_load_figures("Chitty-Chat fanout", &fanout);
+    assert_eq!(fanout["runs"].as_array().map(Vec::len), Some(1));
+    assert!(
+        fanout["nats"].is_null(),
+        "no NATS figures without --vs-nats"
+    );
+
+    let idle = bench(dir.path(), &["idle", "--n", "20", "--settle", "200ms"]).await;
+    let per_participant = number(&idle, "rss_per_participant_bytes");
+    assert!(
+        per_participant > 0.0,
+        "got {per_participant} bytes per idle participant, want > 0"
+    );
+    assert!(idle["p99_us"].is_null(), "idle measures no latency");
+}
+
+#[tokio::test]
+async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
+    if nats_server().is_none() {
+        println!("SKIPPED the NATS half: apt-get install -y nats-server");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let plot = dir.path().join("fanout.svg");
+    let plot_arg = plot.display().to_string();
+    let report = bench(
+        dir.path(),
+        &[
+            "fanout",
+            "--n",
+            "3,5",
+            "--duration",
+            "1s",
+            "--vs-nats",
+            "--plot",
+            &plot_arg,
+        ],
+    )
+    .await;
+    check_load_figures("Chitty-Chat", &report);
+    check_load_figures("NATS", &report["nats"]);
+    assert!(
+        number(&report["ratio"], "deliveries_per_sec") > 0.0,
+        "the ratio Chitty-Chat/NATS is there: {}",
+        report["ratio"]
+    );
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(2));
+    let svg = std::fs::read_to_string(&plot).expect("the chart is written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("NATS"),
+        "an SVG chart naming NATS"
+    );
+
+    let idle = bench(
+        dir.path(),
+        &["idle", "--n", "20", "--settle", "200ms", "--vs-nats"],
+    )
+    .await;
+    // Go may serve 20 connections from memory it already holds: the delta is only known not to be negative.
+    assert!(
+        number(&idle["nats"], "rss_per_participant_bytes") >= 0.0,
+        "NATS memory per connection"
+    );
+}
