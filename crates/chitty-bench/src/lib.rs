@@ -104,9 +104,10 @@ pub struct BenchArgs {
     /// waits for it. Keep it under the service's --stream-queue (1024), or slow listeners are cut off.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
-    /// In `fanout`: how many Publish calls are in flight at once (the service allows 16 streams per
-    /// connection).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=16))]
+    /// In `fanout`: how many Publish calls are in flight at once. The default is the most the service
+    /// allows on one connection (16 concurrent streams): each call waits for its event to be durable,
+    /// so fewer calls in flight cap the publisher below what the service could accept.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub in_flight: u32,
     /// How long to wait after publishing stops for the last messages to arrive; what has not arrived
     /// by then is counted missing.
