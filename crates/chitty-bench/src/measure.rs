@@ -93,6 +93,16 @@ impl Process {
         ))
     }
 
+    /// How many write system calls (`write`, `writev`: `syscw` in `/proc/PID/io`) the process has made,
+    /// or `None` where the kernel does not say (no task I/O accounting, or no permission).
+    pub fn write_syscalls(self) -> Option<u64> {
+        std::fs::read_to_string(self.proc_path("io"))
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("syscw:"))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// The process's resident memory (`VmRSS`), in bytes.
     pub fn resident_bytes(self) -> Result<u64, MeasureError> {
         let path = self.proc_path("status");
@@ -144,6 +154,8 @@ pub struct CpuSample {
     at: Instant,
     /// The service's CPU time, when the service's process is known.
     service: Option<Duration>,
+    /// The service's write system calls so far, when known.
+    service_writes: Option<u64>,
     /// The load generator's CPU time.
     load_generator: Duration,
 }
@@ -154,6 +166,7 @@ impl CpuSample {
         Ok(Self {
             at: Instant::now(),
             service: service.map(Process::cpu_time).transpose()?,
+            service_writes: service.and_then(Process::write_syscalls),
             load_generator: Process::Own.cpu_time()?,
         })
     }
@@ -165,6 +178,10 @@ impl CpuSample {
             service: self
                 .service
                 .zip(later.service)
+                .map(|(before, after)| after.saturating_sub(before)),
+            service_writes: self
+                .service_writes
+                .zip(later.service_writes)
                 .map(|(before, after)| after.saturating_sub(before)),
             load_generator: later.load_generator.saturating_sub(self.load_generator),
         }
@@ -178,6 +195,8 @@ pub struct CpuUse {
     pub wall: Duration,
     /// The service's CPU time, when its process is known.
     pub service: Option<Duration>,
+    /// The service's write system calls, when known.
+    pub service_writes: Option<u64>,
     /// The load generator's CPU time.
     pub load_generator: Duration,
 }
@@ -416,6 +435,8 @@ mod tests {
     fn own_cpu_time_and_memory_are_readable() {
         assert!(Process::Own.resident_bytes().expect("VmRSS") > 0);
         Process::Own.cpu_time().expect("utime and stime");
+        // Task I/O accounting may be off in some kernels; where it is on, the count is readable.
+        let _ = Process::Own.write_syscalls();
     }
 
     #[test]

@@ -152,11 +152,13 @@ fn draw_panel<'a>(
 
 /// 1234567 as "1.2M", 5300 as "5.3k".
 fn compact(value: f64) -> String {
-    if value >= 1e6 {
-        format!("{:.1}M", value / 1e6)
+    let (scaled, suffix) = if value >= 1e6 {
+        (value / 1e6, "M")
     } else if value >= 1e3 {
-        format!("{:.1}k", value / 1e3)
+        (value / 1e3, "k")
     } else {
-        format!("{value:.0}")
-    }
+        (value, "")
+    };
+    let text = format!("{scaled:.1}");
+    format!("{}{suffix}", text.strip_suffix(".0").unwrap_or(&text))
 }

@@ -57,6 +57,9 @@ pub struct Figures {
     pub server_cpu_us_per_delivery: Option<f64>,
     /// The server's CPU time as a share of one core over the run, in percent.
     pub server_cpu_percent: Option<f64>,
+    /// The server's write system calls (`write`, `writev`) per delivery: below 1 when it batches
+    /// several deliveries into one write.
+    pub server_writes_per_delivery: Option<f64>,
     /// The load generator's CPU time over the run, in microseconds.
     pub load_generator_cpu_us: Option<u64>,
     /// The load generator's CPU time per delivery.
@@ -93,6 +96,7 @@ impl Figures {
             server_cpu_us: None,
             server_cpu_us_per_delivery: None,
             server_cpu_percent: None,
+            server_writes_per_delivery: None,
             load_generator_cpu_us: None,
             load_generator_cpu_us_per_delivery: None,
             load_generator_cpu_percent: None,
@@ -122,6 +126,7 @@ impl Figures {
         self.server_cpu_us = server_us;
         self.server_cpu_us_per_delivery = server_us.and_then(per_delivery);
         self.server_cpu_percent = server_us.map(|us| 100.0 * us as f64 / wall_us);
+        self.server_writes_per_delivery = cpu.service_writes.and_then(per_delivery);
         self.load_generator_cpu_us = Some(load_us);
         self.load_generator_cpu_us_per_delivery = per_delivery(load_us);
         self.load_generator_cpu_percent = Some(100.0 * load_us as f64 / wall_us);
@@ -153,6 +158,10 @@ impl Figures {
             (
                 "server_cpu_us_per_delivery",
                 self.server_cpu_us_per_delivery,
+            ),
+            (
+                "server_writes_per_delivery",
+                self.server_writes_per_delivery,
             ),
             (
                 "load_generator_cpu_us_per_delivery",
@@ -380,6 +389,11 @@ fn rows(chitty: &Figures, nats: Option<&Figures>) -> Vec<String> {
         (
             "load generator CPU (µs per delivery)",
             |f| f.load_generator_cpu_us_per_delivery,
+            3,
+        ),
+        (
+            "server write syscalls per delivery",
+            |f| f.server_writes_per_delivery,
             3,
         ),
         (
