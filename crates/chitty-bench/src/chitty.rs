@@ -155,6 +155,8 @@ impl Participant {
                         after_seq = event.seq;
                         if event.kind == v1::EventKind::Message as i32 {
                             deliveries.deliver(index, event.text.as_bytes());
+                        } else {
+                            deliveries.announce(index);
                         }
                     }
                     // A clean end: this participant left.

@@ -305,6 +305,9 @@ pub struct ListenerSlot {
     pub received: AtomicU64,
     /// When it received the latest, in [`StampClock`] microseconds.
     pub last_us: AtomicU64,
+    /// How many joined and left events it received (Chitty-Chat announces every join and leave to
+    /// everyone; NATS has no such thing).
+    pub announcements: AtomicU64,
 }
 
 /// What all listeners of one run share: their counters, the latency histograms, and the publisher's
@@ -370,6 +373,22 @@ impl Deliveries {
                 self.advanced.notify_one();
             }
         }
+    }
+
+    /// Records that listener `index` received a joined or left event.
+    pub fn announce(&self, index: usize) {
+        if let Some(slot) = self.slots.get(index) {
+            let count = slot.announcements.load(Ordering::Relaxed) + 1;
+            slot.announcements.store(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Joined and left events received, summed over listeners.
+    pub fn announcements(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|slot| slot.announcements.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Records a stream or subscription error.

@@ -47,6 +47,9 @@ pub struct Figures {
     pub p999_us: Option<u64>,
     /// Publish-to-delivery latency, the largest seen.
     pub max_us: Option<u64>,
+    /// Joined and left events received, summed over listeners: Chitty-Chat broadcasts every join and
+    /// leave to everyone, which is most of the load in `churn`; NATS has none.
+    pub announcements_delivered: u64,
     /// Failed publishes, stream errors and missing deliveries.
     pub delivery_errors: u64,
     /// Deliveries expected (every accepted message to every listener) that never arrived.
@@ -91,6 +94,7 @@ impl Figures {
             p99_us: None,
             p999_us: None,
             max_us: None,
+            announcements_delivered: 0,
             delivery_errors: 0,
             missing_deliveries: 0,
             server_cpu_us: None,
@@ -381,6 +385,11 @@ fn rows(chitty: &Figures, nats: Option<&Figures>) -> Vec<String> {
         ("messages published", |f| Some(f.published as f64), 0),
         ("deliveries", |f| Some(f.deliveries as f64), 0),
         ("delivery errors", |f| Some(f.delivery_errors as f64), 0),
+        (
+            "joined/left events delivered",
+            |f| (f.announcements_delivered > 0).then_some(f.announcements_delivered as f64),
+            0,
+        ),
         (
             "server CPU (µs per delivery)",
             |f| f.server_cpu_us_per_delivery,

@@ -485,6 +485,7 @@ fn measured(
     let mut figures = Figures::empty(plan.participants);
     figures.published = ok;
     figures.deliveries = delivered;
+    figures.announcements_delivered = deliveries.announcements();
     figures.deliveries_per_sec = Some(delivered as f64 * 1e6 / active_us as f64);
     // In churn, the headline latency is the churn phase's; the calm phase's is reported beside it.
     figures.set_latency(&if plan.scenario == Scenario::Churn {
