@@ -204,6 +204,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let default_level = match (&cli.command, &cli.log.log_file) {
         (Command::Join(args), None) if args.wants_terminal_ui() => None,
         (Command::Join(_), None) => Some("warn"),
+        // The load generator's own clients (async-nats among them) would log every connection.
+        (Command::Bench(_), _) => Some("warn"),
         _ => Some("info"),
     };
     if let Some(default_level) = default_level {
