@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use crate::chat::{ChatConfig, ChatService};
 use chitty_proto::v1::chitty_chat_server::ChittyChatServer;
 
-use crate::grpc::GrpcChat;
+use crate::grpc::{ChatRoutes, GrpcChat};
 use crate::store::{Store, StoreError};
 
 /// How long shutdown waits for connections to close and the store to flush after every stream ended.
@@ -139,9 +139,7 @@ pub async fn serve(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(ServeError::Tls)?;
     }
-    let service = GrpcChat::new(Arc::clone(&chat))
-        .into_server()
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let service = ChatRoutes::new(Arc::clone(&chat), MAX_REQUEST_BYTES);
     // The standard gRPC health service, for container health checks and load balancers.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
