@@ -19,7 +19,9 @@
 //! - An event is on disk before anyone sees it and before its publisher is answered.
 //! - [`Hub::subscribe`] takes the replay and registers the live queue under the lock, so an event is either
 //!   in the replay or in the queue, never in both and never in neither.
-//! - Fan-out never waits on a subscriber. It uses `try_send` into each subscriber's own bounded queue.
+//! - Fan-out never waits on a subscriber. Each subscriber has its own bounded [`Mailbox`]; the writer puts
+//!   a whole committed batch into it and wakes the stream once, so a busy stream writes many events per
+//!   frame.
 //! - Events waiting for the disk are bounded by the calls in flight: each Join, Publish and Leave waits
 //!   for its own event to be durable before it is answered.
 //!
@@ -44,12 +46,12 @@ use std::thread::JoinHandle;
 
 use chitty_core::{Event, EventDraft, LamportClock};
 use thiserror::Error;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::history::{History, HistoryError, Retention};
+use crate::mailbox::{Mailbox, SharedMailbox};
 use crate::sessions::TokenHash;
 use crate::store::{Batch, KeyedEvent, Recovered, Store, StoredSession};
 
@@ -281,10 +283,18 @@ struct Pending {
 struct Subscriber {
     /// The participant it belongs to, for log lines.
     participant: Arc<str>,
-    /// The sending half of its bounded queue. Dropping it ends the subscription's live stream.
-    queue: mpsc::Sender<Arc<Event>>,
+    /// Its bounded queue of live events, shared with the [`Subscription`].
+    mailbox: SharedMailbox,
     /// Shared with the [`Subscription`], to tell it why it ended.
     end: Arc<StreamEnd>,
+}
+
+impl Subscriber {
+    /// Ends the subscription for `reason` and lets its stream drain or stop.
+    fn close(&self, reason: EndReason) {
+        self.end.end(reason);
+        self.mailbox.close();
+    }
 }
 
 impl Hub {
@@ -440,7 +450,7 @@ impl Hub {
         participant: Arc<str>,
         after_seq: u64,
     ) -> Result<Subscription, SubscribeError> {
-        let (sender, receiver) = mpsc::channel(self.shared.queue_capacity);
+        let mailbox = Arc::new(Mailbox::new(self.shared.queue_capacity));
         let end = Arc::new(StreamEnd::default());
         let mut state = self.shared.lock();
         if state.closed {
@@ -453,7 +463,7 @@ impl Hub {
             id,
             Subscriber {
                 participant: Arc::clone(&participant),
-                queue: sender,
+                mailbox: Arc::clone(&mailbox),
                 end: Arc::clone(&end),
             },
         );
@@ -461,7 +471,7 @@ impl Hub {
             id,
             participant,
             replay,
-            queue: receiver,
+            mailbox,
             end,
             finished: false,
         })
@@ -470,7 +480,7 @@ impl Hub {
     /// Ends a subscription: it stops receiving new events, and its stream ends for `reason`.
     pub fn end(&self, id: SubscriberId, reason: EndReason) {
         if let Some(subscriber) = self.shared.lock().subscribers.remove(&id) {
-            subscriber.end.end(reason);
+            subscriber.close(reason);
         }
     }
 
@@ -480,7 +490,7 @@ impl Hub {
         let mut state = self.shared.lock();
         state.closed = true;
         for (_, subscriber) in state.subscribers.drain() {
-            subscriber.end.end(EndReason::ShuttingDown);
+            subscriber.close(EndReason::ShuttingDown);
         }
         drop(state);
         self.shared.work.notify_all();
@@ -598,41 +608,61 @@ impl Shared {
         }
     }
 
-    /// Moves committed events into the history and hands them to every subscriber, in seq order.
+    /// Moves committed events into the history and hands them to every subscriber, in seq order: each
+    /// subscriber gets the whole batch at once, except that a leaver gets only what comes before its own
+    /// left event, and its stream then ends cleanly.
     fn publish(&self, pending: Vec<Pending>) -> Published {
-        let mut published = Published::default();
         let mut state = self.lock();
-        for pending in pending {
-            if let Some(id) = pending.ends_stream
-                && let Some(subscriber) = state.subscribers.remove(&id)
-            {
-                subscriber.end.end(EndReason::Left);
+        let mut events = Vec::with_capacity(pending.len());
+        let mut ends = Vec::new();
+        for (index, pending) in pending.into_iter().enumerate() {
+            if let Some(id) = pending.ends_stream {
+                ends.push((id, index));
             }
-            let event = Arc::clone(&pending.keyed.event);
+            events.push(Arc::clone(&pending.keyed.event));
             for evicted in state.history.push(pending.keyed) {
                 forget_key(&mut state.keys, &evicted);
             }
-            let mut recipients = 0usize;
-            let mut cut_off = Vec::new();
-            state.subscribers.retain(|_, subscriber| {
-                match subscriber.queue.try_send(Arc::clone(&event)) {
-                    Ok(()) => {
-                        recipients += 1;
-                        true
-                    }
-                    Err(TrySendError::Full(_)) => {
-                        subscriber.end.end(EndReason::FellBehind {
-                            queue_capacity: self.queue_capacity,
-                        });
-                        cut_off.push(Arc::clone(&subscriber.participant));
-                        false
-                    }
-                    // The subscription was dropped; forget it.
-                    Err(TrySendError::Closed(_)) => false,
+        }
+        let mut recipients = vec![0usize; events.len()];
+        // A subscriber whose mailbox cannot take the batch is cut off at the batch's first event.
+        let mut cut_off: Vec<Arc<str>> = Vec::new();
+        let queue_capacity = self.queue_capacity;
+        state.subscribers.retain(|id, subscriber| {
+            if subscriber.end.reason().is_some() {
+                // Its stream was dropped: the connection went away. Forget it.
+                return false;
+            }
+            let ends_at = ends
+                .iter()
+                .find(|(ended, _)| ended == id)
+                .map(|(_, index)| *index);
+            let batch = &events[..ends_at.unwrap_or(events.len())];
+            if subscriber.mailbox.push_all(batch).is_err() {
+                subscriber.close(EndReason::FellBehind { queue_capacity });
+                cut_off.push(Arc::clone(&subscriber.participant));
+                return false;
+            }
+            for count in &mut recipients[..batch.len()] {
+                *count += 1;
+            }
+            match ends_at {
+                Some(_) => {
+                    subscriber.close(EndReason::Left);
+                    false
                 }
-            });
+                None => true,
+            }
+        });
+        let mut published = Published::default();
+        for (index, event) in events.into_iter().enumerate() {
             published.last_seq = event.seq;
-            published.events.push((event, recipients, cut_off));
+            let cut = if index == 0 {
+                std::mem::take(&mut cut_off)
+            } else {
+                Vec::new()
+            };
+            published.events.push((event, recipients[index], cut));
         }
         published
     }
@@ -642,7 +672,7 @@ impl Shared {
         let mut state = self.lock();
         state.closed = true;
         for (_, subscriber) in state.subscribers.drain() {
-            subscriber.end.end(EndReason::ShuttingDown);
+            subscriber.close(EndReason::ShuttingDown);
         }
         drop(state);
         self.durable
@@ -712,7 +742,7 @@ pub struct Subscription {
     /// Held events from before the subscription opened, still to be delivered.
     replay: VecDeque<Arc<Event>>,
     /// Live events, queued by the hub.
-    queue: mpsc::Receiver<Arc<Event>>,
+    mailbox: SharedMailbox,
     /// Why and when the subscription ended, shared with the hub and the session.
     end: Arc<StreamEnd>,
     /// Set once the end has been reported, so the subscription stays ended.
@@ -749,7 +779,7 @@ impl Subscription {
         }
         let event = match self.replay.pop_front() {
             Some(event) => Some(event),
-            None => self.queue.recv().await,
+            None => self.mailbox.recv().await,
         };
         match (event, self.end.reason()) {
             (Some(_), Some(reason)) if !reason.is_clean() => self.finish(Some(reason)),

@@ -6,6 +6,7 @@
 //!   (group commit), keeps it in the [`history`], and fans it out to every open Broadcast stream through
 //!   bounded queues, cutting off a subscriber that falls behind. It is the seam behind which the store, or
 //!   later a multi-node log, sits.
+//! - [`mailbox`]: a subscriber's bounded queue, filled a batch at a time.
 //! - [`store`]: the durable state in an embedded redb database: events, sessions, and the Lamport floor.
 //! - [`history`]: the retained window of events that late joiners and reconnecting participants replay.
 //! - [`sessions`]: who is present, their names and secret tokens, and whether their stream is open.
@@ -20,6 +21,7 @@ pub mod chat;
 pub mod grpc;
 pub mod history;
 pub mod hub;
+pub mod mailbox;
 pub mod server;
 pub mod sessions;
 pub mod store;
