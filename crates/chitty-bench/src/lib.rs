@@ -137,6 +137,10 @@ pub struct BenchArgs {
         conflicts_with = "server"
     )]
     pub service_arg: Vec<String>,
+    /// Start the service with its database on disk (in a temporary directory) instead of in memory, so
+    /// every event is synced to disk before it is delivered: what the group commit costs.
+    #[arg(long, conflicts_with = "server")]
+    pub durable: bool,
     /// Where the started service writes its JSON log.
     #[arg(long, value_name = "PATH", default_value = "/dev/null")]
     pub service_log: PathBuf,
@@ -214,31 +218,38 @@ pub enum BenchError {
     /// The JSON could not be written.
     #[error("cannot write the JSON report")]
     Json(#[from] serde_json::Error),
+    /// The temporary data directory for --durable could not be made.
+    #[error("cannot make a data directory for the service: {0}")]
+    DataDir(std::io::Error),
     /// The chart could not be drawn.
     #[error("cannot draw the chart: {0}")]
     Plot(String),
 }
 
-/// The flags of the service the harness starts: in memory, nothing limiting the load generator's rate
+/// The flags of the service the harness starts: in memory (or on disk in `data_dir`), nothing limiting the load generator's rate
 /// or count of participants, a grace period longer than any run (participants join before their streams
 /// open), and a JSON log at `log`.
-fn service_flags(log: &Path, extra: &[String]) -> Vec<String> {
-    let mut flags: Vec<String> = [
-        "--in-memory",
-        "--publish-rate",
-        "1000000",
-        "--publish-burst",
-        "1000000",
-        "--max-participants",
-        "200000",
-        "--grace",
-        "1h",
-        "--log-format",
-        "json",
-        "--log-file",
-    ]
-    .map(str::to_owned)
-    .into();
+fn service_flags(log: &Path, data_dir: Option<&Path>, extra: &[String]) -> Vec<String> {
+    let mut flags: Vec<String> = match data_dir {
+        Some(directory) => vec!["--data-dir".to_owned(), directory.display().to_string()],
+        None => vec!["--in-memory".to_owned()],
+    };
+    flags.extend(
+        [
+            "--publish-rate",
+            "1000000",
+            "--publish-burst",
+            "1000000",
+            "--max-participants",
+            "200000",
+            "--grace",
+            "1h",
+            "--log-format",
+            "json",
+            "--log-file",
+        ]
+        .map(str::to_owned),
+    );
     flags.push(log.display().to_string());
     flags.extend(extra.iter().cloned());
     flags
@@ -358,6 +369,7 @@ fn settings(args: &BenchArgs) -> serde_json::Value {
         "message_chars": measure::MESSAGE_CHARS,
         "server": args.server,
         "service_args": args.service_arg,
+        "durable": args.durable,
     })
 }
 
@@ -377,10 +389,19 @@ async fn measure_chitty(
         };
         return scenario::run(&system, plan).await;
     }
+    // Dropped, and so deleted, when this function returns, after the service has stopped.
+    let data_dir = match args.durable {
+        true => Some(tempfile::tempdir().map_err(BenchError::DataDir)?),
+        false => None,
+    };
     let service = ServiceProcess::start(
         binary,
         listening_prefix,
-        &service_flags(&args.service_log, &args.service_arg),
+        &service_flags(
+            &args.service_log,
+            data_dir.as_ref().map(tempfile::TempDir::path),
+            &args.service_arg,
+        ),
     )
     .await?;
     let system = System {
