@@ -26,17 +26,30 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a listener reopens a stream that failed before it gives up.
 const REOPEN_ATTEMPTS: u32 = 5;
 
-/// Opens a connection of its own to the service at `url`.
-async fn connect(url: &str) -> Result<ChittyChatClient<Channel>, LoadError> {
+/// The HTTP/2 stream window of a stalled participant: small, so the network buffers little for it and
+/// its queue at the service fills within a short run.
+const STALLED_WINDOW: u32 = 16 * 1024;
+
+/// Opens a connection of its own to the service at `url`; `window` sets its HTTP/2 stream window.
+async fn connect_with(
+    url: &str,
+    window: Option<u32>,
+) -> Result<ChittyChatClient<Channel>, LoadError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|error| LoadError::Connect(format!("bad service address {url}: {error}")))?
         .connect_timeout(CALL_TIMEOUT)
+        .initial_stream_window_size(window)
         .tcp_nodelay(true);
     let channel = tokio::time::timeout(CALL_TIMEOUT, endpoint.connect())
         .await
         .map_err(|_| LoadError::Timeout("connecting"))?
         .map_err(|error| LoadError::Connect(format!("{url}: {error}")))?;
     Ok(ChittyChatClient::new(channel))
+}
+
+/// Opens a connection of its own to the service at `url`.
+async fn connect(url: &str) -> Result<ChittyChatClient<Channel>, LoadError> {
+    connect_with(url, None).await
 }
 
 /// A joined participant: its connection, its session and its clock. Clones share all three.
@@ -55,7 +68,18 @@ pub struct Participant {
 impl Participant {
     /// Connects to `url` and joins as `name`.
     pub async fn join(url: &str, name: &str) -> Result<Self, LoadError> {
-        let mut client = connect(url).await?;
+        Self::join_over(connect(url).await?, name).await
+    }
+
+    /// Joins as `name` over a connection with a small window, to stall: see [`Participant::stall`].
+    pub async fn join_to_stall(url: &str, name: &str) -> Result<Self, LoadError> {
+        Self::join_over(connect_with(url, Some(STALLED_WINDOW)).await?, name).await
+    }
+
+    async fn join_over(
+        mut client: ChittyChatClient<Channel>,
+        name: &str,
+    ) -> Result<Self, LoadError> {
         let clock = Arc::new(LamportClock::new());
         let request = v1::JoinRequest {
             name: name.to_owned(),
@@ -169,6 +193,15 @@ impl Participant {
                 }
             }
         }
+    }
+
+    /// Opens its stream and never reads it, until `stop`: a participant that stopped reading, which the
+    /// service must cut off without slowing anyone else.
+    pub async fn stall(&self, stop: CancellationToken) -> Result<(), LoadError> {
+        let stream = self.open(0).await?;
+        stop.cancelled().await;
+        drop(stream);
+        Ok(())
     }
 
     /// Reads its stream until it ends or `stop`, discarding what arrives: a churning participant.

@@ -100,6 +100,11 @@ pub struct BenchArgs {
     /// How long each churning participant stays before it leaves.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub churn_hold: Duration,
+    /// `room` and `churn` with Chitty-Chat: also this many participants that open their stream and never
+    /// read it. Compare the others' latency with a run without them: the service cuts a stalled reader off
+    /// instead of waiting for it.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
     /// In `fanout`: how many messages the publisher may be ahead of the slowest listener before it
     /// waits for it. Keep it under the service's --stream-queue (1024), or slow listeners are cut off.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
@@ -349,6 +354,7 @@ fn plan(args: &BenchArgs, participants: usize) -> Plan {
         rate: args.rate,
         churn_rate: args.churn_rate,
         churn_hold: args.churn_hold,
+        stalled: args.stalled,
         window: args.window,
         in_flight: args.in_flight as usize,
         drain: args.drain,
@@ -364,6 +370,7 @@ fn settings(args: &BenchArgs) -> serde_json::Value {
         "rate_per_participant": args.rate,
         "churn_rate": args.churn_rate,
         "churn_hold_s": args.churn_hold.as_secs_f64(),
+        "stalled": args.stalled,
         "window": args.window,
         "in_flight": args.in_flight,
         "message_chars": measure::MESSAGE_CHARS,

@@ -26,7 +26,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::load::{Participant, System};
+use crate::chitty;
+use crate::load::{Participant, System, SystemKind};
 use crate::measure::{CpuSample, CpuUse, Deliveries, StampClock, message_text};
 use crate::report::{ChurnFigures, Figures, LatencyFigures};
 use crate::{BenchError, Scenario};
@@ -46,6 +47,8 @@ pub struct Plan {
     pub churn_rate: f64,
     /// How long a churning participant stays.
     pub churn_hold: Duration,
+    /// How many extra Chitty-Chat participants open their stream and never read it.
+    pub stalled: usize,
     /// How far ahead of the slowest listener the `fanout` publisher may run, in messages.
     pub window: u64,
     /// How many Publish calls the `fanout` publisher keeps in flight.
@@ -85,6 +88,7 @@ pub async fn run(system: &System, plan: &Plan) -> Result<Figures, BenchError> {
     )?);
     let stop = CancellationToken::new();
     let listeners = start_listeners(&participants, &deliveries, &stop, &label).await?;
+    let stalled = stall(system, plan, &stop).await?;
 
     let mut figures = match plan.scenario {
         Scenario::Idle => {
@@ -129,8 +133,37 @@ pub async fn run(system: &System, plan: &Plan) -> Result<Figures, BenchError> {
     stop.cancel();
     let errors_before_stop = deliveries.errors.load(Ordering::Relaxed);
     finish(listeners).await;
+    finish(stalled).await;
     figures.delivery_errors += errors_before_stop;
     Ok(figures)
+}
+
+/// Starts `plan.stalled` participants that open their stream and never read it (Chitty-Chat only: a
+/// NATS subscriber that does not read is simply disconnected by nats-server as a slow consumer).
+async fn stall(
+    system: &System,
+    plan: &Plan,
+    stop: &CancellationToken,
+) -> Result<JoinSet<()>, BenchError> {
+    let mut stalled = JoinSet::new();
+    if plan.stalled == 0 || system.kind != SystemKind::Chitty {
+        return Ok(stalled);
+    }
+    for index in 0..plan.stalled {
+        let name = system.name(plan.participants + 1_000_000 + index);
+        let participant = chitty::Participant::join_to_stall(&system.address, &name)
+            .await
+            .map_err(|first| BenchError::Admit {
+                failed: 1,
+                count: plan.stalled,
+                first,
+            })?;
+        let stop = stop.clone();
+        stalled.spawn(async move {
+            let _ = participant.stall(stop).await;
+        });
+    }
+    Ok(stalled)
 }
 
 /// Admits `count` participants, `concurrency` at a time, with a progress bar.
