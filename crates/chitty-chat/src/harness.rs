@@ -210,6 +210,16 @@ impl ParticipantProcess {
             .context("cannot kill the participant")
     }
 
+    /// Freezes it with SIGSTOP: it neither reads nor writes until [`ParticipantProcess::thaw`].
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        signal(&self.child, Signal::SIGSTOP)
+    }
+
+    /// Lets a frozen participant run again with SIGCONT.
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        signal(&self.child, Signal::SIGCONT)
+    }
+
     /// Every event line it printed so far.
     pub fn received(&self) -> &[EventLine] {
         &self.received

@@ -398,3 +398,125 @@ async fn a_participant_whose_packets_are_silently_dropped_is_announced_left_by_k
     let _ = doomed.start_kill();
     left.expect("a participant that vanished from the network is announced left within 20 s");
 }
+
+/// Freezes `bob` across a restart of the service, during which alice publishes `messages` messages: the
+/// situation a participant returns to after missing a lot.
+async fn freeze_bob_across_a_restart(
+    grace: &str,
+    retain_events: &str,
+    messages: usize,
+) -> (
+    tempfile::TempDir,
+    ServiceProcess,
+    ParticipantProcess,
+    ParticipantProcess,
+    u64,
+) {
+    let dir = log_dir();
+    let flags = ["--grace", grace, "--retain-events", retain_events];
+    let mut service = service(dir.path(), &flags).await;
+    let address = service.address();
+    let mut alice = participant(&service, dir.path(), "alice").await;
+    let mut bob = participant(&service, dir.path(), "bob").await;
+    alice.say("before the restart").await.expect("type");
+    let before = bob
+        .wait_for_event(
+            "alice's message",
+            |line| line.body == message_body("alice", "before the restart"),
+            WAIT,
+        )
+        .await
+        .expect("bob is in the chat");
+
+    bob.freeze().expect("SIGSTOP");
+    service.terminate().expect("SIGTERM");
+    assert!(service.wait(WAIT).await.expect("stops").success());
+    let service = ServiceProcess::start_on(binary(), address, &service_args(dir.path(), &flags))
+        .await
+        .expect("restart");
+    alice
+        .wait_for_output(
+            "the resumption",
+            |line| line.starts_with("--- reconnected to "),
+            WAIT,
+        )
+        .await
+        .expect("alice resumes");
+    for n in 1..=messages {
+        alice
+            .say(&format!("while bob was away {n}"))
+            .await
+            .expect("type");
+    }
+    let last = message_body("alice", &format!("while bob was away {messages}"));
+    alice
+        .wait_for_event("her last message", |line| line.body == last, WAIT)
+        .await
+        .expect("alice chats on");
+    (dir, service, alice, bob, before.seq)
+}
+
+#[tokio::test]
+async fn a_participant_that_missed_more_than_the_service_keeps_says_so_and_carries_on() {
+    let (_dir, _service, mut alice, mut bob, before) =
+        freeze_bob_across_a_restart("30s", "3", 10).await;
+    bob.thaw().expect("SIGCONT");
+    let note = bob
+        .wait_for_output(
+            "the gap",
+            |line| line.contains("no longer holds events"),
+            WAIT,
+        )
+        .await
+        .expect("bob says plainly what he missed");
+    assert!(
+        note.starts_with(&format!(
+            "--- the service no longer holds events {} to ",
+            before + 1
+        )),
+        "{note}"
+    );
+    alice.say("welcome back").await.expect("type");
+    bob.wait_for_event(
+        "the next message",
+        |line| line.body == message_body("alice", "welcome back"),
+        WAIT,
+    )
+    .await
+    .expect("bob carries on from the present");
+    assert!(
+        !bob.received()
+            .iter()
+            .any(|line| line.body.starts_with(&joined_prefix("bob")) && line.seq > before),
+        "bob kept his session: he did not join again"
+    );
+}
+
+#[tokio::test]
+async fn a_participant_whose_session_ended_while_away_joins_again_and_says_so() {
+    let (_dir, _service, mut alice, mut bob, _) = freeze_bob_across_a_restart("3s", "100", 2).await;
+    alice
+        .wait_for_event(
+            "bob's leave",
+            |line| line.body.starts_with(&left_prefix("bob")),
+            WAIT,
+        )
+        .await
+        .expect("bob, away past the grace period, is announced left");
+    bob.thaw().expect("SIGCONT");
+    bob.wait_for_output(
+        "the rejoin",
+        |line| line.contains("joined again as bob"),
+        WAIT,
+    )
+    .await
+    .expect("bob says his session ended and he joined again");
+    alice
+        .wait_for_event(
+            "bob's new join",
+            |line| line.body.starts_with(&joined_prefix("bob")),
+            WAIT,
+        )
+        .await
+        .expect("the others see bob join again");
+}
