@@ -46,7 +46,7 @@ mod svg;
 mod testing;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use chitty_logs::LogsError;
@@ -63,8 +63,8 @@ pub use model::{Diagram, Run, Window};
 ///
 /// # Errors
 ///
-/// [`DiagramError::Read`] if the directory or a file in it cannot be read, and
-/// [`DiagramError::NoRecords`] if not one line is a Chitty-Chat log record.
+/// [`DiagramError::Logs`] if the directory or a file in it cannot be read, or not one line is a
+/// Chitty-Chat log record.
 pub fn read_dir(path: impl AsRef<Path>) -> Result<Run, DiagramError> {
     let logs = chitty_logs::read_dir(path)?;
     Ok(Run::from_logs(&logs))
@@ -74,25 +74,9 @@ pub fn read_dir(path: impl AsRef<Path>) -> Result<Run, DiagramError> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiagramError {
-    /// A log directory or file could not be read.
-    #[error("cannot read the logs at {}: {error}", path.display())]
-    Read {
-        /// The directory or file that could not be read.
-        path: PathBuf,
-        /// Why it could not be read.
-        error: std::io::Error,
-    },
-    /// The logs were read, but not one line in them is a Chitty-Chat log record.
-    #[error(
-        "found no Chitty-Chat log records at {}: {skipped} lines were skipped because they are not JSON objects with `component` and `event` fields",
-        path.display()
-    )]
-    NoRecords {
-        /// The directory or file that was read.
-        path: PathBuf,
-        /// How many non-blank lines were skipped.
-        skipped: usize,
-    },
+    /// The logs could not be read, or hold no Chitty-Chat log record.
+    #[error(transparent)]
+    Logs(#[from] LogsError),
     /// A [`Window::Participant`] names someone who does not appear in the logs.
     #[error("no participant named {name:?} appears in the logs; the participants are: {known}")]
     UnknownParticipant {
@@ -120,15 +104,6 @@ pub enum DiagramError {
     /// A format name that [`Format::from_str`] does not know.
     #[error("unknown diagram format {0:?}: the formats are `svg` and `mermaid`")]
     UnknownFormat(String),
-}
-
-impl From<LogsError> for DiagramError {
-    fn from(error: LogsError) -> Self {
-        match error {
-            LogsError::Read { path, error } => DiagramError::Read { path, error },
-            LogsError::NoRecords { path, skipped } => DiagramError::NoRecords { path, skipped },
-        }
-    }
 }
 
 /// The output formats a [`Diagram`] can be written in.
@@ -233,7 +208,10 @@ mod tests {
         std::fs::write(dir.path().join("a.log"), "hello\nworld\n").expect("the file is written");
         let error = read_dir(dir.path()).err();
         assert!(
-            matches!(error, Some(DiagramError::NoRecords { skipped: 2, .. })),
+            matches!(
+                error,
+                Some(DiagramError::Logs(LogsError::NoRecords { skipped: 2, .. }))
+            ),
             "got {error:?}, want NoRecords with 2 skipped lines"
         );
         let message = error.map(|error| error.to_string()).unwrap_or_default();
@@ -243,7 +221,7 @@ mod tests {
         );
         let error = read_dir(dir.path().join("nope")).err();
         assert!(
-            matches!(&error, Some(DiagramError::Read { path, .. }) if path.ends_with("nope")),
+            matches!(&error, Some(DiagramError::Logs(LogsError::Read { path, .. })) if path.ends_with("nope")),
             "got {error:?}, want a read error naming the missing directory"
         );
     }
