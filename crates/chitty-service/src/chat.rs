@@ -345,15 +345,9 @@ impl ChatService {
         request_lamport: u64,
     ) -> Result<Joined, Refused> {
         let received = self.receive(Call::Join, request_lamport).await?;
-        let outcome = match self.admit(name, join_secret, peer) {
-            Ok((token, appended)) => self
-                .hub
-                .durable(appended.seq())
-                .await
-                .map(|()| (token, appended))
-                .map_err(ChatError::from),
-            Err(error) => Err(error),
-        };
+        let outcome = self
+            .until_durable(self.admit(name, join_secret, peer))
+            .await;
         let times = self.respond(request_lamport, received).await;
         match outcome {
             Ok((token, appended)) => {
@@ -436,15 +430,7 @@ impl ChatService {
             })?;
             Ok((Arc::clone(&session.name), appended))
         })();
-        let outcome = match appended {
-            Ok((name, appended)) => self
-                .hub
-                .durable(appended.seq())
-                .await
-                .map(|()| (name, appended))
-                .map_err(ChatError::from),
-            Err(error) => Err(error),
-        };
+        let outcome = self.until_durable(appended).await;
         let times = self.respond(request_lamport, received).await;
         match outcome {
             Ok((name, appended)) => {
@@ -496,15 +482,7 @@ impl ChatService {
             })?;
             Ok((name, appended))
         })();
-        let outcome = match appended {
-            Ok((name, appended)) => self
-                .hub
-                .durable(appended.seq())
-                .await
-                .map(|()| (name, appended))
-                .map_err(ChatError::from),
-            Err(error) => Err(error),
-        };
+        let outcome = self.until_durable(appended).await;
         let times = self.respond(request_lamport, received).await;
         match outcome {
             Ok((name, appended)) => {
@@ -680,6 +658,16 @@ impl ChatService {
             return Err(self.refuse(call, None, error, times));
         }
         Ok(self.clock.witness(request_lamport))
+    }
+
+    /// Waits until the event a call appended is durable; the rest of the call's outcome passes through.
+    async fn until_durable<T>(
+        &self,
+        appended: Result<(T, Appended), ChatError>,
+    ) -> Result<(T, Appended), ChatError> {
+        let (value, appended) = appended?;
+        self.hub.durable(appended.seq()).await?;
+        Ok((value, appended))
     }
 
     /// Stamps a response.
