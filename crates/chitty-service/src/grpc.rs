@@ -4,7 +4,7 @@
 //!
 //! This is the only module of the service that knows tonic. It converts messages, reads the session token
 //! from the `authorization` metadata, calls [`ChatService`], and maps every domain error to a
-//! [`tonic::Status`] in one place, [`status_of`]. It makes no decision of its own. [`ChatRoutes`] is what
+//! [`tonic::Status`] in one place, `status_of`. It makes no decision of its own. [`ChatRoutes`] is what
 //! the server runs: the generated routes, with Broadcast served without a copy per recipient.
 
 use std::pin::Pin;

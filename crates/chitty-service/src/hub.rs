@@ -5,33 +5,22 @@
 //! commits what has queued up as one batch to the [`Store`] (group commit: one disk sync for every event
 //! that arrived while the previous sync ran), and only then moves the events into the [`History`] and
 //! hands them to every open Broadcast stream. [`Hub::durable`] lets a caller wait until its event is on
-//! disk before it answers. A stream is a [`Subscription`]: a replay of the history it asked for, then its
-//! live queue. The hub is the seam behind which the store sits; nothing outside it assigns a seq, touches
-//! the history or writes to the store.
+//! disk before it answers. The [`Fanout`] it publishes into keeps the history and the open streams; it does
+//! not care what orders the events, so a log shared by several nodes can feed it the same way. The hub is
+//! the seam behind which the store sits; nothing outside it assigns a seq or writes to the store.
 //!
 //! # Concurrency properties
 //!
-//! - One `std::sync::Mutex` guards sequencing, the queue of events waiting for the disk, the history and
-//!   the subscriber list. It is held only for work in memory: never across an `.await`, never during the
-//!   disk sync, never while writing a log line.
-//! - Seq and Lamport time are assigned under that lock, so Lamport times strictly increase along seq. The
-//!   writer commits and publishes in the same order, so every subscriber receives events in seq order.
+//! - One `std::sync::Mutex` guards sequencing and the queue of events waiting for the disk; the
+//!   [`Fanout`] has its own for the history and the subscribers. Neither is held across an `.await`,
+//!   during the disk sync, or while writing a log line, and no code holds both.
+//! - Seq and Lamport time are assigned under the sequencing lock, so Lamport times strictly increase
+//!   along seq. The writer commits and publishes in the same order, so every subscriber receives events in
+//!   seq order.
 //! - An event is on disk before anyone sees it and before its publisher is answered.
-//! - [`Hub::subscribe`] takes the replay and registers the live queue under the lock, so an event is either
-//!   in the replay or in the queue, never in both and never in neither.
-//! - Fan-out never waits on a subscriber. Each subscriber has its own bounded [`Mailbox`]; the writer puts
-//!   a whole committed batch into it and wakes the stream once, so a busy stream writes many events per
-//!   frame.
+//! - Fan-out never waits on a subscriber (see [`Fanout`] for the policy towards slow readers).
 //! - Events waiting for the disk are bounded by the calls in flight: each Join, Publish and Leave waits
 //!   for its own event to be durable before it is answered.
-//!
-//! # Expected subscriber behaviour
-//!
-//! A subscriber reads its queue promptly. If its queue already holds `queue_capacity` unread events when
-//! another arrives, the hub cuts it off rather than wait or grow: it is removed from the fan-out, its stream
-//! ends with [`EndReason::FellBehind`] (on the wire `RESOURCE_EXHAUSTED`), the cut-off is counted and logged,
-//! and every other subscriber goes on at full speed. Nothing is lost to it for good: the event it missed is
-//! in the history, and it may reconnect with `after_seq` set to the last seq it saw.
 //!
 //! # The Lamport floor
 //!
@@ -40,18 +29,18 @@
 //! clock approaches it; [`Hub::stamp`] waits for the floor to be durable in the rare case a timestamp would
 //! pass it. The restarted clock resumes at the floor.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use chitty_core::{Event, EventDraft, LamportClock};
 use thiserror::Error;
 use tokio::sync::watch;
-use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::error;
 
-use crate::history::{History, HistoryError, Retention};
-use crate::mailbox::{Mailbox, SharedMailbox};
+use crate::fanout::Fanout;
+pub use crate::fanout::{EndReason, StreamEnd, SubscribeError, SubscriberId, Subscription};
+use crate::history::{History, Retention};
 use crate::sessions::TokenHash;
 use crate::store::{Batch, KeyedEvent, Recovered, Store, StoredSession};
 
@@ -65,83 +54,6 @@ pub struct HubConfig {
     pub retention: Retention,
     /// How many unread events a subscriber's queue holds before the subscriber is cut off.
     pub queue_capacity: usize,
-}
-
-/// Identifies one subscription for as long as the hub runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SubscriberId(u64);
-
-/// Why a subscription ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// The participant left; its stream ends cleanly after the events before its leave.
-    Left,
-    /// A newer Broadcast stream of the same session replaced this one.
-    Replaced,
-    /// The subscriber's queue was full: it read too slowly and was cut off.
-    FellBehind {
-        /// The queue capacity it exceeded.
-        queue_capacity: usize,
-    },
-    /// The stream was dropped without the hub ending it: its connection closed or was reset.
-    Disconnected,
-    /// The service is shutting down.
-    ShuttingDown,
-}
-
-impl std::fmt::Display for EndReason {
-    /// The stable name used in log lines.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            EndReason::Left => "left",
-            EndReason::Replaced => "replaced",
-            EndReason::FellBehind { .. } => "fell_behind",
-            EndReason::Disconnected => "disconnected",
-            EndReason::ShuttingDown => "shutting_down",
-        })
-    }
-}
-
-impl EndReason {
-    /// Whether the stream ends normally, after delivering what was queued.
-    pub fn is_clean(self) -> bool {
-        self == EndReason::Left
-    }
-}
-
-/// The shared record of whether, why and when a subscription ended. Set once; later attempts are ignored.
-#[derive(Debug, Default)]
-pub struct StreamEnd {
-    /// The first reason given, and when.
-    ended: OnceLock<(EndReason, Instant)>,
-}
-
-impl StreamEnd {
-    /// Records the end, unless one is already recorded.
-    fn end(&self, reason: EndReason) {
-        let _ = self.ended.set((reason, Instant::now()));
-    }
-
-    /// Why the subscription ended, if it has.
-    pub fn reason(&self) -> Option<EndReason> {
-        self.ended.get().map(|(reason, _)| *reason)
-    }
-
-    /// When the subscription ended, if it has.
-    pub fn ended_at(&self) -> Option<Instant> {
-        self.ended.get().map(|(_, at)| *at)
-    }
-}
-
-/// Why a subscription could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SubscribeError {
-    /// The history cannot replay from the requested point.
-    #[error(transparent)]
-    History(#[from] HistoryError),
-    /// The hub is closed because the service is shutting down.
-    #[error("the service is shutting down")]
-    Closed,
 }
 
 /// The hub accepts no more events: the service is shutting down.
@@ -228,9 +140,9 @@ pub struct Hub {
 struct Shared {
     /// The service's Lamport clock, ticked once for every event appended.
     clock: Arc<LamportClock>,
-    /// The capacity of each new subscriber's queue.
-    queue_capacity: usize,
-    /// Everything that must change together.
+    /// The history and the open Broadcast streams, fed by the writer.
+    fanout: Fanout,
+    /// Sequencing and what waits for the disk.
     state: Mutex<HubState>,
     /// Wakes the writer when events queue up, a floor is wanted, or the hub closes.
     work: Condvar,
@@ -257,15 +169,9 @@ struct HubState {
     pending: Vec<Pending>,
     /// The highest timestamp a caller wants covered by the durable floor.
     floor_wanted: u64,
-    /// The retained events, for replay.
-    history: History,
     /// (participant, idempotency key) to seq, for every pending or retained event that has a key.
     keys: HashMap<(Arc<str>, Arc<str>), u64>,
-    /// Every open subscription's queue.
-    subscribers: HashMap<SubscriberId, Subscriber>,
-    /// The id the next subscription gets.
-    next_subscriber: u64,
-    /// Set by [`Hub::close`]: no more events or subscriptions are accepted.
+    /// Set by [`Hub::close`]: no more events are accepted.
     closed: bool,
 }
 
@@ -277,24 +183,6 @@ struct Pending {
     ends_stream: Option<SubscriberId>,
     /// The session change to store with it.
     session: Option<SessionChange>,
-}
-
-#[derive(Debug)]
-struct Subscriber {
-    /// The participant it belongs to, for log lines.
-    participant: Arc<str>,
-    /// Its bounded queue of live events, shared with the [`Subscription`].
-    mailbox: SharedMailbox,
-    /// Shared with the [`Subscription`], to tell it why it ended.
-    end: Arc<StreamEnd>,
-}
-
-impl Subscriber {
-    /// Ends the subscription for `reason` and lets its stream drain or stop.
-    fn close(&self, reason: EndReason) {
-        self.end.end(reason);
-        self.mailbox.close();
-    }
 }
 
 impl Hub {
@@ -329,15 +217,12 @@ impl Hub {
         let last_seq = recovered.last_seq.max(history.last_seq());
         let shared = Arc::new(Shared {
             clock,
-            queue_capacity: config.queue_capacity.max(1),
+            fanout: Fanout::new(history, config.queue_capacity),
             state: Mutex::new(HubState {
                 next_seq: last_seq + 1,
                 pending: Vec::new(),
                 floor_wanted: 0,
-                history,
                 keys,
-                subscribers: HashMap::new(),
-                next_subscriber: 0,
                 closed: false,
             }),
             work: Condvar::new(),
@@ -450,49 +335,19 @@ impl Hub {
         participant: Arc<str>,
         after_seq: u64,
     ) -> Result<Subscription, SubscribeError> {
-        let mailbox = Arc::new(Mailbox::new(self.shared.queue_capacity));
-        let end = Arc::new(StreamEnd::default());
-        let mut state = self.shared.lock();
-        if state.closed {
-            return Err(SubscribeError::Closed);
-        }
-        let replay = state.history.after(after_seq)?;
-        let id = SubscriberId(state.next_subscriber);
-        state.next_subscriber += 1;
-        state.subscribers.insert(
-            id,
-            Subscriber {
-                participant: Arc::clone(&participant),
-                mailbox: Arc::clone(&mailbox),
-                end: Arc::clone(&end),
-            },
-        );
-        Ok(Subscription {
-            id,
-            participant,
-            replay,
-            mailbox,
-            end,
-            finished: false,
-        })
+        self.shared.fanout.subscribe(participant, after_seq)
     }
 
     /// Ends a subscription: it stops receiving new events, and its stream ends for `reason`.
     pub fn end(&self, id: SubscriberId, reason: EndReason) {
-        if let Some(subscriber) = self.shared.lock().subscribers.remove(&id) {
-            subscriber.close(reason);
-        }
+        self.shared.fanout.end(id, reason);
     }
 
     /// Closes the hub for shutdown: every subscription ends with [`EndReason::ShuttingDown`], no event or
     /// subscription is accepted any more, and the writer commits what is queued and stops.
     pub fn close(&self) {
-        let mut state = self.shared.lock();
-        state.closed = true;
-        for (_, subscriber) in state.subscribers.drain() {
-            subscriber.close(EndReason::ShuttingDown);
-        }
-        drop(state);
+        self.shared.lock().closed = true;
+        self.shared.fanout.close();
         self.shared.work.notify_all();
     }
 
@@ -545,7 +400,7 @@ impl Shared {
                         .wait(state)
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                 }
-                let first_held = state.history.first_held();
+                let first_held = self.fanout.first_held();
                 (
                     std::mem::take(&mut state.pending),
                     (first_held > 1).then(|| first_held - 1),
@@ -599,82 +454,30 @@ impl Shared {
             }
             floor = new_floor;
 
-            let published = self.publish(pending);
+            let published = self.fanout.publish(
+                pending
+                    .into_iter()
+                    .map(|pending| (pending.keyed, pending.ends_stream))
+                    .collect(),
+            );
+            if !published.evicted.is_empty() {
+                let mut state = self.lock();
+                for evicted in &published.evicted {
+                    forget_key(&mut state.keys, evicted);
+                }
+            }
             self.durable.send_modify(|durable| {
                 durable.seq = durable.seq.max(published.last_seq);
                 durable.lamport_floor = floor;
             });
-            published.log(self.queue_capacity);
+            published.log(self.fanout.queue_capacity());
         }
-    }
-
-    /// Moves committed events into the history and hands them to every subscriber, in seq order: each
-    /// subscriber gets the whole batch at once, except that a leaver gets only what comes before its own
-    /// left event, and its stream then ends cleanly.
-    fn publish(&self, pending: Vec<Pending>) -> Published {
-        let mut state = self.lock();
-        let mut events = Vec::with_capacity(pending.len());
-        let mut ends = Vec::new();
-        for (index, pending) in pending.into_iter().enumerate() {
-            if let Some(id) = pending.ends_stream {
-                ends.push((id, index));
-            }
-            events.push(Arc::clone(&pending.keyed.event));
-            for evicted in state.history.push(pending.keyed) {
-                forget_key(&mut state.keys, &evicted);
-            }
-        }
-        let mut recipients = vec![0usize; events.len()];
-        // A subscriber whose mailbox cannot take the batch is cut off at the batch's first event.
-        let mut cut_off: Vec<Arc<str>> = Vec::new();
-        let queue_capacity = self.queue_capacity;
-        state.subscribers.retain(|id, subscriber| {
-            if subscriber.end.reason().is_some() {
-                // Its stream was dropped: the connection went away. Forget it.
-                return false;
-            }
-            let ends_at = ends
-                .iter()
-                .find(|(ended, _)| ended == id)
-                .map(|(_, index)| *index);
-            let batch = &events[..ends_at.unwrap_or(events.len())];
-            if subscriber.mailbox.push_all(batch).is_err() {
-                subscriber.close(EndReason::FellBehind { queue_capacity });
-                cut_off.push(Arc::clone(&subscriber.participant));
-                return false;
-            }
-            for count in &mut recipients[..batch.len()] {
-                *count += 1;
-            }
-            match ends_at {
-                Some(_) => {
-                    subscriber.close(EndReason::Left);
-                    false
-                }
-                None => true,
-            }
-        });
-        let mut published = Published::default();
-        for (index, event) in events.into_iter().enumerate() {
-            published.last_seq = event.seq;
-            let cut = if index == 0 {
-                std::mem::take(&mut cut_off)
-            } else {
-                Vec::new()
-            };
-            published.events.push((event, recipients[index], cut));
-        }
-        published
     }
 
     /// Records that the writer stopped, and ends every stream: nothing more will be published.
     fn stop(&self, reason: &str) {
-        let mut state = self.lock();
-        state.closed = true;
-        for (_, subscriber) in state.subscribers.drain() {
-            subscriber.close(EndReason::ShuttingDown);
-        }
-        drop(state);
+        self.lock().closed = true;
+        self.fanout.close();
         self.durable
             .send_modify(|durable| durable.stopped = Some(reason.into()));
     }
@@ -696,137 +499,10 @@ fn forget_key(keys: &mut HashMap<(Arc<str>, Arc<str>), u64>, evicted: &KeyedEven
     }
 }
 
-/// What one batch published, for the log lines written after the lock is released.
-#[derive(Debug, Default)]
-struct Published {
-    /// Each event, how many streams it was queued to, and who was cut off at it.
-    events: Vec<(Arc<Event>, usize, Vec<Arc<str>>)>,
-    /// The newest seq published.
-    last_seq: u64,
-}
-
-impl Published {
-    fn log(&self, queue_capacity: usize) {
-        for (event, recipients, cut_off) in &self.events {
-            info!(
-                component = "service",
-                event = "broadcast",
-                seq = event.seq,
-                lamport = event.lamport,
-                kind = %event.kind,
-                participant = %event.participant,
-                text = %event.text,
-                recipients,
-            );
-            for participant in cut_off {
-                warn!(
-                    component = "service",
-                    event = "cut_off",
-                    participant = %participant,
-                    seq = event.seq,
-                    queue_capacity,
-                    reason = "fell behind: its queue of unread events was full",
-                );
-            }
-        }
-    }
-}
-
-/// One Broadcast stream's view of the hub: the replay it asked for, then its live queue.
-#[derive(Debug)]
-pub struct Subscription {
-    /// The hub's name for this subscription.
-    id: SubscriberId,
-    /// The participant it belongs to, for log lines.
-    participant: Arc<str>,
-    /// Held events from before the subscription opened, still to be delivered.
-    replay: VecDeque<Arc<Event>>,
-    /// Live events, queued by the hub.
-    mailbox: SharedMailbox,
-    /// Why and when the subscription ended, shared with the hub and the session.
-    end: Arc<StreamEnd>,
-    /// Set once the end has been reported, so the subscription stays ended.
-    finished: bool,
-}
-
-impl Subscription {
-    /// The hub's name for this subscription.
-    pub fn id(&self) -> SubscriberId {
-        self.id
-    }
-
-    /// The record of this subscription's end, to share with whoever must notice it.
-    pub fn end_signal(&self) -> Arc<StreamEnd> {
-        Arc::clone(&self.end)
-    }
-
-    /// How many events are waiting in the replay.
-    pub fn replay_len(&self) -> usize {
-        self.replay.len()
-    }
-
-    /// The next event, `Some(Err(reason))` once if the subscription was ended abruptly, or `None` after a
-    /// clean end.
-    ///
-    /// An abrupt end (replaced, fell behind, shutting down) is reported at once, ahead of anything still
-    /// queued; a clean end (the participant left) comes after every event queued before it.
-    pub async fn next(&mut self) -> Option<Result<Arc<Event>, EndReason>> {
-        if self.finished {
-            return None;
-        }
-        if let Some(reason) = self.end.reason().filter(|reason| !reason.is_clean()) {
-            return self.finish(Some(reason));
-        }
-        let event = match self.replay.pop_front() {
-            Some(event) => Some(event),
-            None => self.mailbox.recv().await,
-        };
-        match (event, self.end.reason()) {
-            (Some(_), Some(reason)) if !reason.is_clean() => self.finish(Some(reason)),
-            (Some(event), _) => {
-                debug!(
-                    component = "service",
-                    event = "deliver",
-                    participant = %self.participant,
-                    seq = event.seq,
-                    lamport = event.lamport,
-                );
-                Some(Ok(event))
-            }
-            (None, reason) => self.finish(reason.filter(|reason| !reason.is_clean())),
-        }
-    }
-
-    fn finish(&mut self, abrupt: Option<EndReason>) -> Option<Result<Arc<Event>, EndReason>> {
-        self.finished = true;
-        info!(
-            component = "service",
-            event = "broadcast_end",
-            participant = %self.participant,
-            reason = %abrupt.unwrap_or(EndReason::Left),
-        );
-        abrupt.map(Err)
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        // If nothing ended the subscription before its stream was dropped, the connection went away.
-        self.end.end(EndReason::Disconnected);
-        if !self.finished {
-            info!(
-                component = "service",
-                event = "broadcast_end",
-                participant = %self.participant,
-                reason = %self.end.reason().unwrap_or(EndReason::Disconnected),
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::HistoryError;
     use std::time::Duration;
 
     fn hub_with(queue_capacity: usize, retain_events: usize) -> Hub {
@@ -904,8 +580,10 @@ mod tests {
         assert_eq!(next_seq(&mut subscription).await, event.seq);
         hub.durable(event.seq).await.expect("durable");
         assert_eq!(hub.last_seq(), event.seq);
-        let history = hub.shared.lock().history.last_seq();
-        assert_eq!(history, event.seq, "a durable event is in the history");
+        let replay = hub
+            .subscribe("carol".into(), event.seq - 1)
+            .expect("subscribe");
+        assert_eq!(replay.replay_len(), 1, "a durable event is in the history");
     }
 
     #[tokio::test]
@@ -1020,7 +698,7 @@ mod tests {
         drop(subscription);
         assert_eq!(end.reason(), Some(EndReason::Disconnected));
         append(&hub, message("nobody hears")).await;
-        assert!(hub.shared.lock().subscribers.is_empty());
+        assert_eq!(hub.shared.fanout.subscribers(), 0);
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@
 //!   later a multi-node log, sits.
 //! - [`mailbox`]: a subscriber's bounded queue, filled a batch at a time.
 //! - [`store`]: the durable state in an embedded redb database: events, sessions, and the Lamport floor.
+//! - [`fanout`]: the history a node holds and its open Broadcast streams, fed a batch at a time by
+//!   whatever orders the events.
 //! - [`history`]: the retained window of events that late joiners and reconnecting participants replay.
 //! - [`sessions`]: who is present, their names and secret tokens, and whether their stream is open.
 //! - [`chat`]: what Join, Publish, Broadcast and Leave mean, with the service's Lamport clock, the log
@@ -18,6 +20,7 @@
 //!   the task that announces vanished participants, and shuts all of it down promptly.
 
 pub mod chat;
+pub mod fanout;
 pub mod grpc;
 pub mod history;
 pub mod hub;

@@ -1,0 +1,428 @@
+//! The local fan-out: the history a node holds, and every open Broadcast stream on it.
+//!
+//! Whatever orders events and makes them durable (the local store's writer today, a shared log of
+//! several nodes later), it hands each batch, in seq order, to [`Fanout::publish`], which keeps the events
+//! in the [`History`] and puts them into the bounded [`Mailbox`] of every [`Subscription`]. A Broadcast
+//! stream is a subscription: a replay of the history it asked for, then its mailbox.
+//!
+//! # Concurrency properties
+//!
+//! - One `std::sync::Mutex` guards the history and the subscriber list, held only for work in memory.
+//! - [`Fanout::subscribe`] takes the replay and registers the mailbox under that lock, and
+//!   [`Fanout::publish`] pushes into the history and the mailboxes under it, so an event is either in a
+//!   subscription's replay or in its mailbox, never in both and never in neither.
+//! - Publishing never waits on a subscriber: a mailbox takes a whole batch or refuses it.
+//!
+//! # Expected subscriber behaviour
+//!
+//! A subscriber reads its mailbox promptly. If the mailbox cannot take the next batch (it already holds
+//! `queue_capacity` unread events, or would), the fan-out cuts the subscriber off rather than wait or grow:
+//! it is removed, its stream ends with [`EndReason::FellBehind`] (on the wire `RESOURCE_EXHAUSTED`), the
+//! cut-off is logged, and every other subscriber goes on at full speed. Nothing is lost to it for good: the
+//! events it missed are in the history, and it may reconnect with `after_seq` set to the last seq it saw.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use chitty_core::Event;
+use thiserror::Error;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::history::{History, HistoryError};
+use crate::mailbox::{Mailbox, SharedMailbox};
+use crate::store::KeyedEvent;
+
+/// Identifies one subscription for as long as the hub runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriberId(u64);
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The participant left; its stream ends cleanly after the events before its leave.
+    Left,
+    /// A newer Broadcast stream of the same session replaced this one.
+    Replaced,
+    /// The subscriber's queue was full: it read too slowly and was cut off.
+    FellBehind {
+        /// The queue capacity it exceeded.
+        queue_capacity: usize,
+    },
+    /// The stream was dropped without the hub ending it: its connection closed or was reset.
+    Disconnected,
+    /// The service is shutting down.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for EndReason {
+    /// The stable name used in log lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EndReason::Left => "left",
+            EndReason::Replaced => "replaced",
+            EndReason::FellBehind { .. } => "fell_behind",
+            EndReason::Disconnected => "disconnected",
+            EndReason::ShuttingDown => "shutting_down",
+        })
+    }
+}
+
+impl EndReason {
+    /// Whether the stream ends normally, after delivering what was queued.
+    pub fn is_clean(self) -> bool {
+        self == EndReason::Left
+    }
+}
+
+/// The shared record of whether, why and when a subscription ended. Set once; later attempts are ignored.
+#[derive(Debug, Default)]
+pub struct StreamEnd {
+    /// The first reason given, and when.
+    ended: OnceLock<(EndReason, Instant)>,
+}
+
+impl StreamEnd {
+    /// Records the end, unless one is already recorded.
+    fn end(&self, reason: EndReason) {
+        let _ = self.ended.set((reason, Instant::now()));
+    }
+
+    /// Why the subscription ended, if it has.
+    pub fn reason(&self) -> Option<EndReason> {
+        self.ended.get().map(|(reason, _)| *reason)
+    }
+
+    /// When the subscription ended, if it has.
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.ended.get().map(|(_, at)| *at)
+    }
+}
+
+/// Why a subscription could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SubscribeError {
+    /// The history cannot replay from the requested point.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The hub is closed because the service is shutting down.
+    #[error("the service is shutting down")]
+    Closed,
+}
+
+/// The history and the open subscriptions of one node.
+#[derive(Debug)]
+pub struct Fanout {
+    /// The capacity of each new subscriber's mailbox.
+    queue_capacity: usize,
+    /// Everything that must change together.
+    state: Mutex<FanoutState>,
+}
+
+#[derive(Debug)]
+struct FanoutState {
+    /// The retained events, for replay.
+    history: History,
+    /// Every open subscription's mailbox.
+    subscribers: HashMap<SubscriberId, Subscriber>,
+    /// The id the next subscription gets.
+    next_subscriber: u64,
+    /// Set by [`Fanout::close`]: no more subscriptions are accepted.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    /// The participant it belongs to, for log lines.
+    participant: Arc<str>,
+    /// Its bounded queue of live events, shared with the [`Subscription`].
+    mailbox: SharedMailbox,
+    /// Shared with the [`Subscription`], to tell it why it ended.
+    end: Arc<StreamEnd>,
+}
+
+impl Subscriber {
+    /// Ends the subscription for `reason` and lets its stream drain or stop.
+    fn close(&self, reason: EndReason) {
+        self.end.end(reason);
+        self.mailbox.close();
+    }
+}
+
+impl Fanout {
+    /// A fan-out over `history`, giving each subscriber a mailbox of `queue_capacity` events.
+    pub fn new(history: History, queue_capacity: usize) -> Self {
+        Self {
+            queue_capacity: queue_capacity.max(1),
+            state: Mutex::new(FanoutState {
+                history,
+                subscribers: HashMap::new(),
+                next_subscriber: 0,
+                closed: false,
+            }),
+        }
+    }
+
+    /// The capacity of each subscriber's mailbox.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    /// How many subscriptions are open.
+    pub fn subscribers(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    /// The seq of the oldest event held.
+    pub fn first_held(&self) -> u64 {
+        self.lock().history.first_held()
+    }
+
+    /// Opens a subscription for `participant` that replays every held event after `after_seq`, then
+    /// follows live events.
+    pub fn subscribe(
+        &self,
+        participant: Arc<str>,
+        after_seq: u64,
+    ) -> Result<Subscription, SubscribeError> {
+        let mailbox = Arc::new(Mailbox::new(self.queue_capacity));
+        let end = Arc::new(StreamEnd::default());
+        let mut state = self.lock();
+        if state.closed {
+            return Err(SubscribeError::Closed);
+        }
+        let replay = state.history.after(after_seq)?;
+        let id = SubscriberId(state.next_subscriber);
+        state.next_subscriber += 1;
+        state.subscribers.insert(
+            id,
+            Subscriber {
+                participant: Arc::clone(&participant),
+                mailbox: Arc::clone(&mailbox),
+                end: Arc::clone(&end),
+            },
+        );
+        Ok(Subscription {
+            id,
+            participant,
+            replay,
+            mailbox,
+            end,
+            finished: false,
+        })
+    }
+
+    /// Ends a subscription: it stops receiving new events, and its stream ends for `reason`.
+    pub fn end(&self, id: SubscriberId, reason: EndReason) {
+        if let Some(subscriber) = self.lock().subscribers.remove(&id) {
+            subscriber.close(reason);
+        }
+    }
+
+    /// Ends every subscription with [`EndReason::ShuttingDown`] and accepts no more.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for (_, subscriber) in state.subscribers.drain() {
+            subscriber.close(EndReason::ShuttingDown);
+        }
+    }
+
+    /// Moves committed events into the history and hands them to every subscriber, in seq order: each
+    /// subscriber gets the whole batch at once, except that a leaver gets only what comes before its own
+    /// left event, and its stream then ends cleanly.
+    pub fn publish(&self, batch: Vec<(KeyedEvent, Option<SubscriberId>)>) -> Published {
+        let mut state = self.lock();
+        let mut events = Vec::with_capacity(batch.len());
+        let mut ends = Vec::new();
+        let mut evicted = Vec::new();
+        for (index, (keyed, ends_stream)) in batch.into_iter().enumerate() {
+            if let Some(id) = ends_stream {
+                ends.push((id, index));
+            }
+            events.push(Arc::clone(&keyed.event));
+            evicted.extend(state.history.push(keyed));
+        }
+        let mut recipients = vec![0usize; events.len()];
+        // A subscriber whose mailbox cannot take the batch is cut off at the batch's first event.
+        let mut cut_off: Vec<Arc<str>> = Vec::new();
+        let queue_capacity = self.queue_capacity;
+        state.subscribers.retain(|id, subscriber| {
+            if subscriber.end.reason().is_some() {
+                // Its stream was dropped: the connection went away. Forget it.
+                return false;
+            }
+            let ends_at = ends
+                .iter()
+                .find(|(ended, _)| ended == id)
+                .map(|(_, index)| *index);
+            let batch = &events[..ends_at.unwrap_or(events.len())];
+            if subscriber.mailbox.push_all(batch).is_err() {
+                subscriber.close(EndReason::FellBehind { queue_capacity });
+                cut_off.push(Arc::clone(&subscriber.participant));
+                return false;
+            }
+            for count in &mut recipients[..batch.len()] {
+                *count += 1;
+            }
+            match ends_at {
+                Some(_) => {
+                    subscriber.close(EndReason::Left);
+                    false
+                }
+                None => true,
+            }
+        });
+        let mut published = Published {
+            evicted,
+            ..Published::default()
+        };
+        for (index, event) in events.into_iter().enumerate() {
+            published.last_seq = event.seq;
+            let cut = if index == 0 {
+                std::mem::take(&mut cut_off)
+            } else {
+                Vec::new()
+            };
+            published.events.push((event, recipients[index], cut));
+        }
+        published
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FanoutState> {
+        // No code panics while holding this lock, so a poisoned lock still guards consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What one batch published: for the log lines written after the lock is released, and for the
+/// bookkeeping of whoever appended the events.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Each event, how many streams it was queued to, and who was cut off at it.
+    events: Vec<(Arc<Event>, usize, Vec<Arc<str>>)>,
+    /// The newest seq published.
+    pub last_seq: u64,
+    /// The events the history let go of to stay within its bounds, oldest first.
+    pub evicted: Vec<KeyedEvent>,
+}
+
+impl Published {
+    /// Writes the `broadcast` line of every event, and the `cut_off` line of every subscriber cut off.
+    pub fn log(&self, queue_capacity: usize) {
+        for (event, recipients, cut_off) in &self.events {
+            info!(
+                component = "service",
+                event = "broadcast",
+                seq = event.seq,
+                lamport = event.lamport,
+                kind = %event.kind,
+                participant = %event.participant,
+                text = %event.text,
+                recipients,
+            );
+            for participant in cut_off {
+                warn!(
+                    component = "service",
+                    event = "cut_off",
+                    participant = %participant,
+                    seq = event.seq,
+                    queue_capacity,
+                    reason = "fell behind: its queue of unread events was full",
+                );
+            }
+        }
+    }
+}
+
+/// One Broadcast stream's view of the hub: the replay it asked for, then its live queue.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The hub's name for this subscription.
+    id: SubscriberId,
+    /// The participant it belongs to, for log lines.
+    participant: Arc<str>,
+    /// Held events from before the subscription opened, still to be delivered.
+    replay: VecDeque<Arc<Event>>,
+    /// Live events, queued by the hub.
+    mailbox: SharedMailbox,
+    /// Why and when the subscription ended, shared with the hub and the session.
+    end: Arc<StreamEnd>,
+    /// Set once the end has been reported, so the subscription stays ended.
+    finished: bool,
+}
+
+impl Subscription {
+    /// The hub's name for this subscription.
+    pub fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    /// The record of this subscription's end, to share with whoever must notice it.
+    pub fn end_signal(&self) -> Arc<StreamEnd> {
+        Arc::clone(&self.end)
+    }
+
+    /// How many events are waiting in the replay.
+    pub fn replay_len(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// The next event, `Some(Err(reason))` once if the subscription was ended abruptly, or `None` after a
+    /// clean end.
+    ///
+    /// An abrupt end (replaced, fell behind, shutting down) is reported at once, ahead of anything still
+    /// queued; a clean end (the participant left) comes after every event queued before it.
+    pub async fn next(&mut self) -> Option<Result<Arc<Event>, EndReason>> {
+        if self.finished {
+            return None;
+        }
+        if let Some(reason) = self.end.reason().filter(|reason| !reason.is_clean()) {
+            return self.finish(Some(reason));
+        }
+        let event = match self.replay.pop_front() {
+            Some(event) => Some(event),
+            None => self.mailbox.recv().await,
+        };
+        match (event, self.end.reason()) {
+            (Some(_), Some(reason)) if !reason.is_clean() => self.finish(Some(reason)),
+            (Some(event), _) => {
+                debug!(
+                    component = "service",
+                    event = "deliver",
+                    participant = %self.participant,
+                    seq = event.seq,
+                    lamport = event.lamport,
+                );
+                Some(Ok(event))
+            }
+            (None, reason) => self.finish(reason.filter(|reason| !reason.is_clean())),
+        }
+    }
+
+    fn finish(&mut self, abrupt: Option<EndReason>) -> Option<Result<Arc<Event>, EndReason>> {
+        self.finished = true;
+        info!(
+            component = "service",
+            event = "broadcast_end",
+            participant = %self.participant,
+            reason = %abrupt.unwrap_or(EndReason::Left),
+        );
+        abrupt.map(Err)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // If nothing ended the subscription before its stream was dropped, the connection went away.
+        self.end.end(EndReason::Disconnected);
+        if !self.finished {
+            info!(
+                component = "service",
+                event = "broadcast_end",
+                participant = %self.participant,
+                reason = %self.end.reason().unwrap_or(EndReason::Disconnected),
+            );
+        }
+    }
+}
