@@ -1,0 +1,1374 @@
+//! The event log: one JetStream stream shared by every node, whose sequence number is the event's seq.
+//!
+//! Every event (joined, message, left) of the chat is one message on the subject `<prefix>.events` of
+//! the stream `<prefix>-events`: file storage, [`crate::ClusterConfig::replicas`] copies, at most
+//! `retain_events` messages and `retain_bytes` bytes (the oldest are discarded first), and a duplicate
+//! window of [`DUPLICATE_WINDOW`]. JetStream numbers the messages 1, 2, 3, ... with no gaps, and that
+//! number is the event's `seq`: the one order that every participant on every node sees.
+//!
+//! # How an append keeps Lamport time increasing along seq
+//!
+//! With one node, seq and Lamport time are assigned under one lock, so Lamport times strictly increase
+//! along seq. With several nodes there is no shared lock, so [`EventLog::append`] uses JetStream's
+//! optimistic concurrency instead:
+//!
+//! 1. It ticks the node clock and publishes the event with `Nats-Expected-Last-Sequence` set to the
+//!    last seq this node's clock is known to cover: the last event its consumer applied (witnessed), or
+//!    the last event it appended itself, whichever is later.
+//! 2. JetStream stores the event only if that is still the stream's last seq. Then the event's seq is
+//!    exactly one more, and its Lamport time is above that of every earlier event, because the clock
+//!    witnessed (or stamped) the one just before, and that one is above all before it.
+//! 3. If another node appended first, JetStream answers "wrong last sequence" with the stream's real
+//!    last seq. The node waits until its consumer has applied up to it (so its clock has witnessed
+//!    those events), stamps the event afresh and tries again, at most [`MAX_CONFLICTS`] times.
+//!
+//! The cost: appends of the whole cluster are serialised through the stream. A node has one publish
+//! in flight at a time (appends on one node queue behind an async lock, since each would conflict with
+//! the one before it), and when nodes append at the same moment every one but the first pays one more
+//! round trip, plus the wait for its consumer. [`EventLog::stats`] counts the conflicts so the cost can
+//! be measured; the crate's test `measure_retries_per_append` prints it. The alternative, appending
+//! without the check, would make appends cheaper but let Lamport times go backwards along seq between
+//! events of different nodes (the clock condition would still hold, since concurrent events may carry
+//! any timestamps); Chitty-Chat keeps the single node's promise instead.
+//!
+//! # Durability and duplicates
+//!
+//! `append` returns only after JetStream acknowledged the store (with replicas, a quorum has it: the
+//! durability point) and this node's consumer has applied the event, so the node's own history already
+//! holds it when the caller answers. Each message carries a `Nats-Msg-Id`: for an event with an
+//! idempotency key, a digest of the kind, the participant's name key and the key, so a publisher's
+//! retry, on this node or any other, is stored once within [`DUPLICATE_WINDOW`] and answered with the
+//! first seq ([`Appended::duplicate`]); otherwise an id unique to this append, so that the node's own
+//! retry after a lost acknowledgment cannot store an event twice either.
+//!
+//! # The stored message
+//!
+//! The payload is JSON, self-describing and small, for example
+//!
+//! ```json
+//! {"v":1,"lamport":17,"kind":"message","participant":"alice","text":"hi","key":"k-41","origin":"node-1.4f2a9c0d1e3b5a77.12"}
+//! ```
+//!
+//! `v` is the format version, `kind` is `message`, `joined` or `left`, `text` is the chat text or the
+//! exact joined/left sentence, `key` the idempotency key (absent without one), and `origin` names the
+//! append call that made it (node, process incarnation, counter), so a node that retried after a lost
+//! acknowledgment can tell its own event from an earlier publisher's. The seq is not in the payload:
+//! it comes from the stream.
+//!
+//! # Applying events
+//!
+//! [`crate::Cluster::start_log`] starts one consumer task per node. It reads the stream in order
+//! from a start seq through an ephemeral push consumer with flow control and a heartbeat every
+//! second (a `Delivery`). async-nats's ordered consumer is not used: its own recovery pauses up to
+//! 10 s between attempts, and recreates a consumer that has delivered nothing yet from the stream's
+//! first event. For each event the task first
+//! witnesses the event's Lamport time on the node clock, then calls the node's `on_event` callback,
+//! then advances the applied seq ([`EventLog::watch_applied`]). The callback runs on the consumer
+//! task and must not block: it is where the service pushes the event into its history and fans it
+//! out, as the single node's writer does after a commit. Seqs handed over strictly increase; a jump
+//! means the events in between were discarded by retention before this node read them.
+//!
+//! # When a nats-server dies
+//!
+//! The consumer lives on one server, and the client reaches it through one server; either may die.
+//! The consumer counts as lost, and is replaced by a new one from the next seq to apply, when
+//!
+//! - nothing at all (not even a heartbeat) arrived for 2 s;
+//! - a consumer sequence arrived out of turn, or a heartbeat reports more events sent than arrived:
+//!   events were lost in transit, for example while the client reconnected to another server;
+//! - an event known to exist (an append was acknowledged past it) has not arrived after
+//!   [`STALL_TIMEOUT`].
+//!
+//! Creating a consumer needs the JetStream meta leader; if that was on the dead server, none can be
+//! created until the survivors elect a new one, seconds later (a Raft follower waits out an
+//! election timeout of 4 to 9 s in current nats-server before it campaigns). So after losing a
+//! consumer the task first catches up by reading the events past the applied seq one at a time from
+//! the stream's leader, then creates the new consumer, pausing between rounds with a short backoff.
+//! A node therefore keeps applying for as long as the stream has a leader, and so can keep
+//! appending (an append waits until the node has applied every event up to its own). When the
+//! stream's own leader dies, nothing can be appended or read until its replacement is elected:
+//! appends in flight keep retrying, and with nats-server 2.9.10 on loopback the first of them
+//! succeeded 4.2 to 8.5 s after the kill (about 20 kills), which is why
+//! [`crate::ClusterConfig::timeout`] must stay well above that. Transient errors (no answer, no
+//! responders, no leader) are retried within that bound; a refusal that another try cannot change
+//! fails the append at once.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use chitty_core::validate::name_key;
+use chitty_core::{Event, EventDraft, EventKind, LamportClock};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
+
+use crate::retry::{Backoff, Deadline, is_permanent, retry_until};
+use crate::{ClusterConfig, ClusterError, Task, hex};
+
+/// How long JetStream remembers message ids to drop duplicates.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// How many times in a row one append may lose the race to other nodes before it gives up with
+/// [`ClusterError::Contended`].
+pub const MAX_CONFLICTS: u32 = 100;
+
+/// How long the consumer may deliver nothing while an event it should deliver is known to exist
+/// before it counts as lost and is replaced; see "When a nats-server dies" above.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The version written in every stored event's `v`.
+const FORMAT_VERSION: u32 = 1;
+
+/// The stream's name for a prefix.
+pub fn stream_name(prefix: &str) -> String {
+    format!("{prefix}-events")
+}
+
+/// The subject events are published on, for a prefix.
+pub fn subject(prefix: &str) -> String {
+    format!("{prefix}.events")
+}
+
+/// The seqs the stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The oldest seq still held; `last_seq + 1` when the stream holds nothing.
+    pub first_seq: u64,
+    /// The newest seq ever stored, or 0 before the first.
+    pub last_seq: u64,
+}
+
+impl Bounds {
+    /// The bounds a stream's state reports.
+    fn of(state: &stream::State) -> Self {
+        Self {
+            first_seq: if state.messages == 0 {
+                state.last_sequence + 1
+            } else {
+                state.first_sequence
+            },
+            last_seq: state.last_sequence,
+        }
+    }
+
+    /// Whether every event after `after_seq` is still held, so a replay from there has no gap.
+    pub fn holds_after(&self, after_seq: u64) -> bool {
+        after_seq >= self.last_seq || after_seq.saturating_add(1) >= self.first_seq
+    }
+}
+
+/// An event as the log holds it: the event and the idempotency key it was published with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    /// The event, with its seq from the stream.
+    pub event: Event,
+    /// The publisher's idempotency key, if it gave one.
+    pub idempotency_key: Option<Arc<str>>,
+}
+
+/// The outcome of [`EventLog::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored event: the new one, or for a duplicate the one first stored with the same key.
+    pub event: Event,
+    /// Whether the idempotency key was already used, so nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Counters of a node's appends since its log started, to measure what the ordering costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    /// Appends that returned successfully, duplicates included.
+    pub appends: u64,
+    /// Publishes refused because another node appended first (each one cost a retry).
+    pub conflicts: u64,
+    /// Publishes retried after a timeout or a NATS failover.
+    pub transient_retries: u64,
+    /// Appends answered as duplicates of an earlier one with the same idempotency key.
+    pub duplicates: u64,
+}
+
+/// A node's handle on the event log. See the module documentation.
+///
+/// Dropping it stops the consumer; [`EventLog::shutdown`] stops it and waits.
+#[derive(Debug)]
+pub struct EventLog {
+    /// What the handle and the consumer task share.
+    shared: Arc<Shared>,
+    /// Tells the consumer task to stop.
+    stop: watch::Sender<bool>,
+    /// The consumer task.
+    consumer: Task,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// For publishing and requests.
+    jetstream: jetstream::Context,
+    /// The event stream.
+    stream: stream::Stream,
+    /// Where events are published.
+    subject: String,
+    /// The node clock: ticked for each event stamped, witnessing each event applied.
+    clock: Arc<LamportClock>,
+    /// The bound on each append or read, retries included.
+    timeout: Duration,
+    /// This node's id, then a number unique to this process, for the `origin` of each event.
+    origin_prefix: String,
+    /// Numbers the appends of this process.
+    next_origin: AtomicU64,
+    /// Serialises this node's publishes, and holds the last seq this node appended itself: with the
+    /// applied seq, the last seq the clock is known to cover.
+    append_lock: Mutex<u64>,
+    /// The last seq the consumer applied; the sender lives in the consumer task.
+    applied: watch::Receiver<u64>,
+    /// The highest seq known to exist (acknowledged or reported by JetStream): the consumer is
+    /// recreated if it stays silent while it has not applied this far.
+    wanted: watch::Sender<u64>,
+    /// Counters for [`AppendStats`].
+    appends: AtomicU64,
+    conflicts: AtomicU64,
+    transient_retries: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+/// The stored form of an event; see the module documentation.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    v: u32,
+    lamport: u64,
+    kind: RecordKind,
+    participant: String,
+    text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    origin: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RecordKind {
+    Message,
+    Joined,
+    Left,
+}
+
+impl From<EventKind> for RecordKind {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::Message => RecordKind::Message,
+            EventKind::Joined => RecordKind::Joined,
+            EventKind::Left => RecordKind::Left,
+        }
+    }
+}
+
+impl From<RecordKind> for EventKind {
+    fn from(kind: RecordKind) -> Self {
+        match kind {
+            RecordKind::Message => EventKind::Message,
+            RecordKind::Joined => EventKind::Joined,
+            RecordKind::Left => EventKind::Left,
+        }
+    }
+}
+
+impl Record {
+    /// The payload of `draft` stamped at `lamport`.
+    fn encode(
+        draft: &EventDraft,
+        lamport: u64,
+        key: Option<&str>,
+        origin: &str,
+    ) -> Result<Vec<u8>, ClusterError> {
+        // Only the text of the event is needed; the seq given here is not stored.
+        let event = draft.clone().into_event(0, lamport);
+        serde_json::to_vec(&Record {
+            v: FORMAT_VERSION,
+            lamport,
+            kind: event.kind.into(),
+            participant: event.participant.to_string(),
+            text: event.text,
+            key: key.map(str::to_owned),
+            origin: origin.to_owned(),
+        })
+        .map_err(|error| ClusterError::Decode {
+            what: "new event".to_owned(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Decodes the message stored at `seq`.
+    fn decode(seq: u64, payload: &[u8]) -> Result<Self, ClusterError> {
+        let record: Record =
+            serde_json::from_slice(payload).map_err(|error| ClusterError::Decode {
+                what: format!("event {seq}"),
+                reason: error.to_string(),
+            })?;
+        if record.v != FORMAT_VERSION {
+            return Err(ClusterError::Decode {
+                what: format!("event {seq}"),
+                reason: format!("format version {} is not {FORMAT_VERSION}", record.v),
+            });
+        }
+        Ok(record)
+    }
+
+    /// The event at `seq`.
+    fn into_log_event(self, seq: u64) -> LogEvent {
+        LogEvent {
+            event: Event {
+                seq,
+                lamport: self.lamport,
+                kind: self.kind.into(),
+                participant: self.participant.into(),
+                text: self.text,
+            },
+            idempotency_key: self.key.map(Into::into),
+        }
+    }
+}
+
+/// The `Nats-Msg-Id` of an event with an idempotency key: the same on every node for the same
+/// participant (by name key), kind and key, and safe in a header whatever the key contains.
+fn keyed_message_id(draft: &EventDraft, key: &str) -> String {
+    let mut digest = Sha256::new();
+    for part in [
+        "chitty-chat/1",
+        &draft.kind().to_string(),
+        &name_key(draft.participant()),
+        key,
+    ] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    hex(&digest.finalize())
+}
+
+/// Finds the stream's real last seq in a "wrong last sequence: N" answer.
+fn reported_last_sequence(error: &str) -> Option<u64> {
+    let marker = "wrong last sequence: ";
+    let start = error.rfind(marker)? + marker.len();
+    let digits: String = error[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// What one publish of an append came to.
+enum Attempt {
+    /// The append's check refused it; nothing was published.
+    Declined,
+    /// Stored as new at `seq`, stamped `lamport`.
+    Stored { seq: u64, lamport: u64 },
+    /// The message id was already stored, at `seq`.
+    Duplicate { seq: u64 },
+    /// Another node appended first; the stream's last seq, if JetStream said.
+    Conflict { last_seq: Option<u64> },
+    /// Failed in a way worth retrying; `maybe_stored` if the message may have been stored anyway.
+    Transient {
+        maybe_stored: bool,
+        error: async_nats::Error,
+    },
+    /// Refused in a way that another try cannot change; nothing was stored.
+    Refused { error: async_nats::Error },
+}
+
+/// Gets the event stream, or creates it if no node has yet. Retries until `deadline`: a cluster that
+/// has just started may not have elected a JetStream leader yet.
+pub(crate) async fn get_or_create_stream(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+    deadline: Deadline,
+) -> Result<stream::Stream, ClusterError> {
+    let stream_config = stream::Config {
+        name: stream_name(&config.prefix),
+        description: Some("Chitty-Chat events; the stream sequence is the event's seq".to_owned()),
+        subjects: vec![subject(&config.prefix)],
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        max_messages: i64::try_from(config.retain_events).unwrap_or(i64::MAX),
+        max_bytes: i64::try_from(config.retain_bytes).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::Old,
+        duplicate_window: DUPLICATE_WINDOW,
+        allow_direct: true,
+        ..Default::default()
+    };
+    retry_until(deadline, "get or create the event stream", || {
+        jetstream.get_or_create_stream(stream_config.clone())
+    })
+    .await
+}
+
+/// What the stream holds now, asked of its leader, retrying until `deadline`.
+pub(crate) async fn bounds(
+    stream: &stream::Stream,
+    deadline: Deadline,
+) -> Result<Bounds, ClusterError> {
+    let info = retry_until(deadline, "read the event stream's state", || {
+        stream.get_info()
+    })
+    .await?;
+    Ok(Bounds::of(&info.state))
+}
+
+impl EventLog {
+    /// Starts the consumer; see [`crate::Cluster::start_log`].
+    pub(crate) async fn start<F>(
+        jetstream: jetstream::Context,
+        stream: stream::Stream,
+        config: &ClusterConfig,
+        clock: Arc<LamportClock>,
+        from_seq: u64,
+        on_event: F,
+    ) -> Result<Self, ClusterError>
+    where
+        F: FnMut(LogEvent) + Send + 'static,
+    {
+        let deadline = Deadline::after(config.timeout);
+        let held = bounds(&stream, deadline).await?;
+        let from_seq = from_seq.clamp(1, held.last_seq + 1);
+        let (applied_sender, applied) = watch::channel(from_seq - 1);
+        let shared = Arc::new(Shared {
+            subject: subject(&config.prefix),
+            clock,
+            timeout: config.timeout,
+            origin_prefix: format!("{}.{:016x}", config.node_id, rand::random::<u64>()),
+            next_origin: AtomicU64::new(0),
+            append_lock: Mutex::new(0),
+            applied,
+            wanted: watch::Sender::new(from_seq - 1),
+            appends: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            transient_retries: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            jetstream,
+            stream,
+        });
+        // The events before `from_seq` are not applied here, but the clock must be past them all
+        // before this node stamps anything: the one just before is above every earlier one.
+        if from_seq > held.first_seq {
+            let before = shared.event_at(from_seq - 1, deadline).await?;
+            shared.clock.witness(before.event.lamport);
+        }
+        let (stop, stopped) = watch::channel(false);
+        let applier = Applier {
+            shared: Arc::clone(&shared),
+            next_seq: from_seq,
+            applied: applied_sender,
+            on_event,
+        };
+        let consumer = Task::spawn(apply_loop(applier, stopped));
+        Ok(Self {
+            shared,
+            stop,
+            consumer,
+        })
+    }
+
+    /// Stamps `draft` with a tick of the node clock and stores it as the next event of the chat; see the
+    /// module documentation for the protocol. Returns once JetStream has stored it and this node has
+    /// applied it. While the stream has no leader (its server died and the others are electing a new
+    /// one) the append keeps trying, within [`crate::ClusterConfig::timeout`].
+    ///
+    /// With an `idempotency_key` that the same participant already used for the same kind of event
+    /// within [`DUPLICATE_WINDOW`], on any node, nothing new is stored and the first event comes back
+    /// with [`Appended::duplicate`] set.
+    ///
+    /// On [`ClusterError::TimedOut`] the event may or may not have been stored; if it was, the
+    /// consumer applies it like any other. A retry with the same idempotency key is safe.
+    pub async fn append(
+        &self,
+        draft: EventDraft,
+        idempotency_key: Option<&str>,
+    ) -> Result<Appended, ClusterError> {
+        let appended = self
+            .append_if(draft, idempotency_key, || Ok::<(), Infallible>(()))
+            .await?;
+        Ok(appended.unwrap_or_else(|never| match never {}))
+    }
+
+    /// Like [`EventLog::append`], but only if `check` passes against everything up to the stream's
+    /// tail: a condition on the whole chat that holds across all nodes, such as "this participant is
+    /// present". Returns `Ok(Err(refusal))`, with nothing stored, when `check` refuses.
+    ///
+    /// `check` runs just before each publish, under the node's append lock, once this node has
+    /// applied every event up to the seq the publish expects to follow (so what the `on_event`
+    /// callback built from them is there to check). JetStream stores the event only if that seq is
+    /// still the stream's last, so no event can have come in between the check and the append: if one
+    /// did, the publish conflicts, and `check` runs again after it is applied. `check` may see events
+    /// beyond that seq (the callback runs before the applied seq moves on); then the publish
+    /// conflicts too. It must be quick and must not block: it runs while other appends of this node
+    /// wait.
+    pub async fn append_if<E: Send>(
+        &self,
+        draft: EventDraft,
+        idempotency_key: Option<&str>,
+        mut check: impl FnMut() -> Result<(), E> + Send,
+    ) -> Result<Result<Appended, E>, ClusterError> {
+        let mut refusal = None;
+        let mut checked = || match check() {
+            Ok(()) => true,
+            Err(error) => {
+                refusal = Some(error);
+                false
+            }
+        };
+        let appended = self
+            .append_checked(draft, idempotency_key, &mut checked)
+            .await?;
+        Ok(match (appended, refusal) {
+            (Some(appended), _) => Ok(appended),
+            (None, Some(refusal)) => Err(refusal),
+            (None, None) => unreachable!("an append is declined only when its check refused"),
+        })
+    }
+
+    /// The loop of [`EventLog::append_if`]; `None` if `check` declined.
+    async fn append_checked(
+        &self,
+        draft: EventDraft,
+        idempotency_key: Option<&str>,
+        check: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Option<Appended>, ClusterError> {
+        let shared = &self.shared;
+        let deadline = Deadline::after(shared.timeout);
+        let origin = format!(
+            "{}.{}",
+            shared.origin_prefix,
+            shared.next_origin.fetch_add(1, Ordering::Relaxed)
+        );
+        let message_id = match idempotency_key {
+            Some(key) => keyed_message_id(&draft, key),
+            None => origin.clone(),
+        };
+        let mut conflicts = 0;
+        let mut maybe_stored_before = false;
+        let mut backoff = Backoff::default();
+        loop {
+            let attempt = shared
+                .publish(
+                    &draft,
+                    idempotency_key,
+                    &origin,
+                    &message_id,
+                    check,
+                    deadline,
+                )
+                .await?;
+            match attempt {
+                Attempt::Declined => return Ok(None),
+                Attempt::Stored { seq, lamport } => {
+                    shared.wait_applied(seq, deadline).await?;
+                    shared.appends.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(Appended {
+                        event: draft.into_event(seq, lamport),
+                        duplicate: false,
+                    }));
+                }
+                Attempt::Duplicate { seq } => {
+                    shared.wait_applied(seq, deadline).await?;
+                    let (stored, stored_origin) = shared.stored_at(seq, deadline).await?;
+                    // After an attempt whose answer was lost, the "duplicate" may be that attempt.
+                    let ours = maybe_stored_before && stored_origin == origin;
+                    shared.appends.fetch_add(1, Ordering::Relaxed);
+                    if !ours {
+                        shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(Some(Appended {
+                        event: stored.event,
+                        duplicate: !ours,
+                    }));
+                }
+                Attempt::Conflict { last_seq } => {
+                    conflicts += 1;
+                    shared.conflicts.fetch_add(1, Ordering::Relaxed);
+                    if conflicts > MAX_CONFLICTS {
+                        return Err(ClusterError::Contended { conflicts });
+                    }
+                    let last_seq = match last_seq {
+                        Some(last_seq) => last_seq,
+                        None => shared.bounds(deadline).await?.last_seq,
+                    };
+                    shared.wait_applied(last_seq, deadline).await?;
+                }
+                Attempt::Transient {
+                    maybe_stored,
+                    error,
+                } => {
+                    maybe_stored_before |= maybe_stored;
+                    shared.transient_retries.fetch_add(1, Ordering::Relaxed);
+                    if !backoff.pause_before(deadline.at).await {
+                        // An attempt whose answer was lost may have stored the event: say so.
+                        return Err(if maybe_stored_before {
+                            deadline.timed_out("append the event")
+                        } else {
+                            ClusterError::jetstream("append the event", error)
+                        });
+                    }
+                }
+                Attempt::Refused { error } => {
+                    return Err(ClusterError::jetstream("append the event", error));
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` events after `after_seq`, in order, read from the stream: for a replay beyond
+    /// what the node holds in memory. Fails with [`ClusterError::OutOfRange`] if some of them are no
+    /// longer retained. While no consumer can be created (the meta leader is being elected), the
+    /// rest is read one event per request from the stream's leader.
+    pub async fn read(&self, after_seq: u64, limit: usize) -> Result<Vec<LogEvent>, ClusterError> {
+        let shared = &self.shared;
+        let deadline = Deadline::after(shared.timeout);
+        let held = shared.bounds(deadline).await?;
+        if !held.holds_after(after_seq) {
+            return Err(ClusterError::OutOfRange {
+                after_seq,
+                bounds: held,
+            });
+        }
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+        let end = held.last_seq.min(after_seq.saturating_add(limit));
+        let operation = "read events";
+        let out_of_range = async || -> Result<Vec<LogEvent>, ClusterError> {
+            // Retention discarded events between the check above and the read.
+            Err(ClusterError::OutOfRange {
+                after_seq,
+                bounds: shared.bounds(deadline).await?,
+            })
+        };
+        let mut events = Vec::new();
+        let mut next_seq = after_seq + 1;
+        let mut backoff = Backoff::default();
+        // Set once no consumer could be created: then the rest is read one event per request.
+        let mut one_by_one = false;
+        while next_seq <= end {
+            let failure = if one_by_one {
+                match deadline
+                    .run(operation, shared.stream.get_raw_message(next_seq))
+                    .await?
+                {
+                    Ok(message) => {
+                        events.push(
+                            Record::decode(next_seq, &message.payload)?.into_log_event(next_seq),
+                        );
+                        next_seq += 1;
+                        continue;
+                    }
+                    Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        return out_of_range().await;
+                    }
+                    Err(error) => ClusterError::jetstream(operation, error),
+                }
+            } else {
+                // A consumer from the next seq on; a lost one is replaced from where it stopped.
+                match deadline
+                    .run(operation, Delivery::start(shared, next_seq))
+                    .await?
+                {
+                    Ok(mut delivery) => loop {
+                        let (seq, payload) = match deadline.run(operation, delivery.next()).await? {
+                            Ok(delivered) => delivered,
+                            Err(lost) => {
+                                break ClusterError::jetstream(operation, lost.to_string());
+                            }
+                        };
+                        if seq != next_seq {
+                            return out_of_range().await;
+                        }
+                        events.push(Record::decode(seq, &payload)?.into_log_event(seq));
+                        next_seq = seq + 1;
+                        if seq >= end {
+                            return Ok(events);
+                        }
+                    },
+                    // Creating a consumer needs the meta leader, which may be being elected; the
+                    // stream's leader can answer without it.
+                    Err(error) if error.is_transient() => {
+                        one_by_one = true;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                }
+            };
+            if !failure.is_transient() || !backoff.pause_before(deadline.at).await {
+                return Err(failure);
+            }
+        }
+        Ok(events)
+    }
+
+    /// The event stored at `seq`, read from the stream.
+    pub async fn event_at(&self, seq: u64) -> Result<LogEvent, ClusterError> {
+        let deadline = Deadline::after(self.shared.timeout);
+        self.shared.event_at(seq, deadline).await
+    }
+
+    /// The first and last seq the stream holds now, for `OUT_OF_RANGE` answers.
+    pub async fn bounds(&self) -> Result<Bounds, ClusterError> {
+        let deadline = Deadline::after(self.shared.timeout);
+        self.shared.bounds(deadline).await
+    }
+
+    /// The last seq this node has applied: every event up to it was witnessed and handed over.
+    pub fn applied_seq(&self) -> u64 {
+        *self.shared.applied.borrow()
+    }
+
+    /// Follows the applied seq. The sender is dropped when the consumer stops.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied.clone()
+    }
+
+    /// Waits until this node has applied `seq`, at most [`crate::ClusterConfig::timeout`].
+    pub async fn wait_applied(&self, seq: u64) -> Result<(), ClusterError> {
+        let deadline = Deadline::after(self.shared.timeout);
+        self.shared.wait_applied(seq, deadline).await
+    }
+
+    /// The counters of this node's appends so far.
+    pub fn stats(&self) -> AppendStats {
+        let shared = &self.shared;
+        AppendStats {
+            appends: shared.appends.load(Ordering::Relaxed),
+            conflicts: shared.conflicts.load(Ordering::Relaxed),
+            transient_retries: shared.transient_retries.load(Ordering::Relaxed),
+            duplicates: shared.duplicates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the consumer, through a shared handle, and waits (at most 1 s) until it has: appends and
+    /// waits that were in progress fail with [`ClusterError::Stopped`] or time out.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let mut applied = self.shared.applied.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while applied.changed().await.is_ok() {}
+        })
+        .await;
+    }
+
+    /// Stops the consumer and waits (at most 1 s) until it has.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.consumer.stop_within(Duration::from_secs(1)).await;
+    }
+}
+
+impl Shared {
+    /// One publish of an append, under the node's append lock.
+    async fn publish(
+        &self,
+        draft: &EventDraft,
+        key: Option<&str>,
+        origin: &str,
+        message_id: &str,
+        check: &mut (dyn FnMut() -> bool + Send),
+        deadline: Deadline,
+    ) -> Result<Attempt, ClusterError> {
+        let operation = "append the event";
+        let mut own_last = deadline.run(operation, self.append_lock.lock()).await?;
+        // The check must see every event up to the one this publish follows, this node's own last
+        // append included, which may not be applied yet.
+        self.wait_applied(*own_last, deadline).await?;
+        let expected = (*own_last).max(*self.applied.borrow());
+        if !check() {
+            return Ok(Attempt::Declined);
+        }
+        let lamport = self.clock.tick();
+        let payload = Record::encode(draft, lamport, key, origin)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            expected.to_string().as_str(),
+        );
+        // Each publish waits for its acknowledgment at most the request timeout (see
+        // `crate::request_timeout`); only the deadline of the whole append is checked here.
+        let acknowledged = deadline
+            .run(operation, async {
+                self.jetstream
+                    .publish_with_headers(self.subject.clone(), headers, payload.into())
+                    .await?
+                    .await
+            })
+            .await?;
+        let ack = match acknowledged {
+            Ok(ack) => ack,
+            Err(error) => return Ok(classify(error)),
+        };
+        self.want(ack.sequence);
+        if ack.duplicate {
+            return Ok(Attempt::Duplicate { seq: ack.sequence });
+        }
+        if ack.sequence == expected + 1 {
+            *own_last = ack.sequence;
+        } else {
+            // JetStream checked the expected last sequence, so this cannot happen; if it did, this
+            // event's Lamport time may not exceed its predecessor's.
+            error!(
+                component = "cluster",
+                event = "unexpected_seq",
+                seq = ack.sequence,
+                expected_last_seq = expected,
+            );
+        }
+        Ok(Attempt::Stored {
+            seq: ack.sequence,
+            lamport,
+        })
+    }
+
+    /// Tells the consumer that `seq` exists, so that it is recreated if it stays silent.
+    fn want(&self, seq: u64) {
+        self.wanted.send_if_modified(|wanted| {
+            let raise = seq > *wanted;
+            if raise {
+                *wanted = seq;
+            }
+            raise
+        });
+    }
+
+    /// Waits until the consumer has applied `seq`.
+    async fn wait_applied(&self, seq: u64, deadline: Deadline) -> Result<(), ClusterError> {
+        self.want(seq);
+        let mut applied = self.applied.clone();
+        deadline
+            .run(
+                "apply the event on this node",
+                applied.wait_for(|applied| *applied >= seq),
+            )
+            .await?
+            .map(|_| ())
+            .map_err(|_closed| ClusterError::Stopped)
+    }
+
+    /// What the stream holds now, bounded by `deadline`.
+    async fn bounds(&self, deadline: Deadline) -> Result<Bounds, ClusterError> {
+        bounds(&self.stream, deadline).await
+    }
+
+    /// The event stored at `seq`.
+    async fn event_at(&self, seq: u64, deadline: Deadline) -> Result<LogEvent, ClusterError> {
+        Ok(self.stored_at(seq, deadline).await?.0)
+    }
+
+    /// The event stored at `seq`, and the origin of the append that stored it. Asked of the
+    /// stream's leader, which holds every acknowledged event.
+    async fn stored_at(
+        &self,
+        seq: u64,
+        deadline: Deadline,
+    ) -> Result<(LogEvent, String), ClusterError> {
+        let message = retry_until(deadline, "read an event", || {
+            self.stream.get_raw_message(seq)
+        })
+        .await?;
+        let mut record = Record::decode(seq, &message.payload)?;
+        let origin = std::mem::take(&mut record.origin);
+        Ok((record.into_log_event(seq), origin))
+    }
+}
+
+/// Sorts a failed publish into what the append does next.
+fn classify(error: jetstream::context::PublishError) -> Attempt {
+    match error.kind() {
+        PublishErrorKind::WrongLastSequence => Attempt::Conflict {
+            last_seq: reported_last_sequence(&error.to_string()),
+        },
+        // The acknowledgment was lost: the message may be stored.
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => Attempt::Transient {
+            maybe_stored: true,
+            error: error.into(),
+        },
+        _ if is_permanent(&error) => Attempt::Refused {
+            error: error.into(),
+        },
+        // No stream answered (a leader election), too many acknowledgments are pending, or
+        // "JetStream system temporarily unavailable" and the like: refused, not stored.
+        _ => Attempt::Transient {
+            maybe_stored: false,
+            error: error.into(),
+        },
+    }
+}
+
+/// How often a consumer with nothing to deliver sends a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a consumer may send nothing at all, not even a heartbeat, before it counts as lost.
+const SILENCE: Duration = Duration::from_secs(2);
+
+/// How long the server keeps a consumer that nobody listens to any more: one this node replaced.
+const ABANDONED_AFTER: Duration = Duration::from_secs(10);
+
+/// One push consumer of the event stream, delivering every event from a start seq on, in order, to a
+/// subscription of this node's; see "Applying events" in the module documentation. It does not
+/// repair itself: on any sign of loss, [`Delivery::next`] says so and the caller starts a new one
+/// from the next seq it needs.
+struct Delivery {
+    /// For the metadata of delivered messages and for flow-control answers.
+    context: jetstream::Context,
+    /// Where the consumer delivers.
+    subscription: async_nats::Subscriber,
+    /// The consumer sequence of the last event delivered: the next one must be one more.
+    consumer_seq: u64,
+    /// When anything (an event, a heartbeat, a flow-control request) last arrived.
+    heard_at: Instant,
+    /// A flow-control request not yet answered: the consumer sends nothing more until it is.
+    unanswered: Option<async_nats::Subject>,
+}
+
+/// Why a [`Delivery`] ended.
+#[derive(Debug)]
+enum Lost {
+    /// Nothing arrived for [`SILENCE`]: the consumer, or the way to it, is gone.
+    Silent,
+    /// The consumer sequence was `got` where `expected` was due: messages were lost in transit,
+    /// for example while the client reconnected.
+    Gap { expected: u64, got: u64 },
+    /// The subscription ended: the client is closed.
+    Closed,
+    /// The server ended the consumer, with this status.
+    Ended(String),
+    /// A message came without the metadata of a delivered event.
+    Unreadable(String),
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lost::Silent => write!(f, "the consumer sent nothing for {SILENCE:?}"),
+            Lost::Gap { expected, got } => {
+                write!(f, "got consumer sequence {got}, expected {expected}")
+            }
+            Lost::Closed => f.write_str("the subscription closed"),
+            Lost::Ended(status) => write!(f, "the server ended the consumer: {status}"),
+            Lost::Unreadable(reason) => write!(f, "a delivered message is unreadable: {reason}"),
+        }
+    }
+}
+
+impl Delivery {
+    /// Creates an ephemeral consumer of the stream from `start_seq` on (or from the first seq held, if
+    /// retention discarded `start_seq`) and subscribes to it. One attempt, bounded by the request
+    /// timeout: creating a consumer needs the JetStream meta leader, which may be being elected.
+    async fn start(shared: &Shared, start_seq: u64) -> Result<Self, ClusterError> {
+        let client = shared.jetstream.client();
+        let inbox = client.new_inbox();
+        // Subscribed before the consumer exists, so that nothing it delivers first is missed.
+        let subscription = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|error| ClusterError::jetstream("subscribe to a consumer", error))?;
+        shared
+            .stream
+            .create_consumer(consumer::push::Config {
+                deliver_subject: inbox,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start_seq.max(1),
+                },
+                ack_policy: consumer::AckPolicy::None,
+                max_deliver: 1,
+                replay_policy: consumer::ReplayPolicy::Instant,
+                flow_control: true,
+                idle_heartbeat: HEARTBEAT,
+                inactive_threshold: ABANDONED_AFTER,
+                num_replicas: 1,
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| ClusterError::jetstream("create a consumer", error))?;
+        Ok(Self {
+            context: shared.jetstream.clone(),
+            subscription,
+            consumer_seq: 0,
+            heard_at: Instant::now(),
+            unanswered: None,
+        })
+    }
+
+    /// The next event: its seq and payload. Answers flow control and checks heartbeats on the way.
+    /// Cancel-safe: dropping the future loses nothing, so it may race other events in a `select!`.
+    async fn next(&mut self) -> Result<(u64, Bytes), Lost> {
+        loop {
+            if let Some(reply) = self.unanswered.clone() {
+                self.context
+                    .client()
+                    .publish(reply, Bytes::new())
+                    .await
+                    .map_err(|_| Lost::Closed)?;
+                self.unanswered = None;
+            }
+            let message =
+                match tokio::time::timeout_at(self.heard_at + SILENCE, self.subscription.next())
+                    .await
+                {
+                    Err(_silent) => return Err(Lost::Silent),
+                    Ok(None) => return Err(Lost::Closed),
+                    Ok(Some(message)) => message,
+                };
+            self.heard_at = Instant::now();
+            match message.status {
+                None => return self.event(message),
+                Some(StatusCode::IDLE_HEARTBEAT) => self.control(&message)?,
+                Some(status) => {
+                    return Err(Lost::Ended(format!(
+                        "{status} {}",
+                        message.description.unwrap_or_default()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Takes in an event: its consumer sequence must follow the last one.
+    fn event(&mut self, message: async_nats::Message) -> Result<(u64, Bytes), Lost> {
+        let message = jetstream::Message {
+            message,
+            context: self.context.clone(),
+        };
+        let (seq, consumer_seq) = message
+            .info()
+            .map(|info| (info.stream_sequence, info.consumer_sequence))
+            .map_err(|error| Lost::Unreadable(error.to_string()))?;
+        if consumer_seq != self.consumer_seq + 1 {
+            return Err(Lost::Gap {
+                expected: self.consumer_seq + 1,
+                got: consumer_seq,
+            });
+        }
+        self.consumer_seq = consumer_seq;
+        Ok((seq, message.message.payload))
+    }
+
+    /// Takes in a heartbeat or a flow-control request (status 100).
+    fn control(&mut self, message: &async_nats::Message) -> Result<(), Lost> {
+        // A flow-control request wants an answer on its reply subject; the heartbeat of a consumer
+        // whose flow control stalled names the subject to answer in a header.
+        if let Some(reply) = &message.reply {
+            debug!(
+                component = "cluster",
+                event = "flow_control",
+                consumer_seq = self.consumer_seq
+            );
+            self.unanswered = Some(reply.clone());
+        }
+        let Some(headers) = &message.headers else {
+            return Ok(());
+        };
+        if let Some(stalled) = headers.get_last(CONSUMER_STALLED) {
+            self.unanswered = Some(stalled.as_str().into());
+        }
+        // A heartbeat says how many events the consumer sent: more than arrived means some were lost.
+        if let Some(last) = headers.get_last(async_nats::header::NATS_LAST_CONSUMER) {
+            let got = last
+                .as_str()
+                .parse::<u64>()
+                .map_err(|error| Lost::Unreadable(error.to_string()))?;
+            if got != self.consumer_seq {
+                return Err(Lost::Gap {
+                    expected: self.consumer_seq,
+                    got,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The header of a heartbeat that names where to answer a stalled flow control.
+const CONSUMER_STALLED: &str = "Nats-Consumer-Stalled";
+
+/// How many events one catch-up reads one at a time at most: past that, a consumer is the faster
+/// way, and the consumer task tries to create one before it catches up further.
+const CATCH_UP_BATCH: u64 = 256;
+
+/// The consumer task's state: what it applies events to, and how far it got.
+struct Applier<F> {
+    /// The log's shared state: the stream, the clock, the seq wanted.
+    shared: Arc<Shared>,
+    /// The seq of the next event to apply.
+    next_seq: u64,
+    /// The last seq applied; the log's `applied` receiver follows it.
+    applied: watch::Sender<u64>,
+    /// The node's callback.
+    on_event: F,
+}
+
+impl<F> Applier<F>
+where
+    F: FnMut(LogEvent),
+{
+    /// Applies the event stored at `seq`: witnesses its Lamport time, hands it over and advances the
+    /// applied seq. An event before the next seq (delivered twice) is ignored.
+    fn apply(&mut self, seq: u64, payload: &[u8]) {
+        if seq < self.next_seq {
+            return;
+        }
+        match Record::decode(seq, payload) {
+            Ok(record) => {
+                self.shared.clock.witness(record.lamport);
+                (self.on_event)(record.into_log_event(seq));
+            }
+            // A message this version cannot read is skipped rather than stopping the chat for every
+            // node; it is logged for the operator.
+            Err(error) => error!(
+                component = "cluster",
+                event = "undecodable_event",
+                seq,
+                error = %error,
+            ),
+        }
+        self.next_seq = seq + 1;
+        self.applied.send_replace(seq);
+    }
+
+    /// Applies what the stream holds past the applied seq (at most [`CATCH_UP_BATCH`] events), one
+    /// event per request to the stream's leader: how the node keeps up while no consumer can be
+    /// created, since creating one needs the meta leader, which may be being elected. Stops at the
+    /// first failure; each request is bounded by the request timeout.
+    async fn catch_up(&mut self) -> Result<(), ClusterError> {
+        let info = self
+            .shared
+            .stream
+            .get_info()
+            .await
+            .map_err(|error| ClusterError::jetstream("read the event stream's state", error))?;
+        let held = Bounds::of(&info.state);
+        // Discarded by retention before this node read them: the jump is visible in the seqs.
+        self.next_seq = self.next_seq.max(held.first_seq);
+        let last_seq = held
+            .last_seq
+            .min(self.next_seq.saturating_add(CATCH_UP_BATCH - 1));
+        while self.next_seq <= last_seq {
+            let message = self
+                .shared
+                .stream
+                .get_raw_message(self.next_seq)
+                .await
+                .map_err(|error| ClusterError::jetstream("read an event", error))?;
+            self.apply(message.sequence, &message.payload);
+        }
+        Ok(())
+    }
+}
+
+/// The consumer task: applies every event from the applier's next seq on, in order, until told to
+/// stop. It follows a [`Delivery`]; when that is lost, it catches up by reading from the stream's
+/// leader and starts a new one from the next seq, pausing with a [`Backoff`] in between.
+async fn apply_loop<F>(mut applier: Applier<F>, mut stop: watch::Receiver<bool>)
+where
+    F: FnMut(LogEvent),
+{
+    let mut wanted = applier.shared.wanted.subscribe();
+    let mut backoff = Backoff::default();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // While the consumer is being created (which may take a request timeout, or fail, while the
+        // meta leader is being elected), an append waiting to be applied is served by catching up
+        // from the stream's leader. The new consumer may then deliver events already applied; they
+        // are skipped.
+        let shared = Arc::clone(&applier.shared);
+        let start = Delivery::start(&shared, applier.next_seq);
+        tokio::pin!(start);
+        let started = loop {
+            tokio::select! {
+                started = &mut start => break started,
+                _ = wanted.changed() => {
+                    if *wanted.borrow_and_update() >= applier.next_seq
+                        && let Err(error) = applier.catch_up().await
+                    {
+                        warn!(
+                            component = "cluster",
+                            event = "catch_up_failed",
+                            next_seq = applier.next_seq,
+                            error = %error,
+                        );
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        };
+        match started {
+            Ok(mut delivery) => {
+                // Set while an event known to exist has not arrived: when the consumer counts as
+                // stalled.
+                let mut stall_at: Option<Instant> = None;
+                let lost = loop {
+                    let behind = *wanted.borrow_and_update() >= applier.next_seq;
+                    stall_at = match (behind, stall_at) {
+                        (false, _) => None,
+                        (true, None) => Some(Instant::now() + STALL_TIMEOUT),
+                        (true, armed) => armed,
+                    };
+                    let stalled = async {
+                        match stall_at {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        next = delivery.next() => match next {
+                            Ok((seq, payload)) => {
+                                applier.apply(seq, &payload);
+                                backoff.reset();
+                                // Progress: a stall is counted from the last event delivered.
+                                stall_at = None;
+                            }
+                            Err(lost) => break lost.to_string(),
+                        },
+                        _ = wanted.changed() => {}
+                        () = stalled => {
+                            break format!(
+                                "seq {} exists but nothing arrived for {STALL_TIMEOUT:?}",
+                                *wanted.borrow()
+                            );
+                        }
+                        _ = stop.changed() => return,
+                    }
+                };
+                warn!(
+                    component = "cluster",
+                    event = "consumer_lost",
+                    next_seq = applier.next_seq,
+                    reason = %lost,
+                );
+            }
+            Err(error) => warn!(
+                component = "cluster",
+                event = "consumer_failed",
+                next_seq = applier.next_seq,
+                error = %error,
+            ),
+        }
+        let caught_up = tokio::select! {
+            caught_up = applier.catch_up() => caught_up,
+            _ = stop.changed() => return,
+        };
+        if let Err(error) = caught_up {
+            warn!(
+                component = "cluster",
+                event = "catch_up_failed",
+                next_seq = applier.next_seq,
+                error = %error,
+            );
+        }
+        tokio::select! {
+            () = backoff.pause() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(participant: &str, text: &str) -> EventDraft {
+        EventDraft::Message {
+            participant: participant.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn an_event_survives_encoding_with_its_key_and_sentence() {
+        let joined = EventDraft::Joined {
+            participant: "alice".into(),
+        };
+        let payload = Record::encode(&joined, 17, Some("k"), "n.1.2").expect("encodes");
+        let decoded = Record::decode(5, &payload).expect("decodes");
+        assert_eq!(decoded.origin, "n.1.2");
+        let logged = decoded.into_log_event(5);
+        assert_eq!(logged.event, joined.into_event(5, 17));
+        assert_eq!(logged.idempotency_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn the_stored_format_is_the_documented_json() {
+        let payload = Record::encode(&message("alice", "hi"), 17, Some("k-41"), "node-1.4f.12")
+            .expect("encodes");
+        let text = String::from_utf8(payload).expect("json is utf-8");
+        assert_eq!(
+            text,
+            r#"{"v":1,"lamport":17,"kind":"message","participant":"alice","text":"hi","key":"k-41","origin":"node-1.4f.12"}"#
+        );
+        let without_key = Record::encode(&message("bob", "yo"), 3, None, "o").expect("encodes");
+        assert!(!String::from_utf8_lossy(&without_key).contains("key"));
+    }
+
+    #[test]
+    fn a_record_of_another_version_or_garbage_is_refused() {
+        let future =
+            br#"{"v":2,"lamport":1,"kind":"message","participant":"a","text":"t","origin":"o"}"#;
+        assert!(matches!(
+            Record::decode(9, future),
+            Err(ClusterError::Decode { .. })
+        ));
+        assert!(Record::decode(9, b"not json").is_err());
+    }
+
+    #[test]
+    fn keyed_message_ids_match_across_look_alike_names_and_differ_by_key_and_kind() {
+        let id = keyed_message_id(&message("Alice", "hi"), "k1");
+        assert_eq!(id, keyed_message_id(&message("alice", "other text"), "k1"));
+        assert_ne!(id, keyed_message_id(&message("alice", "hi"), "k2"));
+        assert_ne!(id, keyed_message_id(&message("bob", "hi"), "k1"));
+        let left = EventDraft::Left {
+            participant: "alice".into(),
+        };
+        assert_ne!(id, keyed_message_id(&left, "k1"));
+        assert_eq!(id.len(), 64);
+        assert!(id.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        // A key with line breaks cannot leak into the header.
+        let hostile = keyed_message_id(&message("alice", "hi"), "k\r\nNats-Expected-Stream: x");
+        assert!(hostile.bytes().all(|byte| byte.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn the_real_last_sequence_is_read_from_the_refusal() {
+        assert_eq!(
+            reported_last_sequence(
+                "wrong last sequence: wrong last sequence: 412 (code 400, error code 10071)"
+            ),
+            Some(412)
+        );
+        assert_eq!(reported_last_sequence("wrong last sequence"), None);
+        assert_eq!(reported_last_sequence("timed out"), None);
+    }
+
+    #[test]
+    fn bounds_say_whether_a_replay_has_no_gap() {
+        let held = Bounds {
+            first_seq: 10,
+            last_seq: 20,
+        };
+        assert!(held.holds_after(9));
+        assert!(held.holds_after(15));
+        assert!(held.holds_after(25));
+        assert!(!held.holds_after(8));
+        let empty = Bounds {
+            first_seq: 21,
+            last_seq: 20,
+        };
+        assert!(empty.holds_after(20));
+        assert!(!empty.holds_after(3));
+    }
+}

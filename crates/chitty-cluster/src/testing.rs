@@ -1,0 +1,336 @@
+//! A test harness: a JetStream cluster of real nats-server processes on loopback ports.
+//!
+//! [`NatsCluster::start`] writes a configuration file per server (client port, cluster route port, a
+//! store directory in a temporary directory, routes to every other server), starts the servers, and
+//! waits until JetStream can place a stream with one replica on each server: then a meta leader is
+//! elected and every peer is known. Dropping the cluster kills every server it started (by its own
+//! child handle, never by name) and removes the directory.
+//!
+//! Tests call [`NatsCluster::start_or_skip`], which prints `SKIPPED <test>: apt-get install -y
+//! nats-server` and returns `None` when no nats-server is installed, so a machine without it reports
+//! the skip by name instead of passing silently.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use thiserror::Error;
+use tokio::time::Instant;
+
+/// How long the harness waits for a cluster to be ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The harness could not start a cluster.
+#[derive(Debug, Error)]
+pub enum HarnessError {
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The servers did not form a JetStream cluster in time.
+    #[error("the nats cluster was not ready within {READY_TIMEOUT:?}: {last_error}")]
+    NotReady {
+        /// The last readiness probe's failure.
+        last_error: String,
+    },
+}
+
+/// Finds nats-server: `$NATS_SERVER` if set, else on `PATH`, else where Debian's package installs it.
+pub fn nats_server_binary() -> Option<PathBuf> {
+    if let Some(explicit) = std::env::var_os("NATS_SERVER") {
+        let path = PathBuf::from(explicit);
+        return path.is_file().then_some(path);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|directory| directory.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A unique name for a test's stream and buckets: `t<pid>x<counter>`.
+pub fn unique_prefix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One nats-server of the cluster.
+#[derive(Debug)]
+struct Server {
+    /// `n1`, `n2`, ...
+    name: String,
+    /// Where clients connect.
+    client_port: u16,
+    /// The process, until it is killed.
+    child: Option<Child>,
+    /// Its log file.
+    log: PathBuf,
+}
+
+/// A running JetStream cluster; see the module documentation.
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The servers, in start order.
+    servers: Vec<Server>,
+    /// Configuration, store directories and logs; removed on drop.
+    directory: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts a cluster of `size` servers (3 for replicated cases) and waits until it is ready, or
+    /// prints the skip line for `test` and returns `None` if nats-server is not installed. Panics if
+    /// nats-server is installed but the cluster cannot start: that is a failure, not a skip.
+    pub async fn start_or_skip(test: &str, size: usize) -> Option<Self> {
+        let Some(binary) = nats_server_binary() else {
+            println!("SKIPPED {test}: apt-get install -y nats-server");
+            return None;
+        };
+        match Self::start(&binary, size).await {
+            Ok(cluster) => Some(cluster),
+            Err(error) => panic!("cannot start a nats cluster for {test}: {error}"),
+        }
+    }
+
+    /// Starts a cluster of `size` servers of `binary` on free loopback ports and waits until it is
+    /// ready, trying again with new ports if a port was taken in between.
+    pub async fn start(binary: &Path, size: usize) -> Result<Self, HarnessError> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(binary, size).await {
+                Ok(cluster) => return Ok(cluster),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or(HarnessError::NotReady {
+            last_error: "no attempt was made".to_owned(),
+        }))
+    }
+
+    async fn start_once(binary: &Path, size: usize) -> Result<Self, HarnessError> {
+        let directory = tempfile::Builder::new()
+            .prefix("chitty-nats-")
+            .tempdir()
+            .map_err(|source| HarnessError::Io {
+                what: "cannot create a temporary directory".to_owned(),
+                source,
+            })?;
+        let ports = free_ports(2 * size)?;
+        let (client_ports, route_ports) = ports.split_at(size);
+        let cluster_name = format!("chitty-{}", crate::testing::unique_prefix());
+        let mut cluster = Self {
+            servers: Vec::new(),
+            directory,
+        };
+        for index in 0..size {
+            let name = format!("n{}", index + 1);
+            let server_directory = cluster.directory.path().join(&name);
+            std::fs::create_dir_all(&server_directory).map_err(|source| HarnessError::Io {
+                what: format!("cannot create {}", server_directory.display()),
+                source,
+            })?;
+            let routes: Vec<String> = route_ports
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != index)
+                .map(|(_, port)| format!("\"nats-route://127.0.0.1:{port}\""))
+                .collect();
+            let log = server_directory.join("server.log");
+            let mut config = format!(
+                "server_name: {name}\n\
+                 listen: 127.0.0.1:{client}\n\
+                 jetstream {{ store_dir: \"{store}\", max_memory_store: 256MB, max_file_store: 1GB }}\n",
+                client = client_ports[index],
+                store = server_directory.join("store").display(),
+            );
+            // A lone server runs JetStream without clustering: nats-server refuses a cluster of one.
+            if size > 1 {
+                config.push_str(&format!(
+                    "cluster {{\n  name: {cluster_name}\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
+                    route = route_ports[index],
+                    routes = routes.join(", "),
+                ));
+            }
+            let config_path = server_directory.join("nats.conf");
+            std::fs::write(&config_path, config).map_err(|source| HarnessError::Io {
+                what: format!("cannot write {}", config_path.display()),
+                source,
+            })?;
+            let log_file = std::fs::File::create(&log).map_err(|source| HarnessError::Io {
+                what: format!("cannot create {}", log.display()),
+                source,
+            })?;
+            let log_file_too = log_file.try_clone().map_err(|source| HarnessError::Io {
+                what: format!("cannot reopen {}", log.display()),
+                source,
+            })?;
+            let child = Command::new(binary)
+                .arg("-c")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(log_file)
+                .stderr(log_file_too)
+                .spawn()
+                .map_err(|source| HarnessError::Io {
+                    what: format!("cannot start {}", binary.display()),
+                    source,
+                })?;
+            cluster.servers.push(Server {
+                name,
+                client_port: client_ports[index],
+                child: Some(child),
+                log,
+            });
+        }
+        cluster.wait_ready(size).await?;
+        Ok(cluster)
+    }
+
+    /// Polls until a stream with `size` replicas can be created (a meta leader is elected and every
+    /// server is a peer), at most [`READY_TIMEOUT`]. There is no event to await for this, so it polls.
+    async fn wait_ready(&mut self, size: usize) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last_error = String::from("no probe finished");
+        while Instant::now() < deadline {
+            if let Some(exited) = self.exited_server() {
+                return Err(HarnessError::NotReady {
+                    last_error: format!("{exited} exited; its log:\n{}", self.logs_tail(20)),
+                });
+            }
+            match tokio::time::timeout(Duration::from_secs(5), self.probe(size)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) => last_error = error,
+                Err(_) => last_error = "a probe timed out".to_owned(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(HarnessError::NotReady {
+            last_error: format!("{last_error}; logs:\n{}", self.logs_tail(20)),
+        })
+    }
+
+    /// Creates and deletes a stream with `size` replicas, through the first server.
+    async fn probe(&self, size: usize) -> Result<(), String> {
+        let client = async_nats::connect(self.url(0))
+            .await
+            .map_err(|error| error.to_string())?;
+        let context = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(client);
+        let name = "harness-ready";
+        context
+            .create_stream(jetstream::stream::Config {
+                name: name.to_owned(),
+                subjects: vec!["harness.ready".to_owned()],
+                num_replicas: size,
+                storage: jetstream::stream::StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+        context
+            .delete_stream(name)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(())
+    }
+
+    /// The name of a server that exited on its own, if one did.
+    fn exited_server(&mut self) -> Option<String> {
+        self.servers.iter_mut().find_map(|server| {
+            let child = server.child.as_mut()?;
+            matches!(child.try_wait(), Ok(Some(_))).then(|| server.name.clone())
+        })
+    }
+
+    /// The client URL of server `index` (from 0).
+    pub fn url(&self, index: usize) -> String {
+        self.servers
+            .get(index)
+            .map(|server| format!("nats://127.0.0.1:{}", server.client_port))
+            .unwrap_or_default()
+    }
+
+    /// The client URLs of every server.
+    pub fn urls(&self) -> Vec<String> {
+        (0..self.servers.len())
+            .map(|index| self.url(index))
+            .collect()
+    }
+
+    /// Kills server `index` with SIGKILL and waits for it, as a crash would.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self
+            .servers
+            .get_mut(index)
+            .and_then(|server| server.child.take())
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The last `lines` lines of every server's log, for a failure message.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for server in &self.servers {
+            out.push_str(&format!("--- {} ({})\n", server.name, server.log.display()));
+            if let Ok(file) = std::fs::File::open(&server.log) {
+                let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+                for line in &all[all.len().saturating_sub(lines)..] {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "nats-server logs of the failed test:\n{}",
+                self.logs_tail(30)
+            );
+        }
+        for index in 0..self.servers.len() {
+            self.kill(index);
+        }
+    }
+}
+
+/// `count` loopback ports that were free a moment ago, all distinct.
+fn free_ports(count: usize) -> Result<Vec<u16>, HarnessError> {
+    // Held together until all are chosen, so the system cannot hand out one twice.
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| HarnessError::Io {
+            what: "cannot find a free loopback port".to_owned(),
+            source,
+        })?;
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().map(|address| address.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| HarnessError::Io {
+            what: "cannot read a bound port".to_owned(),
+            source,
+        })
+}
