@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use chitty_diagram::{Format, Window};
 use chitty_participant::{Backoff, Connection, ParticipantConfig};
-use chitty_service::{ChatConfig, HubConfig, Rate, Retention, ServeConfig, Storage, TlsFiles};
+use chitty_service::{
+    ChatConfig, ClusterConfig, HubConfig, Rate, Retention, ServeConfig, Storage, TlsFiles,
+};
 use clap::{Args, Parser, Subcommand};
 use directories::ProjectDirs;
 use tokio::net::TcpListener;
@@ -111,11 +113,28 @@ struct ServeArgs {
     listen: SocketAddr,
     /// Directory for the service's database: history, sessions and clock survive restarts there.
     /// Defaults to the platform's data directory (on Linux, ~/.local/share/chitty-chat).
-    #[arg(long, value_name = "DIR", conflicts_with = "in_memory")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["in_memory", "nats"])]
     data_dir: Option<PathBuf>,
     /// Keep everything in memory: history and sessions are lost when the service stops.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nats")]
     in_memory: bool,
+    /// Cluster mode: serve one chat together with every node given the same NATS servers (and
+    /// --nats-prefix), keeping history, names and sessions in NATS JetStream instead of --data-dir.
+    /// Several URLs, separated by commas, are tried in turn.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    nats: Vec<String>,
+    /// In cluster mode, this node's name, unique among the nodes: letters, digits, '-' and '_'. A node
+    /// restarted under the same id takes its streams over at once. Defaults to the host name and port.
+    #[arg(long, requires = "nats")]
+    node_id: Option<String>,
+    /// In cluster mode, how many JetStream servers keep a copy of the history and the membership (1 to
+    /// 5); with 3, the chat goes on while any one server is down.
+    #[arg(long, default_value_t = 1, requires = "nats", value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: u8,
+    /// In cluster mode, the prefix of the JetStream stream and buckets: nodes with the same prefix serve
+    /// the same chat.
+    #[arg(long, default_value = "chitty", requires = "nats")]
+    nats_prefix: String,
     /// How long a participant may go without an open Broadcast stream before it is announced as left.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     grace: Duration,
@@ -229,7 +248,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let storage = if args.in_memory {
+    let storage = if !args.nats.is_empty() {
+        let node_id = match &args.node_id {
+            Some(node_id) => node_id.clone(),
+            None => default_node_id(args.listen.port()),
+        };
+        let mut cluster = ClusterConfig::new(args.nats.clone(), node_id);
+        cluster.replicas = usize::from(args.replicas);
+        cluster.retain_events = u64::from(args.retain_events);
+        cluster.retain_bytes = u64::from(args.retain_mib) * 1024 * 1024;
+        cluster.prefix.clone_from(&args.nats_prefix);
+        Storage::Cluster(cluster)
+    } else if args.in_memory {
         Storage::Memory
     } else {
         Storage::Directory(match args.data_dir {
@@ -292,6 +322,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot write to standard output")?;
     chitty_service::serve(listener, config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A node id from the host name and the port: unique among nodes on different hosts, or on different
+/// ports of one host, and the same when the node restarts.
+fn default_node_id(port: u16) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|host| host.into_string().ok())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    if host.is_empty() {
+        format!("node-{port}")
+    } else {
+        format!("{host}-{port}")
+    }
 }
 
 async fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {

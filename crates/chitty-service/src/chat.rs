@@ -198,7 +198,7 @@ pub struct Refused {
 
 /// The service calls, for log lines.
 #[derive(Debug, Clone, Copy)]
-enum Call {
+pub(crate) enum Call {
     Join,
     Publish,
     Leave,
@@ -208,7 +208,7 @@ enum Call {
 
 impl Call {
     /// The RPC's name in the contract.
-    fn rpc(self) -> &'static str {
+    pub(crate) fn rpc(self) -> &'static str {
         match self {
             Call::Join => "Join",
             Call::Publish => "Publish",
@@ -219,7 +219,7 @@ impl Call {
     }
 
     /// The `event` field of the line logged when the call is accepted.
-    fn event(self) -> &'static str {
+    pub(crate) fn event(self) -> &'static str {
         match self {
             Call::Join => "join",
             Call::Publish => "publish",
@@ -274,10 +274,8 @@ pub struct ChatService {
     grace: Duration,
     /// The most participants present at once.
     max_participants: usize,
-    /// The publish rate each participant is held to.
-    publish_rate: Rate,
-    /// One token bucket per participant name.
-    publish_limiter: DefaultKeyedRateLimiter<Arc<str>>,
+    /// The publish rate each participant is held to, one token bucket per name.
+    publish_limits: PublishLimits,
     /// The join secret, if any, and the throttling of wrong ones.
     join_gate: JoinGate,
 }
@@ -311,16 +309,13 @@ impl ChatService {
                 lamport = recovered.lamport_floor,
             );
         }
-        let quota = Quota::per_second(config.publish_rate.per_second)
-            .allow_burst(config.publish_rate.burst);
         Self {
             hub: Hub::start(Arc::clone(&clock), config.hub, store, recovered),
             clock,
             sessions: Mutex::new(sessions),
             grace: config.grace,
             max_participants: config.max_participants,
-            publish_rate: config.publish_rate,
-            publish_limiter: RateLimiter::keyed(quota),
+            publish_limits: PublishLimits::new(config.publish_rate),
             join_gate: JoinGate::new(config.join_secret.as_deref()),
         }
     }
@@ -409,18 +404,8 @@ impl ChatService {
             let session = sessions
                 .get(&token_hash(credential)?)
                 .ok_or(AuthError::Unknown)?;
-            validate::check_message(text)?;
-            if idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-                return Err(ChatError::IdempotencyKeyTooLong(idempotency_key.len()));
-            }
-            let key = (!idempotency_key.is_empty()).then(|| Arc::from(idempotency_key));
-            if let Err(not_until) = self.publish_limiter.check_key(&session.name) {
-                return Err(ChatError::RateLimited {
-                    per_second: self.publish_rate.per_second,
-                    burst: self.publish_rate.burst,
-                    retry_after: not_until.wait_time_from(self.publish_limiter.clock().now()),
-                });
-            }
+            let key = check_publish(text, idempotency_key)?;
+            self.publish_limits.check(&session.name)?;
             let appended = self.hub.append(Append {
                 idempotency_key: key,
                 ..Append::event(EventDraft::Message {
@@ -588,7 +573,7 @@ impl ChatService {
     /// Announces as left every session that has had no open Broadcast stream for the grace period, and
     /// forgets idle rate-limit state. Returns how many were announced.
     pub fn expire_vanished(&self) -> usize {
-        self.publish_limiter.retain_recent();
+        self.publish_limits.forget_idle();
         self.join_gate.forget_expired();
         let mut sessions = self.sessions();
         let vanished = sessions.remove_vanished(Instant::now(), self.grace);
@@ -688,20 +673,7 @@ impl ChatService {
         error: ChatError,
         times: Option<CallTimes>,
     ) -> Refused {
-        info!(
-            component = "service",
-            event = "refused",
-            rpc = call.rpc(),
-            participant = participant.unwrap_or(""),
-            reason = %error,
-            request_lamport = times.map(|times| times.request),
-            received_lamport = times.map(|times| times.received),
-            response_lamport = times.map(|times| times.response),
-        );
-        Refused {
-            error,
-            lamport: times.map(|times| times.response),
-        }
+        refused(call, participant, error, times)
     }
 
     /// The name behind a credential, for log lines about refused calls.
@@ -716,21 +688,57 @@ impl ChatService {
     }
 }
 
+/// Logs a refused call and builds its answer.
+pub(crate) fn refused(
+    call: Call,
+    participant: Option<&str>,
+    error: ChatError,
+    times: Option<CallTimes>,
+) -> Refused {
+    info!(
+        component = "service",
+        event = "refused",
+        rpc = call.rpc(),
+        participant = participant.unwrap_or(""),
+        reason = %error,
+        request_lamport = times.map(|times| times.request),
+        received_lamport = times.map(|times| times.received),
+        response_lamport = times.map(|times| times.response),
+    );
+    Refused {
+        error,
+        lamport: times.map(|times| times.response),
+    }
+}
+
 /// Logs an accepted Join, Publish or Leave, with the seq and Lamport time of the event it broadcast.
 fn accepted(call: Call, participant: &str, appended: &Appended, times: CallTimes) {
+    accepted_event(call, participant, appended.seq(), appended.lamport(), times);
+}
+
+/// Logs an accepted Join, Publish or Leave whose event has `seq` and, unless it repeated an earlier
+/// one, `lamport`.
+pub(crate) fn accepted_event(
+    call: Call,
+    participant: &str,
+    seq: u64,
+    lamport: Option<u64>,
+    times: CallTimes,
+) {
     info!(
         component = "service",
         event = call.event(),
         participant,
-        seq = appended.seq(),
-        lamport = appended.lamport(),
+        seq,
+        lamport,
         request_lamport = times.request,
         received_lamport = times.received,
         response_lamport = times.response,
     );
 }
 
-fn token_hash(credential: Credential<'_>) -> Result<TokenHash, AuthError> {
+/// The token hash of a bearer credential.
+pub(crate) fn token_hash(credential: Credential<'_>) -> Result<TokenHash, AuthError> {
     match credential {
         Credential::Bearer(token) => Ok(TokenHash::of(token)),
         Credential::Missing => Err(AuthError::Missing),
@@ -738,9 +746,56 @@ fn token_hash(credential: Credential<'_>) -> Result<TokenHash, AuthError> {
     }
 }
 
+/// Checks a message and its idempotency key as every Publish must, returning the key if one was given.
+pub(crate) fn check_publish(
+    text: &str,
+    idempotency_key: &str,
+) -> Result<Option<Arc<str>>, ChatError> {
+    validate::check_message(text)?;
+    if idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(ChatError::IdempotencyKeyTooLong(idempotency_key.len()));
+    }
+    Ok((!idempotency_key.is_empty()).then(|| Arc::from(idempotency_key)))
+}
+
+/// The publish rate each participant is held to: one token bucket per name.
+#[derive(Debug)]
+pub(crate) struct PublishLimits {
+    /// The rate.
+    rate: Rate,
+    /// The buckets.
+    limiter: DefaultKeyedRateLimiter<Arc<str>>,
+}
+
+impl PublishLimits {
+    pub(crate) fn new(rate: Rate) -> Self {
+        let quota = Quota::per_second(rate.per_second).allow_burst(rate.burst);
+        Self {
+            rate,
+            limiter: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Takes a token from `name`'s bucket, or says how long until there is one.
+    pub(crate) fn check(&self, name: &Arc<str>) -> Result<(), ChatError> {
+        self.limiter
+            .check_key(name)
+            .map_err(|not_until| ChatError::RateLimited {
+                per_second: self.rate.per_second,
+                burst: self.rate.burst,
+                retry_after: not_until.wait_time_from(self.limiter.clock().now()),
+            })
+    }
+
+    /// Forgets the buckets of names that have not published lately.
+    pub(crate) fn forget_idle(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
 /// The optional join secret, compared in constant time, with wrong attempts throttled per address.
 #[derive(Debug)]
-struct JoinGate {
+pub(crate) struct JoinGate {
     /// The SHA-256 of the secret; comparing digests takes the same time whatever the lengths.
     secret: Option<[u8; 32]>,
     /// Wrong secrets per address.
@@ -750,7 +805,7 @@ struct JoinGate {
 }
 
 impl JoinGate {
-    fn new(secret: Option<&str>) -> Self {
+    pub(crate) fn new(secret: Option<&str>) -> Self {
         let per_minute = NonZeroU32::new(JOIN_FAILURES_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
         Self {
             secret: secret.map(|secret| Sha256::digest(secret.as_bytes()).into()),
@@ -761,7 +816,7 @@ impl JoinGate {
 
     /// Lets a Join through if there is no secret, or it presents the right one from an address that is
     /// not cooling down.
-    fn check(&self, offered: &str, peer: Option<IpAddr>) -> Result<(), ChatError> {
+    pub(crate) fn check(&self, offered: &str, peer: Option<IpAddr>) -> Result<(), ChatError> {
         let Some(secret) = &self.secret else {
             return Ok(());
         };
@@ -784,7 +839,7 @@ impl JoinGate {
         Err(ChatError::WrongJoinSecret)
     }
 
-    fn forget_expired(&self) {
+    pub(crate) fn forget_expired(&self) {
         let now = Instant::now();
         self.blocked().retain(|_, until| *until > now);
         self.failures.retain_recent();

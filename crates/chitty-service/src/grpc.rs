@@ -3,7 +3,7 @@
 //! # Architecture invariant
 //!
 //! This is the only module of the service that knows tonic. It converts messages, reads the session token
-//! from the `authorization` metadata, calls [`ChatService`], and maps every domain error to a
+//! from the `authorization` metadata, calls the [`ChatNode`], and maps every domain error to a
 //! [`tonic::Status`] in one place, `status_of`. It makes no decision of its own. [`ChatRoutes`] is what
 //! the server runs: the generated routes, with Broadcast served without a copy per recipient.
 
@@ -17,9 +17,10 @@ use futures_util::{Stream, StreamExt};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
-use crate::chat::{AuthError, ChatError, ChatService, Credential, Refused};
+use crate::chat::{AuthError, ChatError, Credential, Refused};
 use crate::history::HistoryError;
 use crate::hub::EndReason;
+use crate::node::ChatNode;
 
 /// The metadata entry in which every status carries the service's Lamport time.
 pub const LAMPORT_METADATA: &str = "lamport";
@@ -33,16 +34,16 @@ pub const FIRST_HELD_METADATA: &str = "first-held-seq";
 /// On `OUT_OF_RANGE`, the metadata entry with the newest seq.
 pub const LAST_SEQ_METADATA: &str = "last-seq";
 
-/// The `ChittyChat` gRPC service, backed by a [`ChatService`].
+/// The `ChittyChat` gRPC service, backed by a [`ChatNode`].
 #[derive(Debug, Clone)]
 pub struct GrpcChat {
     /// The chat every call is handed to.
-    chat: Arc<ChatService>,
+    chat: Arc<ChatNode>,
 }
 
 impl GrpcChat {
     /// Serves `chat` over gRPC.
-    pub fn new(chat: Arc<ChatService>) -> Self {
+    pub fn new(chat: Arc<ChatNode>) -> Self {
         Self { chat }
     }
 
@@ -147,7 +148,7 @@ impl ChittyChat for GrpcChat {
 /// Opens the session's Broadcast stream: its events as the hub shares them, ended by a status when the
 /// stream ends abruptly.
 async fn open_events(
-    chat: &Arc<ChatService>,
+    chat: &Arc<ChatNode>,
     request: Request<v1::BroadcastRequest>,
 ) -> Result<impl Stream<Item = Result<Arc<Event>, Status>> + Send + 'static, Status> {
     let credential = credential(request.metadata());
@@ -183,14 +184,14 @@ pub struct ChatRoutes {
     /// The generated server, for every method but Broadcast.
     generated: ChittyChatServer<GrpcChat>,
     /// The chat Broadcast streams come from.
-    chat: Arc<ChatService>,
+    chat: Arc<ChatNode>,
     /// The largest request accepted, in bytes.
     max_request_bytes: usize,
 }
 
 impl ChatRoutes {
     /// Serves `chat`, refusing requests larger than `max_request_bytes`.
-    pub fn new(chat: Arc<ChatService>, max_request_bytes: usize) -> Self {
+    pub fn new(chat: Arc<ChatNode>, max_request_bytes: usize) -> Self {
         Self {
             generated: GrpcChat::new(Arc::clone(&chat))
                 .into_server()
@@ -236,7 +237,7 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
 /// The Broadcast method, streaming the hub's shared events.
 struct BroadcastRoute {
     /// The chat the stream comes from.
-    chat: Arc<ChatService>,
+    chat: Arc<ChatNode>,
 }
 
 type SharedEventStream = Pin<Box<dyn Stream<Item = Result<Arc<Event>, Status>> + Send>>;

@@ -15,21 +15,31 @@
 //! - [`chat`]: what Join, Publish, Broadcast and Leave mean, with the service's Lamport clock, the log
 //!   line of every call, and the limits on abuse (publish rate, participants, join secret). It knows
 //!   nothing of gRPC.
+//! - [`cluster`]: the same calls for one node of several sharing one chat through NATS JetStream, on
+//!   [`chitty_cluster`]: the shared event log orders and keeps events, KV buckets share names and sessions,
+//!   and a local [`fanout`] serves the node's streams.
+//! - [`node`]: the seam: [`ChatNode`] is either a single node ([`chat`]) or a cluster node ([`cluster`]),
+//!   and the gRPC layer and the server see only it.
 //! - [`grpc`]: the thin tonic layer: protobuf to domain types and domain errors to status codes.
 //! - [`server`]: opens the store, runs the gRPC server (with its transport limits and optional TLS) and
 //!   the task that announces vanished participants, and shuts all of it down promptly.
 
 pub mod chat;
+pub mod cluster;
 pub mod fanout;
 pub mod grpc;
 pub mod history;
 pub mod hub;
 pub mod mailbox;
+pub mod node;
 pub mod server;
 pub mod sessions;
 pub mod store;
 
 pub use chat::{ChatConfig, ChatService, Rate};
+pub use chitty_cluster::ClusterConfig;
+pub use cluster::ClusterChat;
 pub use history::Retention;
 pub use hub::HubConfig;
+pub use node::ChatNode;
 pub use server::{ServeConfig, ServeError, Storage, TlsFiles, serve};

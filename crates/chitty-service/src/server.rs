@@ -39,6 +39,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::chat::{ChatConfig, ChatService};
+use crate::cluster::ClusterChat;
+use crate::node::ChatNode;
 use chitty_proto::v1::chitty_chat_server::ChittyChatServer;
 
 use crate::grpc::{ChatRoutes, GrpcChat};
@@ -69,6 +71,8 @@ pub enum Storage {
     Directory(PathBuf),
     /// In memory only: everything is lost when the process ends.
     Memory,
+    /// In a NATS JetStream cluster, shared with every other node configured alike.
+    Cluster(chitty_cluster::ClusterConfig),
 }
 
 /// A certificate chain and private key, PEM-encoded, to serve TLS with.
@@ -104,6 +108,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The NATS cluster could not be joined.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] chitty_cluster::ClusterError),
     /// The TLS certificate or key is not usable.
     #[error("cannot use the TLS certificate and key: {0}")]
     Tls(#[source] tonic::transport::Error),
@@ -122,11 +129,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let address: SocketAddr = listener.local_addr().map_err(ServeError::Address)?;
-    let (store, recovered) = match &config.storage {
-        Storage::Directory(directory) => Store::open(directory)?,
-        Storage::Memory => Store::in_memory()?,
-    };
-    let chat = Arc::new(ChatService::open(config.chat.clone(), store, recovered));
+    let chat = Arc::new(match &config.storage {
+        Storage::Directory(directory) => {
+            let (store, recovered) = Store::open(directory)?;
+            ChatNode::Single(ChatService::open(config.chat.clone(), store, recovered))
+        }
+        Storage::Memory => {
+            let (store, recovered) = Store::in_memory()?;
+            ChatNode::Single(ChatService::open(config.chat.clone(), store, recovered))
+        }
+        Storage::Cluster(cluster) => {
+            ChatNode::Cluster(ClusterChat::connect(config.chat.clone(), cluster.clone()).await?)
+        }
+    });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
 
@@ -165,8 +180,18 @@ pub async fn serve(
         storage = %match &config.storage {
             Storage::Directory(directory) => directory.display().to_string(),
             Storage::Memory => "memory".to_owned(),
+            Storage::Cluster(cluster) => format!(
+                "nats {} as node {} ({} replicas)",
+                cluster.servers.join(","),
+                cluster.node_id,
+                cluster.replicas
+            ),
         },
         tls = config.tls.is_some(),
+        node = match &config.storage {
+            Storage::Cluster(cluster) => cluster.node_id.as_str(),
+            Storage::Directory(_) | Storage::Memory => "",
+        },
         last_seq = chat.last_seq(),
         grace_ms = config.chat.grace.as_millis() as u64,
         retain_events = config.chat.hub.retention.events,
@@ -225,14 +250,14 @@ pub async fn serve(
 
 /// Announces as left every participant that has had no open Broadcast stream for the grace period,
 /// checking a few times per grace period, until `stop` is cancelled.
-async fn announce_vanished(chat: Arc<ChatService>, stop: CancellationToken) {
+async fn announce_vanished(chat: Arc<ChatNode>, stop: CancellationToken) {
     let period = (chat.grace() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {
-                chat.expire_vanished();
+                chat.expire_vanished().await;
             }
             () = stop.cancelled() => return,
         }

@@ -1,0 +1,843 @@
+//! Cluster mode: one node of several that serve one chat together through NATS JetStream.
+//!
+//! [`ClusterChat`] answers the same calls as [`crate::chat::ChatService`], with the same Lamport rules,
+//! log lines and limits, but the single node's lock and store are replaced by the shared parts of
+//! [`chitty_cluster`]: the JetStream event log orders and keeps events, and KV buckets share names and
+//! sessions. What stays local is what a node serves: its [`Fanout`] of Broadcast streams, fed in seq
+//! order by the log's consumer, and the roster derived from the events it applied.
+//!
+//! # The roster is the authority
+//!
+//! Whether a session is current (present, not yet left) is decided by the event log, not by the KV
+//! buckets: the roster maps each present name (by its [`name_key`]) to the seq of its joined event, and
+//! changes only when the consumer applies a joined or left event. Every call that appends an event
+//! checks the roster *inside* the append ([`chitty_cluster::EventLog::append_if`]): the check runs
+//! against everything up to the log's tail, and the append succeeds only if the tail has not moved
+//! since. So, across all nodes:
+//!
+//! - a name is admitted once, even if two nodes' KV claims both succeed (nats-server before 2.9.21
+//!   does not serialise conditional KV writes in replicated buckets, nats-io/nats-server#4320);
+//! - a participant's message is never ordered after its own left event;
+//! - a left event is appended once per session, whichever nodes try to announce it.
+//!
+//! The KV buckets map a token to its session (so a token works on any node), claim names early so
+//! that a taken name is refused at once, and track which node holds each Broadcast stream, so that a
+//! session whose node died is announced left after the grace period.
+//!
+//! # What is per node
+//!
+//! The publish rate limit and the join-secret throttling are enforced by each node for the calls it
+//! receives. The participant limit is checked against the shared roster.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chitty_cluster::{
+    Cluster, ClusterConfig, ClusterError, EventLog, LogEvent, Now, members::ClaimError,
+};
+use chitty_core::lamport::MAX_ACCEPTED_TIME;
+use chitty_core::validate::{self, name_key};
+use chitty_core::{Event, EventDraft, EventKind, LamportClock};
+use tracing::{info, warn};
+
+use crate::chat::{
+    AuthError, Call, CallTimes, ChatConfig, ChatError, Credential, Done, JoinGate, Joined,
+    Presence, PublishLimits, Refused, accepted_event, check_publish, refused, token_hash,
+};
+use crate::fanout::{EndReason, Fanout, StreamEnd, SubscriberId, Subscription};
+use crate::history::History;
+use crate::sessions::{SessionToken, TokenHash};
+use crate::store::KeyedEvent;
+
+/// How many times a Leave re-reads a session whose revision changed under it before giving up.
+const MAX_LEAVE_TRIES: u32 = 8;
+
+/// A present participant, as the roster knows it.
+#[derive(Debug, Clone)]
+struct Present {
+    /// The name as it joined.
+    name: Arc<str>,
+    /// The seq of its joined event: which session of that name is present.
+    join_seq: u64,
+}
+
+/// A session a call presented, resolved from its token.
+#[derive(Debug, Clone)]
+struct Known {
+    /// The participant's name.
+    name: Arc<str>,
+    /// Its name key.
+    key: String,
+    /// The seq of its joined event.
+    join_seq: u64,
+}
+
+/// A Broadcast stream open on this node.
+#[derive(Debug)]
+struct LocalStream {
+    /// The participant's name key.
+    key: String,
+    /// Its subscription in the fan-out.
+    subscriber: SubscriberId,
+    /// Why and when it ended, once it has.
+    end: Arc<StreamEnd>,
+}
+
+/// What the log's consumer and the calls share, under one lock taken before the fan-out's.
+#[derive(Debug, Default)]
+struct NodeState {
+    /// Who is present as of `seq`, by name key.
+    present: HashMap<String, Present>,
+    /// The newest event applied.
+    seq: u64,
+    /// The Broadcast streams open on this node, by session.
+    streams: HashMap<TokenHash, LocalStream>,
+}
+
+impl NodeState {
+    /// Whether `known` is the session present under its name.
+    fn is_current(&self, known: &Known) -> bool {
+        self.present
+            .get(&known.key)
+            .is_some_and(|present| present.join_seq == known.join_seq)
+    }
+
+    /// Applies one event: the roster changes, and a left participant's stream here is found so that
+    /// it ends just before its own left event.
+    fn apply(&mut self, event: &Event) -> Option<SubscriberId> {
+        self.seq = event.seq;
+        let key = name_key(&event.participant);
+        match event.kind {
+            EventKind::Joined => {
+                self.present.insert(
+                    key,
+                    Present {
+                        name: Arc::clone(&event.participant),
+                        join_seq: event.seq,
+                    },
+                );
+                None
+            }
+            EventKind::Left => {
+                self.present.remove(&key);
+                let token = self
+                    .streams
+                    .iter()
+                    .find(|(_, stream)| stream.key == key)
+                    .map(|(token, _)| *token)?;
+                self.streams.remove(&token).map(|stream| stream.subscriber)
+            }
+            EventKind::Message => None,
+        }
+    }
+}
+
+/// Why an append's check refused it.
+#[derive(Debug)]
+enum NotNow {
+    /// The name is present (a join).
+    Taken,
+    /// The chat is full (a join).
+    Full,
+    /// The session is no longer current (a message or a leave).
+    Gone,
+}
+
+/// One node of a chat shared through NATS JetStream. See the module documentation.
+#[derive(Debug)]
+pub struct ClusterChat {
+    /// The node's Lamport clock, shared with the log's consumer, which witnesses every event.
+    clock: Arc<LamportClock>,
+    /// The connection to the cluster: membership.
+    cluster: Cluster,
+    /// The shared event log.
+    log: EventLog,
+    /// The roster and the local streams.
+    state: Arc<Mutex<NodeState>>,
+    /// The history this node holds and its Broadcast streams.
+    fanout: Arc<Fanout>,
+    /// Sessions this node has resolved, so a Publish does not ask the cluster each time.
+    known: Mutex<HashMap<TokenHash, Known>>,
+    /// How long a session may go without an open stream.
+    grace: Duration,
+    /// The most participants present at once, in the whole chat.
+    max_participants: usize,
+    /// The publish rate, enforced per node.
+    publish_limits: PublishLimits,
+    /// The join secret, if any.
+    join_gate: JoinGate,
+}
+
+impl ClusterChat {
+    /// Joins the cluster as node `cluster_config.node_id`: connects, reads who is present, and starts
+    /// applying the event log from the oldest event the stream holds.
+    pub async fn connect(
+        config: ChatConfig,
+        mut cluster_config: ClusterConfig,
+    ) -> Result<Self, ClusterError> {
+        cluster_config.grace = config.grace;
+        let cluster = Cluster::connect(cluster_config).await?;
+        let bounds = cluster.bounds().await?;
+        let from_seq = bounds.first_seq.max(1);
+        let clock = Arc::new(LamportClock::new());
+        let mut state = NodeState {
+            seq: from_seq - 1,
+            ..NodeState::default()
+        };
+        // Sessions whose joined event the stream no longer holds are present too.
+        for (_, record) in cluster.members().sessions().await? {
+            if record.join_seq != 0 && record.join_seq < from_seq && !record.is_ending() {
+                state.present.insert(
+                    name_key(&record.name),
+                    Present {
+                        name: record.name.into(),
+                        join_seq: record.join_seq,
+                    },
+                );
+            }
+        }
+        let state = Arc::new(Mutex::new(state));
+        let fanout = Arc::new(Fanout::new(
+            History::new(config.hub.retention, from_seq - 1),
+            config.hub.queue_capacity,
+        ));
+        let log = cluster
+            .start_log(
+                Arc::clone(&clock),
+                from_seq,
+                apply_to(Arc::clone(&state), Arc::clone(&fanout)),
+            )
+            .await?;
+        Ok(Self {
+            clock,
+            cluster,
+            log,
+            state,
+            fanout,
+            known: Mutex::new(HashMap::new()),
+            grace: config.grace,
+            max_participants: config.max_participants,
+            publish_limits: PublishLimits::new(config.publish_rate),
+            join_gate: JoinGate::new(config.join_secret.as_deref()),
+        })
+    }
+
+    /// The grace period after which a session without an open stream is announced as left.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        self.cluster.members().node_id()
+    }
+
+    /// Admits `name` and appends its joined event to the shared log.
+    pub async fn join(
+        &self,
+        name: &str,
+        join_secret: &str,
+        peer: Option<IpAddr>,
+        request_lamport: u64,
+    ) -> Result<Joined, Refused> {
+        let received = self.receive(Call::Join, request_lamport)?;
+        let outcome = self.admit(name, join_secret, peer).await;
+        let times = self.respond(request_lamport, received);
+        match outcome {
+            Ok((token, event)) => {
+                accepted_event(Call::Join, name, event.seq, Some(event.lamport), times);
+                Ok(Joined {
+                    token,
+                    seq: event.seq,
+                    times,
+                })
+            }
+            Err(error) => Err(refused(Call::Join, Some(name), error, Some(times))),
+        }
+    }
+
+    async fn admit(
+        &self,
+        name: &str,
+        join_secret: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(SessionToken, Event), ChatError> {
+        self.join_gate.check(join_secret, peer)?;
+        validate::check_name(name)?;
+        let key = name_key(name);
+        self.check_admissible(&key)
+            .map_err(|not_now| self.join_refusal(name, not_now))?;
+        let token = SessionToken::generate();
+        let hash = TokenHash::of(token.as_str());
+        let members = self.cluster.members();
+        // The session first: if this node dies before the join is in the log, the record vanishes after
+        // the grace period and releases the name, with nothing announced.
+        let record = chitty_cluster::SessionRecord::joining(name, self.node_id());
+        members
+            .put_session(&hash.0, &record)
+            .await
+            .map_err(unavailable)?;
+        match members.claim_name(name, &hash.0).await {
+            Ok(()) => {}
+            Err(ClaimError::Taken) => {
+                self.abandon(&hash).await;
+                return Err(ChatError::NameTaken(name.to_owned()));
+            }
+            Err(ClaimError::Cluster(error)) => {
+                self.abandon(&hash).await;
+                return Err(unavailable(error));
+            }
+        }
+        let participant: Arc<str> = name.into();
+        let appended = self
+            .log
+            .append_if(
+                EventDraft::Joined {
+                    participant: Arc::clone(&participant),
+                },
+                None,
+                || self.check_admissible(&key),
+            )
+            .await;
+        let event = match appended {
+            Ok(Ok(appended)) => appended.event,
+            Ok(Err(not_now)) => {
+                self.abandon(&hash).await;
+                return Err(self.join_refusal(name, not_now));
+            }
+            Err(error) => {
+                self.abandon(&hash).await;
+                return Err(unavailable(error));
+            }
+        };
+        // Were this to fail, the session would stay unknown to other nodes, and the participant's
+        // stream would be refused there: it joins again. Here the session is known already.
+        if let Err(error) = members.set_join_seq(&hash.0, event.seq).await {
+            warn!(component = "cluster", event = "join_seq_not_recorded", participant = %name, error = %error);
+        }
+        self.known().insert(
+            hash,
+            Known {
+                name: participant,
+                key,
+                join_seq: event.seq,
+            },
+        );
+        Ok((token, event))
+    }
+
+    /// Whether a participant with name key `key` could be admitted now.
+    fn check_admissible(&self, key: &str) -> Result<(), NotNow> {
+        let state = self.state();
+        if state.present.contains_key(key) {
+            Err(NotNow::Taken)
+        } else if state.present.len() >= self.max_participants {
+            Err(NotNow::Full)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn join_refusal(&self, name: &str, not_now: NotNow) -> ChatError {
+        match not_now {
+            NotNow::Full => ChatError::Full(self.max_participants),
+            NotNow::Taken | NotNow::Gone => ChatError::NameTaken(name.to_owned()),
+        }
+    }
+
+    /// Removes a session that never joined, and frees its name; best effort, since the session would
+    /// vanish after the grace period anyway.
+    async fn abandon(&self, hash: &TokenHash) {
+        let members = self.cluster.members();
+        let ended = async {
+            if let Some(entry) = members.session(&hash.0).await?
+                && let Some(ending) = members.claim_end(&hash.0, entry.revision).await?
+            {
+                members.finish_end(&ending).await?;
+            }
+            Ok::<_, ClusterError>(())
+        };
+        if let Err(error) = ended.await {
+            warn!(component = "cluster", event = "abandon_failed", error = %error);
+        }
+    }
+
+    /// Publishes `text` for the session `credential` proves, once JetStream has stored it.
+    pub async fn publish(
+        &self,
+        credential: Credential<'_>,
+        text: &str,
+        idempotency_key: &str,
+        request_lamport: u64,
+    ) -> Result<Done, Refused> {
+        let received = self.receive(Call::Publish, request_lamport)?;
+        let mut name = None;
+        let outcome = async {
+            let session = self.session_of(credential).await?;
+            name = Some(Arc::clone(&session.name));
+            let key = check_publish(text, idempotency_key)?;
+            self.publish_limits.check(&session.name)?;
+            let draft = EventDraft::Message {
+                participant: Arc::clone(&session.name),
+                text: text.to_owned(),
+            };
+            let appended = self
+                .log
+                .append_if(draft, key.as_deref(), || self.check_current(&session))
+                .await
+                .map_err(unavailable)?
+                .map_err(|_| ChatError::Unauthenticated(AuthError::Unknown))?;
+            Ok::<_, ChatError>(appended)
+        }
+        .await;
+        let times = self.respond(request_lamport, received);
+        match outcome {
+            Ok(appended) => {
+                let name = name.as_deref().unwrap_or("");
+                let seq = appended.event.seq;
+                if appended.duplicate {
+                    info!(
+                        component = "service",
+                        event = "publish_repeated",
+                        participant = %name,
+                        seq,
+                        request_lamport,
+                        received_lamport = times.received,
+                        response_lamport = times.response,
+                    );
+                } else {
+                    accepted_event(
+                        Call::Publish,
+                        name,
+                        seq,
+                        Some(appended.event.lamport),
+                        times,
+                    );
+                }
+                Ok(Done { seq, times })
+            }
+            Err(error) => Err(refused(Call::Publish, name.as_deref(), error, Some(times))),
+        }
+    }
+
+    /// Ends the session `credential` proves and appends its left event.
+    pub async fn leave(
+        &self,
+        credential: Credential<'_>,
+        request_lamport: u64,
+    ) -> Result<Done, Refused> {
+        let received = self.receive(Call::Leave, request_lamport)?;
+        let mut name = None;
+        let outcome = async {
+            let hash = token_hash(credential)?;
+            let session = self.session_of(credential).await?;
+            name = Some(Arc::clone(&session.name));
+            let ending = self.claim_end(&hash).await?;
+            let appended = self
+                .log
+                .append_if(
+                    EventDraft::Left {
+                        participant: Arc::clone(&session.name),
+                    },
+                    Some(&ending.left_key()),
+                    || self.check_current(&session),
+                )
+                .await
+                .map_err(unavailable)?
+                .map_err(|_| ChatError::Unauthenticated(AuthError::Unknown))?;
+            self.finish_end(&ending).await;
+            self.known().remove(&hash);
+            Ok::<_, ChatError>(appended.event)
+        }
+        .await;
+        let times = self.respond(request_lamport, received);
+        match outcome {
+            Ok(event) => {
+                let name = name.as_deref().unwrap_or("");
+                accepted_event(Call::Leave, name, event.seq, Some(event.lamport), times);
+                Ok(Done {
+                    seq: event.seq,
+                    times,
+                })
+            }
+            Err(error) => Err(refused(Call::Leave, name.as_deref(), error, Some(times))),
+        }
+    }
+
+    /// Marks the session of `hash` as being ended by this node, re-reading it while other writes
+    /// (a stream opening or closing) change it under the claim.
+    async fn claim_end(&self, hash: &TokenHash) -> Result<chitty_cluster::Ending, ChatError> {
+        let members = self.cluster.members();
+        for _ in 0..MAX_LEAVE_TRIES {
+            let Some(entry) = members.session(&hash.0).await.map_err(unavailable)? else {
+                return Err(AuthError::Unknown.into());
+            };
+            if entry.record.is_ending() {
+                return Err(AuthError::Unknown.into());
+            }
+            if let Some(ending) = members
+                .claim_end(&hash.0, entry.revision)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(ending);
+            }
+        }
+        Err(ChatError::Unavailable(
+            "the session kept changing while it was being ended; try again".to_owned(),
+        ))
+    }
+
+    /// Deletes an ended session and frees its name. A failure is logged: the record stays marked as
+    /// ending, and after the grace period another node finishes it (its left event is not repeated).
+    async fn finish_end(&self, ending: &chitty_cluster::Ending) {
+        if let Err(error) = self.cluster.members().finish_end(ending).await {
+            warn!(component = "cluster", event = "finish_end_failed", participant = %ending.record.name, error = %error);
+        }
+    }
+
+    /// Opens the Broadcast stream of the session `credential` proves on this node, replacing any open
+    /// one here. The stream delivers every event after `after_seq`, but none from before the join.
+    pub async fn open_stream(
+        &self,
+        credential: Credential<'_>,
+        after_seq: u64,
+        request_lamport: u64,
+    ) -> Result<Subscription, Refused> {
+        let received = self.receive(Call::Broadcast, request_lamport)?;
+        let mut name = None;
+        let outcome = async {
+            let hash = token_hash(credential)?;
+            let session = self.session_of(credential).await?;
+            name = Some(Arc::clone(&session.name));
+            self.cluster
+                .members()
+                .attach(&hash.0)
+                .await
+                .map_err(unavailable)?
+                .ok_or(AuthError::Unknown)?;
+            let mut state = self.state();
+            if !state.is_current(&session) {
+                return Err(AuthError::Unknown.into());
+            }
+            let from = after_seq.max(session.join_seq - 1);
+            let subscription = self.fanout.subscribe(Arc::clone(&session.name), from)?;
+            let replaced = state.streams.insert(
+                hash,
+                LocalStream {
+                    key: session.key.clone(),
+                    subscriber: subscription.id(),
+                    end: subscription.end_signal(),
+                },
+            );
+            if let Some(replaced) = &replaced {
+                self.fanout.end(replaced.subscriber, EndReason::Replaced);
+            }
+            Ok::<_, ChatError>((from, subscription, replaced.is_some()))
+        }
+        .await;
+        match outcome {
+            Ok((from, subscription, replaced)) => {
+                info!(
+                    component = "service",
+                    event = Call::Broadcast.event(),
+                    participant = name.as_deref().unwrap_or(""),
+                    after_seq,
+                    from_seq = from + 1,
+                    replay = subscription.replay_len(),
+                    replaced,
+                    request_lamport,
+                    received_lamport = received,
+                    node = self.node_id(),
+                );
+                Ok(subscription)
+            }
+            Err(error) => {
+                let times = self.respond(request_lamport, received);
+                Err(refused(
+                    Call::Broadcast,
+                    name.as_deref(),
+                    error,
+                    Some(times),
+                ))
+            }
+        }
+    }
+
+    /// Who is present, as of the newest event this node applied.
+    pub async fn participants(
+        &self,
+        credential: Credential<'_>,
+        request_lamport: u64,
+    ) -> Result<Presence, Refused> {
+        let received = self.receive(Call::Participants, request_lamport)?;
+        let outcome = async {
+            let session = self.session_of(credential).await?;
+            let state = self.state();
+            let mut names: Vec<String> = state
+                .present
+                .values()
+                .map(|present| present.name.to_string())
+                .collect();
+            names.sort();
+            Ok::<_, ChatError>((session.name, names, state.seq))
+        }
+        .await;
+        let times = self.respond(request_lamport, received);
+        match outcome {
+            Ok((name, names, seq)) => {
+                info!(
+                    component = "service",
+                    event = Call::Participants.event(),
+                    participant = %name,
+                    present = names.len(),
+                    seq,
+                    request_lamport,
+                    received_lamport = times.received,
+                    response_lamport = times.response,
+                );
+                Ok(Presence { names, seq, times })
+            }
+            Err(error) => Err(refused(Call::Participants, None, error, Some(times))),
+        }
+    }
+
+    /// Tells the cluster which of this node's streams closed, then announces as left every session,
+    /// on any node, that has vanished for the grace period and that this node wins the right to end.
+    /// Returns how many it announced.
+    pub async fn expire_vanished(&self) -> usize {
+        self.publish_limits.forget_idle();
+        self.join_gate.forget_expired();
+        self.report_closed_streams().await;
+        let mut announced = 0;
+        for vanished in self.cluster.members().vanished(Now::current()) {
+            match self.end_vanished(&vanished).await {
+                Ok(true) => announced += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    warn!(component = "cluster", event = "crash_leave_failed", participant = %vanished.record.name, error = %error);
+                }
+            }
+        }
+        announced
+    }
+
+    /// Records in the cluster when each of this node's Broadcast streams closed, so the grace period
+    /// of its session runs from then.
+    async fn report_closed_streams(&self) {
+        let closed: Vec<(TokenHash, u64)> = {
+            let mut state = self.state();
+            let now = tokio::time::Instant::now();
+            let wall_now = chitty_cluster::wall_clock_ms();
+            let mut closed = Vec::new();
+            state
+                .streams
+                .retain(|token, stream| match stream.end.ended_at() {
+                    Some(ended) => {
+                        let ago = u64::try_from(now.saturating_duration_since(ended).as_millis())
+                            .unwrap_or(u64::MAX);
+                        closed.push((*token, wall_now.saturating_sub(ago)));
+                        false
+                    }
+                    None => true,
+                });
+            closed
+        };
+        for (token, ended_ms) in closed {
+            if let Err(error) = self.cluster.members().detach(&token.0, ended_ms).await {
+                warn!(component = "cluster", event = "detach_failed", error = %error);
+            }
+        }
+    }
+
+    /// Ends one vanished session if this node wins the claim; returns whether it announced it left.
+    async fn end_vanished(
+        &self,
+        vanished: &chitty_cluster::VanishedSession,
+    ) -> Result<bool, ClusterError> {
+        let members = self.cluster.members();
+        let Some(ending) = members
+            .claim_end(&vanished.token_hash, vanished.revision)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let mut announced = false;
+        if ending.announce() {
+            let session = Known {
+                name: ending.record.name.as_str().into(),
+                key: name_key(&ending.record.name),
+                join_seq: ending.record.join_seq,
+            };
+            self.log.wait_applied(session.join_seq).await?;
+            let appended = self
+                .log
+                .append_if(
+                    EventDraft::Left {
+                        participant: Arc::clone(&session.name),
+                    },
+                    Some(&ending.left_key()),
+                    || self.check_current(&session),
+                )
+                .await?;
+            if let Ok(appended) = appended
+                && !appended.duplicate
+            {
+                announced = true;
+                info!(
+                    component = "service",
+                    event = "crash_leave",
+                    participant = %session.name,
+                    seq = appended.event.seq,
+                    lamport = appended.event.lamport,
+                    grace_ms = self.grace.as_millis() as u64,
+                    reason = %vanished.why,
+                    node = self.node_id(),
+                );
+            }
+        }
+        members.finish_end(&ending).await?;
+        self.known().remove(&TokenHash(ending.token_hash));
+        Ok(announced)
+    }
+
+    /// Ends every Broadcast stream on this node with "shutting down" and accepts no more.
+    pub fn shutdown(&self) {
+        self.fanout.close();
+    }
+
+    /// Leaves the cluster: stops applying the log and tells the other nodes at once that this node's
+    /// sessions must reconnect elsewhere within the grace period.
+    pub async fn flushed(&self) {
+        self.log.stop().await;
+        self.cluster.stop().await;
+    }
+
+    /// The newest event this node applied.
+    pub fn last_seq(&self) -> u64 {
+        self.state().seq
+    }
+
+    /// How many participants are present in the whole chat.
+    pub fn present(&self) -> usize {
+        self.state().present.len()
+    }
+
+    /// A fresh timestamp for a message that is not the answer to a call.
+    pub fn stamp(&self) -> u64 {
+        self.clock.tick()
+    }
+
+    /// The session behind `credential`, if it is current: from this node's cache, or else from the
+    /// cluster, after this node has applied the session's joined event.
+    async fn session_of(&self, credential: Credential<'_>) -> Result<Known, ChatError> {
+        let hash = token_hash(credential)?;
+        let cached = self.known().get(&hash).cloned();
+        let session = match cached {
+            Some(session) => session,
+            None => {
+                let entry = self
+                    .cluster
+                    .members()
+                    .session(&hash.0)
+                    .await
+                    .map_err(unavailable)?
+                    .filter(|entry| entry.record.join_seq != 0 && !entry.record.is_ending())
+                    .ok_or(AuthError::Unknown)?;
+                let session = Known {
+                    key: name_key(&entry.record.name),
+                    name: entry.record.name.into(),
+                    join_seq: entry.record.join_seq,
+                };
+                self.log
+                    .wait_applied(session.join_seq)
+                    .await
+                    .map_err(unavailable)?;
+                self.known().insert(hash, session.clone());
+                session
+            }
+        };
+        if self.state().is_current(&session) {
+            Ok(session)
+        } else {
+            self.known().remove(&hash);
+            Err(AuthError::Unknown.into())
+        }
+    }
+
+    fn check_current(&self, session: &Known) -> Result<(), NotNow> {
+        if self.state().is_current(session) {
+            Ok(())
+        } else {
+            Err(NotNow::Gone)
+        }
+    }
+
+    /// The receive rule: witness the request's timestamp, or refuse an implausible one.
+    fn receive(&self, call: Call, request_lamport: u64) -> Result<u64, Refused> {
+        if request_lamport > MAX_ACCEPTED_TIME {
+            let response = self.clock.tick();
+            let times = CallTimes {
+                request: request_lamport,
+                received: response,
+                response,
+            };
+            return Err(refused(
+                call,
+                None,
+                ChatError::LamportTooLarge(request_lamport),
+                Some(times),
+            ));
+        }
+        Ok(self.clock.witness(request_lamport))
+    }
+
+    /// Stamps a response.
+    fn respond(&self, request_lamport: u64, received: u64) -> CallTimes {
+        CallTimes {
+            request: request_lamport,
+            received,
+            response: self.clock.tick(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, NodeState> {
+        lock(&self.state)
+    }
+
+    fn known(&self) -> MutexGuard<'_, HashMap<TokenHash, Known>> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The consumer's callback: each event changes the roster, then goes into the fan-out, which ends a
+/// leaver's stream here just before its own left event.
+fn apply_to(state: Arc<Mutex<NodeState>>, fanout: Arc<Fanout>) -> impl FnMut(LogEvent) + Send {
+    move |logged: LogEvent| {
+        let event = Arc::new(logged.event);
+        let published = {
+            let mut state = lock(&state);
+            let ends_stream = state.apply(&event);
+            fanout.publish(vec![(
+                KeyedEvent {
+                    event,
+                    idempotency_key: logged.idempotency_key,
+                },
+                ends_stream,
+            )])
+        };
+        published.log(fanout.queue_capacity());
+    }
+}
+
+fn lock(state: &Mutex<NodeState>) -> MutexGuard<'_, NodeState> {
+    // No code panics while holding this lock, so a poisoned lock still guards consistent state.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A cluster failure, as the participant sees it: the service is unavailable for now, so it retries.
+fn unavailable(error: ClusterError) -> ChatError {
+    ChatError::Unavailable(format!("the chat's cluster cannot answer now: {error}"))
+}
