@@ -1,7 +1,7 @@
 //! The local fan-out: the history a node holds, and every open Broadcast stream on it.
 //!
-//! Whatever orders events and makes them durable (the local store's writer today, a shared log of
-//! several nodes later), it hands each batch, in seq order, to [`Fanout::publish`], which keeps the events
+//! Whatever orders events and makes them durable (the local store's writer, or in cluster mode the
+//! consumer of the log shared by several nodes), it hands each batch, in seq order, to [`Fanout::publish`], which keeps the events
 //! in the [`History`] and puts them into the bounded [`Mailbox`] of every [`Subscription`]. A Broadcast
 //! stream is a subscription: a replay of the history it asked for, then its mailbox.
 //!

@@ -6,8 +6,9 @@
 //! that arrived while the previous sync ran), and only then moves the events into the [`History`] and
 //! hands them to every open Broadcast stream. [`Hub::durable`] lets a caller wait until its event is on
 //! disk before it answers. The [`Fanout`] it publishes into keeps the history and the open streams; it does
-//! not care what orders the events, so a log shared by several nodes can feed it the same way. The hub is
-//! the seam behind which the store sits; nothing outside it assigns a seq or writes to the store.
+//! not care what orders the events, and in cluster mode the shared log's consumer feeds it instead
+//! ([`crate::cluster`]). The hub is the seam behind which the store sits; nothing outside it assigns a seq
+//! or writes to the store.
 //!
 //! # Concurrency properties
 //!

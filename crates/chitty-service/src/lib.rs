@@ -4,8 +4,8 @@
 //!
 //! - [`hub`]: gives every event its seq and Lamport time, has the writer thread commit it to the [`store`]
 //!   (group commit), keeps it in the [`history`], and fans it out to every open Broadcast stream through
-//!   bounded queues, cutting off a subscriber that falls behind. It is the seam behind which the store, or
-//!   later a multi-node log, sits.
+//!   bounded queues, cutting off a subscriber that falls behind: a single node's sequencer, behind which
+//!   its store sits.
 //! - [`mailbox`]: a subscriber's bounded queue, filled a batch at a time.
 //! - [`store`]: the durable state in an embedded redb database: events, sessions, and the Lamport floor.
 //! - [`fanout`]: the history a node holds and its open Broadcast streams, fed a batch at a time by
