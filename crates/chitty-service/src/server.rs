@@ -108,9 +108,10 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The NATS cluster could not be joined.
+    /// The NATS cluster could not be joined. Its message includes the cluster error's causes, so the
+    /// error is not also given as the source, which would print them twice.
     #[error("cannot join the cluster: {0}")]
-    Cluster(#[from] chitty_cluster::ClusterError),
+    Cluster(chitty_cluster::ClusterError),
     /// The TLS certificate or key is not usable.
     #[error("cannot use the TLS certificate and key: {0}")]
     Tls(#[source] tonic::transport::Error),
@@ -138,9 +139,11 @@ pub async fn serve(
             let (store, recovered) = Store::in_memory()?;
             ChatNode::Single(ChatService::open(config.chat.clone(), store, recovered))
         }
-        Storage::Cluster(cluster) => {
-            ChatNode::Cluster(ClusterChat::connect(config.chat.clone(), cluster.clone()).await?)
-        }
+        Storage::Cluster(cluster) => ChatNode::Cluster(
+            ClusterChat::connect(config.chat.clone(), cluster.clone())
+                .await
+                .map_err(ServeError::Cluster)?,
+        ),
     });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
