@@ -17,11 +17,22 @@
 //! history began), the seqs it recovered at a restart without having logged them (it was killed between
 //! ordering them and writing their lines), and the seqs after its last line when its last life ended
 //! without `stop`. Without the service's log, the history is the union of what the participants received.
+//!
+//! # A cluster
+//!
+//! When a `start` line of the service names a `node`, the run is a cluster: every service process (a log
+//! file, or a `docker compose logs` container) is a node, named by its `start` lines, with lives of its
+//! own. A node's lives split where a single service's do, and also where its broadcast seqs go back: a
+//! restarted node replays the stream from its first retained event, and may log the first of them
+//! before its `start` line. Every node logs every event it applies, so the history is the union of the
+//! nodes' broadcast lines, and a seq broadcast more than once (by several nodes, or by one node in
+//! several lives) must be the same event each time. A node's `start` does not carry a recovered
+//! position, so no life of a node is compared with an earlier one: neither its seqs nor its clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use chitty_logs::{Location, Record, Run};
+use chitty_logs::{Location, Record, Run, SERVICE};
 
 use crate::report::{Check, Report, seq_range};
 
@@ -127,7 +138,7 @@ pub(crate) fn number(value: Option<u64>) -> String {
 #[derive(Debug)]
 pub(crate) struct Life<'a> {
     /// Its records, in log order.
-    pub records: &'a [Record],
+    pub records: Vec<&'a Record>,
     /// The newest seq it began with and the line that says so (`recover`, else `start`).
     pub recovered: Option<(u64, &'a Record)>,
     /// Its `start` line, if it logged one.
@@ -142,7 +153,7 @@ impl<'a> Life<'a> {
         self.recovered
             .map(|(_, record)| record)
             .or(self.start)
-            .or(self.records.first())
+            .or(self.records.first().copied())
     }
 }
 
@@ -163,16 +174,54 @@ impl Unlogged {
     }
 }
 
+/// The component of the lines a cluster node's NATS layer logs (`connected`, `shutdown`, ...): part of
+/// the service, not a participant.
+pub(crate) const CLUSTER_COMPONENT: &str = "cluster";
+
+/// One life of one cluster node.
+#[derive(Debug)]
+pub(crate) struct NodeLife<'a> {
+    /// The node's id, from its `start` line (or its process's, or the process's name without one).
+    pub node: String,
+    /// The process that logged it, named as [`chitty_logs::Process::name`] names it.
+    pub process: String,
+    /// The life itself.
+    pub life: Life<'a>,
+}
+
+/// The nodes of a cluster run.
+#[derive(Debug, Default)]
+pub(crate) struct Cluster<'a> {
+    /// Every life of every node: nodes by id, each node's lives in reading order.
+    pub lives: Vec<NodeLife<'a>>,
+    /// How many broadcast lines repeat a seq that an earlier line (of another node, or of an earlier
+    /// life) already broadcast, and were compared with it.
+    pub repeats: usize,
+}
+
+impl Cluster<'_> {
+    /// The node ids, sorted.
+    pub fn nodes(&self) -> Vec<&str> {
+        let nodes: BTreeSet<&str> = self.lives.iter().map(|life| life.node.as_str()).collect();
+        nodes.into_iter().collect()
+    }
+}
+
 /// Everything the checks need to know about the one order of events.
 #[derive(Debug)]
 pub(crate) struct History<'a> {
     /// Whether the service's log was read, so that the history is its broadcast lines.
     pub from_service: bool,
-    /// The service's lives, oldest first; empty without its log.
+    /// The service's lives, oldest first; empty without its log, and for a cluster (see `cluster`).
     pub lives: Vec<Life<'a>>,
+    /// The nodes and their lives, when the service is a cluster.
+    pub cluster: Option<Cluster<'a>>,
     /// Every event by seq: the first broadcast line of each seq, or without the service's log the first
     /// receive of it.
     pub events: BTreeMap<u64, EventFacts<'a>>,
+    /// In a cluster, the other versions of an event that nodes disagree on, by seq; each is reported as a
+    /// violation, and a participant that received one of them is not blamed for it.
+    pub variants: BTreeMap<u64, Vec<EventFacts<'a>>>,
     /// Seqs the service holds but never logged.
     pub unlogged: Vec<Unlogged>,
     /// Seqs in the service's range that it never broadcast.
@@ -187,10 +236,21 @@ impl<'a> History<'a> {
     /// Reads the history from the service's log, or from what the participants received without it, and
     /// checks what needs the service's log alone: seqs, and the service's clock.
     pub fn build(run: &'a Run, report: &mut Report) -> History<'a> {
+        let names_a_node = |record: &Record| record.event == "start" && node_of(record).is_some();
         match run.service() {
+            Some(records) if records.iter().any(names_a_node) => History::from_cluster(run, report),
             Some(records) => History::from_service(records, report),
             None => History::from_receives(run, report),
         }
+    }
+
+    /// Whether `event` is one of the versions of its seq that the cluster's nodes disagree on.
+    pub fn is_variant(&self, event: &EventFacts<'_>) -> bool {
+        self.variants.get(&event.seq).is_some_and(|variants| {
+            variants
+                .iter()
+                .any(|variant| event.differences(variant).is_empty())
+        })
     }
 
     /// Whether the service holds `seq` without a broadcast line, and why.
@@ -226,11 +286,14 @@ impl<'a> History<'a> {
     }
 
     fn from_service(records: &'a [Record], report: &mut Report) -> History<'a> {
-        let lives = split_lives(records);
+        let records: Vec<&Record> = records.iter().collect();
+        let lives = split_lives(&records, false);
         let mut history = History {
             from_service: true,
             lives: Vec::new(),
+            cluster: None,
             events: BTreeMap::new(),
+            variants: BTreeMap::new(),
             unlogged: Vec::new(),
             gaps: BTreeSet::new(),
             crash_leaves: Vec::new(),
@@ -288,7 +351,7 @@ impl<'a> History<'a> {
                 (_, None) => {}
             }
             let mut newest_in_life = known_before;
-            for record in life.records {
+            for &record in &life.records {
                 match record.event.as_str() {
                     "broadcast" => {
                         broadcast_lines += 1;
@@ -362,30 +425,7 @@ impl<'a> History<'a> {
                     why: "before the first broadcast line of the service's log, which has no `start` line to say where its history began".to_owned(),
                 });
             }
-            let missing: Vec<u64> = (first..=last)
-                .filter(|seq| !history.events.contains_key(seq) && history.unlogged(*seq).is_none())
-                .collect();
-            for (from, to) in ranges(&missing) {
-                let before = history.events.range(..from).next_back().map(|(_, e)| e);
-                let after = history.events.range(to + 1..).next().map(|(_, e)| e);
-                let mut message = format!("the service never broadcast {}", seq_range(from, to));
-                let mut locations = Vec::new();
-                if let Some(before) = before {
-                    let _ = write!(message, ": its broadcast lines go from seq {}", before.seq);
-                    locations.push(before.record.location.clone());
-                } else {
-                    let _ = write!(message, ": its history should begin at seq {first}");
-                }
-                if let Some(after) = after {
-                    let _ = write!(message, " to seq {}", after.seq);
-                    locations.push(after.record.location.clone());
-                }
-                message.push_str(
-                    "; no participant can have received it, so participants are not blamed for it",
-                );
-                report.violation(Check::SeqHasNoGap, None, Some(from), message, locations);
-            }
-            history.gaps.extend(missing);
+            history.report_gaps(first, last, &SERVICE_WORDS, report);
         }
         let restarts = lives.len().saturating_sub(1);
         let coverage = match (first, last_logged) {
@@ -420,6 +460,187 @@ impl<'a> History<'a> {
             ));
         }
         history.lives = lives;
+        history.check_service_clock(report);
+        history
+    }
+
+    /// The history of a cluster: the union of its nodes' broadcast lines, each seq the same event on
+    /// every node and in every life that broadcast it.
+    fn from_cluster(run: &'a Run, report: &mut Report) -> History<'a> {
+        let mut cluster = Cluster::default();
+        for process in run.processes_of(SERVICE) {
+            let name = process.name().to_owned();
+            let process_node = process
+                .records
+                .iter()
+                .copied()
+                .filter(|record| record.event == "start")
+                .find_map(node_of)
+                .map(str::to_owned);
+            if process_node.is_none() {
+                report.notes.push(format!(
+                    "the service's lines in {name} name no node on a `start` line, in a run whose other service lines do; they are taken as one more node of the cluster, called {name}"
+                ));
+            }
+            for life in split_lives(&process.records, true) {
+                let node = life
+                    .start
+                    .and_then(node_of)
+                    .map(str::to_owned)
+                    .or_else(|| process_node.clone())
+                    .unwrap_or_else(|| name.clone());
+                cluster.lives.push(NodeLife {
+                    node,
+                    process: name.clone(),
+                    life,
+                });
+            }
+        }
+        // Nodes by id; a stable sort keeps each node's lives in reading order.
+        cluster.lives.sort_by(|a, b| a.node.cmp(&b.node));
+        let labels = life_labels(&cluster.lives);
+
+        let mut history = History {
+            from_service: true,
+            lives: Vec::new(),
+            cluster: None,
+            events: BTreeMap::new(),
+            variants: BTreeMap::new(),
+            unlogged: Vec::new(),
+            gaps: BTreeSet::new(),
+            crash_leaves: Vec::new(),
+            calls: Vec::new(),
+        };
+        let mut broadcast_lines = 0usize;
+        let mut without_seq = Vec::new();
+        // Which node life logged the first broadcast line of each seq, to name it.
+        let mut first_by: BTreeMap<u64, &str> = BTreeMap::new();
+        for (node_life, label) in cluster.lives.iter().zip(&labels) {
+            for &record in &node_life.life.records {
+                match record.event.as_str() {
+                    "broadcast" => {
+                        broadcast_lines += 1;
+                        let Some(event) = EventFacts::of_broadcast(record) else {
+                            without_seq.push(record.location.clone());
+                            continue;
+                        };
+                        let seq = event.seq;
+                        let Some(first) = history.events.get(&seq) else {
+                            first_by.insert(seq, label);
+                            history.events.insert(seq, event);
+                            continue;
+                        };
+                        cluster.repeats += 1;
+                        let differences = event.differences(first);
+                        if differences.is_empty() {
+                            continue;
+                        }
+                        report.violation(
+                            Check::SameOrderEverywhere,
+                            None,
+                            Some(seq),
+                            format!(
+                                "the cluster's nodes disagree on seq {seq}: {label} broadcast {}, but {} broadcast {} first: {}",
+                                event.describe(),
+                                first_by.get(&seq).copied().unwrap_or("another node"),
+                                first.describe(),
+                                differences.join("; ")
+                            ),
+                            vec![record.location.clone(), first.record.location.clone()],
+                        );
+                        let variants = history.variants.entry(seq).or_default();
+                        if !variants
+                            .iter()
+                            .any(|variant| event.differences(variant).is_empty())
+                        {
+                            variants.push(event);
+                        }
+                    }
+                    "crash_leave" => history.crash_leaves.push(record),
+                    event if SERVICE_CALL_EVENTS.contains(&event) => history.calls.push(record),
+                    _ => {}
+                }
+            }
+        }
+
+        let first = history.events.keys().next().copied();
+        let last = history.events.keys().next_back().copied();
+        if let Some(first) = first
+            && first > 1
+        {
+            history.unlogged.push(Unlogged {
+                from: 1,
+                to: Some(first - 1),
+                why: "before the first broadcast line of every node: a node's `start` line does not say where the stream began, so these may have been discarded by retention before any node whose log is here applied them".to_owned(),
+            });
+        }
+        let unstopped: Vec<&str> = cluster
+            .lives
+            .iter()
+            .zip(&labels)
+            .filter(|(node_life, _)| !node_life.life.stopped)
+            .map(|(_, label)| label.as_str())
+            .collect();
+        if !unstopped.is_empty() {
+            history.unlogged.push(Unlogged {
+                from: last.unwrap_or(0) + 1,
+                to: None,
+                why: format!(
+                    "after the nodes' last broadcast line: {} {} ended without a `stop` line ({}), so events may have been appended that no node logged",
+                    unstopped.len(),
+                    plural(unstopped.len(), "node life", "node lives"),
+                    unstopped.join(", ")
+                ),
+            });
+        }
+        if let Some(first) = without_seq.first() {
+            report.notes.push(format!(
+                "{} broadcast lines have no seq and were ignored (the first at {first})",
+                without_seq.len(),
+            ));
+        }
+        if let (Some(first), Some(last)) = (first, last) {
+            history.report_gaps(first, last, &CLUSTER_WORDS, report);
+        }
+
+        let nodes = cluster.nodes();
+        let lives = cluster.lives.len();
+        let a_cluster = format!(
+            "a cluster of {} {}",
+            nodes.len(),
+            plural(nodes.len(), "node", "nodes")
+        );
+        let coverage = match (first, last) {
+            (Some(first), Some(last)) => format!(
+                "{broadcast_lines} broadcast lines of {a_cluster}, seq {first} to {last}, across {lives} {}",
+                plural(lives, "node life", "node lives")
+            ),
+            _ => format!("the logs of {a_cluster} have no broadcast line"),
+        };
+        report.coverage.insert(Check::SeqHasNoGap, coverage);
+        report.overview.push(format!(
+            "history: the union of the broadcast lines of {a_cluster} ({}){}, across {lives} {}",
+            nodes.join(", "),
+            match (first, last) {
+                (Some(first), Some(last)) => format!(", seq {first} to {last}"),
+                _ => String::new(),
+            },
+            plural(lives, "node life", "node lives"),
+        ));
+        for node in &nodes {
+            report.overview.push(node_overview(node, &cluster.lives));
+        }
+        for unlogged in &history.unlogged {
+            let range = match unlogged.to {
+                Some(to) => seq_range(unlogged.from, to),
+                None => format!("seqs from {}", unlogged.from),
+            };
+            report.notes.push(format!(
+                "{range}: {}; what participants received there is compared among the participants, not with the service",
+                unlogged.why
+            ));
+        }
+        history.cluster = Some(cluster);
         history.check_service_clock(report);
         history
     }
@@ -466,12 +687,47 @@ impl<'a> History<'a> {
         History {
             from_service: false,
             lives: Vec::new(),
+            cluster: None,
             events,
+            variants: BTreeMap::new(),
             unlogged: Vec::new(),
             gaps: BTreeSet::new(),
             crash_leaves: Vec::new(),
             calls: Vec::new(),
         }
+    }
+
+    /// Reports every seq from `first` to `last` that is neither a broadcast line nor unlogged as a gap,
+    /// and keeps it in `gaps`.
+    fn report_gaps(&mut self, first: u64, last: u64, words: &Words, report: &mut Report) {
+        let missing: Vec<u64> = (first..=last)
+            .filter(|seq| !self.events.contains_key(seq) && self.unlogged(*seq).is_none())
+            .collect();
+        for (from, to) in ranges(&missing) {
+            let before = self.events.range(..from).next_back().map(|(_, e)| e);
+            let after = self.events.range(to + 1..).next().map(|(_, e)| e);
+            let mut message = format!("{} {}", words.never_broadcast, seq_range(from, to));
+            let mut locations = Vec::new();
+            if let Some(before) = before {
+                let _ = write!(
+                    message,
+                    ": {} go from seq {}",
+                    words.broadcast_lines, before.seq
+                );
+                locations.push(before.record.location.clone());
+            } else {
+                let _ = write!(message, ": {} should begin at seq {first}", words.history);
+            }
+            if let Some(after) = after {
+                let _ = write!(message, " to seq {}", after.seq);
+                locations.push(after.record.location.clone());
+            }
+            message.push_str(
+                "; no participant can have received it, so participants are not blamed for it",
+            );
+            report.violation(Check::SeqHasNoGap, None, Some(from), message, locations);
+        }
+        self.gaps.extend(missing);
     }
 
     /// The service's clock: event times increase along seq, each call's times increase through the call,
@@ -579,26 +835,127 @@ impl<'a> History<'a> {
     }
 }
 
+/// How a gap's message names the service: one process, or the nodes of a cluster.
+struct Words {
+    /// Followed by the seqs: `the service never broadcast`.
+    never_broadcast: &'static str,
+    /// Whose broadcast lines go around the gap: `its broadcast lines`.
+    broadcast_lines: &'static str,
+    /// Whose history should begin at the first seq: `its history`.
+    history: &'static str,
+}
+
+const SERVICE_WORDS: Words = Words {
+    never_broadcast: "the service never broadcast",
+    broadcast_lines: "its broadcast lines",
+    history: "its history",
+};
+
+const CLUSTER_WORDS: Words = Words {
+    never_broadcast: "no node of the cluster broadcast",
+    broadcast_lines: "the nodes' broadcast lines",
+    history: "the cluster's history",
+};
+
+/// How a report names each node life, in the order of `lives`: the node's id, with `(life 2 of 3)` when
+/// the node has several.
+fn life_labels(lives: &[NodeLife<'_>]) -> Vec<String> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    lives
+        .iter()
+        .map(|node_life| {
+            let count = lives
+                .iter()
+                .filter(|other| other.node == node_life.node)
+                .count();
+            let number = seen.entry(node_life.node.as_str()).or_default();
+            *number += 1;
+            if count == 1 {
+                node_life.node.clone()
+            } else {
+                format!("{} (life {number} of {count})", node_life.node)
+            }
+        })
+        .collect()
+}
+
+/// One line of the overview about one node: its lives, where each begins, and what each broadcast.
+fn node_overview(node: &str, lives: &[NodeLife<'_>]) -> String {
+    let lives: Vec<&NodeLife<'_>> = lives.iter().filter(|life| life.node == node).collect();
+    let mut processes: Vec<&str> = lives.iter().map(|life| life.process.as_str()).collect();
+    processes.dedup();
+    let begins: Vec<String> = lives
+        .iter()
+        .filter_map(|life| life.life.records.first())
+        .map(|record| record.location.to_string())
+        .collect();
+    let mut broadcast_lines = 0usize;
+    let mut ranges = Vec::new();
+    for life in &lives {
+        let seqs: Vec<u64> = life
+            .life
+            .records
+            .iter()
+            .filter(|record| record.event == "broadcast")
+            .filter_map(|record| record.seq)
+            .collect();
+        broadcast_lines += seqs.len();
+        ranges.push(match (seqs.iter().min(), seqs.iter().max()) {
+            (Some(first), Some(last)) => seq_range(*first, *last),
+            _ => "no seq".to_owned(),
+        });
+    }
+    let unstopped = lives.iter().filter(|life| !life.life.stopped).count();
+    format!(
+        "cluster node {node} ({}): {} {} (beginning at {}), {broadcast_lines} broadcast lines ({}){}",
+        processes.join(", "),
+        lives.len(),
+        plural(lives.len(), "life", "lives"),
+        begins.join(", "),
+        ranges.join(", then "),
+        match unstopped {
+            0 => String::new(),
+            1 if lives.len() == 1 => "; it ended without a `stop` line".to_owned(),
+            count => format!("; {count} of them ended without a `stop` line"),
+        }
+    )
+}
+
+/// The node a service line names, if it names one: a non-empty `node` field.
+fn node_of(record: &Record) -> Option<&str> {
+    record.node.as_deref().filter(|node| !node.is_empty())
+}
+
 /// Splits the service's records into lives: a new life begins at a `recover` or `start` line once the
-/// current life has had its own, and at the first line after a `stop`.
-fn split_lives(records: &[Record]) -> Vec<Life<'_>> {
+/// current life has had its own, and at the first line after a `stop`. For a cluster node (`cluster`),
+/// also at a broadcast line whose seq is not above the newest one of the current life: a node applies
+/// the stream in seq order, and a restarted node replays it, logging the first events of the replay
+/// before its `start` line. A node's `start` recovers nothing, so its lives have no `recovered`.
+fn split_lives<'a>(records: &[&'a Record], cluster: bool) -> Vec<Life<'a>> {
     let mut boundaries = vec![0];
     let (mut has_start, mut has_recover, mut stopped) = (false, false, false);
+    let mut newest_broadcast: Option<u64> = None;
     for (index, record) in records.iter().enumerate() {
         let begins_life = match record.event.as_str() {
             _ if stopped => true,
             "recover" => has_start || has_recover,
             "start" => has_start,
+            "broadcast" if cluster => record
+                .seq
+                .zip(newest_broadcast)
+                .is_some_and(|(seq, newest)| seq <= newest),
             _ => false,
         };
         if begins_life && index > boundaries.last().copied().unwrap_or(0) {
             boundaries.push(index);
             (has_start, has_recover, stopped) = (false, false, false);
+            newest_broadcast = None;
         }
         match record.event.as_str() {
             "start" => has_start = true,
             "recover" => has_recover = true,
             "stop" => stopped = true,
+            "broadcast" => newest_broadcast = newest_broadcast.max(record.seq),
             _ => {}
         }
     }
@@ -606,16 +963,17 @@ fn split_lives(records: &[Record]) -> Vec<Life<'_>> {
     boundaries
         .windows(2)
         .map(|pair| {
-            let records = &records[pair[0]..pair[1]];
-            let line = |event: &str| records.iter().find(|record| record.event == event);
+            let records = records[pair[0]..pair[1]].to_vec();
+            let line = |event: &str| records.iter().copied().find(|record| record.event == event);
             let recovered = line("recover")
                 .and_then(|record| Some((record.last_seq?, record)))
-                .or_else(|| line("start").and_then(|record| Some((record.last_seq?, record))));
+                .or_else(|| line("start").and_then(|record| Some((record.last_seq?, record))))
+                .filter(|_| !cluster);
             Life {
-                records,
                 recovered,
                 start: line("start"),
                 stopped: line("stop").is_some(),
+                records,
             }
         })
         .collect()

@@ -16,7 +16,8 @@
 //! - [`check`] (here): builds the two views below from a [`chitty_logs::Run`] and runs every check.
 //! - `history`: the service's side. Splits its log into lives (one per process, at restarts), reads its
 //!   `broadcast` lines into the one order of events, keeps apart the seqs it holds without having logged
-//!   them, and checks what needs its log alone: seqs and its own clock.
+//!   them, and checks what needs its log alone: seqs and its own clock. For a cluster it splits the
+//!   service's lines into nodes and their lives, and merges their broadcast lines into one history.
 //! - `participant`: each participant's side. Splits its log into processes, and reads each into what it
 //!   received, the calls it made (every attempt and the answer), and the gaps it told its user about.
 //! - `checks`: the checks that compare two logs, or follow one participant through its log.
@@ -37,19 +38,25 @@
 //!    logging it leaves seqs without a line; its next life's recovered `last_seq` vouches for them, so
 //!    they are *unlogged*, not gaps. Without the service's log the union of what participants received is
 //!    used instead, and a seq nobody received is only a note: an event can have no recipient (the last
-//!    participant's own leave).
+//!    participant's own leave). In a cluster (see "Cluster runs" below) the history is the union of the
+//!    nodes' broadcast lines, and it is that union which must hold every seq from its first to its last.
 //! 2. **Nothing invented** ([`Check::NothingInvented`]). An event is created once, with its seq, kind,
 //!    participant, text and Lamport time, and sent unchanged to every stream; a participant logs what it
 //!    received. So every `receive` must equal the `broadcast` of its seq in all five. The answers
 //!    participants logged are checked the same way: the service's call line with the same response time
-//!    must be for the same seq, and must carry one of the request times the participant stamped.
+//!    must be for the same seq, and must carry one of the request times the participant stamped. In a
+//!    cluster that call line is in the log of whichever node answered, so every node's lines are searched.
 //! 3. **No duplicate** ([`Check::NoDuplicate`]). A participant prints an event only if its seq is above
 //!    the last one it printed, and resumes a stream after that seq, so no seq appears twice in its log,
 //!    however often it reconnects.
 //! 4. **Same order everywhere** ([`Check::SameOrderEverywhere`]). For the same reason each participant's
 //!    received seqs strictly increase along its log. That the same seq is the same event everywhere
 //!    follows from check 2; where no service line exists for a seq, the participants' receives of it are
-//!    compared with each other instead.
+//!    compared with each other instead. In a cluster every node broadcasts every event to its own
+//!    participants, so every broadcast line of a seq, whichever node or life logged it, must be the same
+//!    event (kind, participant, text and Lamport time) as the first one read; a node that disagrees is a
+//!    violation naming both lines, and a participant that received the disagreeing version is not also
+//!    blamed for it under check 2.
 //! 5. **No event lost** ([`Check::NoEventLost`]). A stream delivers every event from the participant's
 //!    join on, and a resumed stream every event after the last seq printed, so a participant receives
 //!    every seq from its start (its `join_ok`, else its first receive) to its end:
@@ -80,7 +87,9 @@
 //!    - a request: the participant's `*_sent` (or `broadcast_open`) time, found by the caller and request
 //!      time the service logged (a participant's clock never repeats a value, so that finds one send),
 //!      against the service's `received_lamport`;
-//!    - a response: the service's `response_lamport` against the participant's `*_ok` time;
+//!    - a response: the service's `response_lamport` against the participant's `*_ok` time (in a
+//!      cluster, each node has a clock of its own, so two nodes may answer one participant with the same
+//!      time: the line that fits the call, by seq and request time, is the one matched);
 //!    - a delivery: the service's `broadcast` time against the participant's `receive` time.
 //! 9. **Every node's clock strictly increases** ([`Check::ClocksIncrease`]). A participant runs one task,
 //!    and every `lamport` it logs is its own clock right after a tick or a witness, logged before that
@@ -92,7 +101,44 @@
 //!    order is not its clock's order and only what is sound is checked: event times strictly increase
 //!    along seq (seq and time are given under one lock); within one call, received < event < response
 //!    (one task, one clock); and every time after a restart is above every time before it (the new life
-//!    starts its clock above a floor stored before any time below it was used).
+//!    starts its clock above a floor stored before any time below it was used). In a cluster, event times
+//!    still strictly increase along seq across all nodes: a node appends only if the stream's last seq is
+//!    the one its clock has witnessed (JetStream's expected-last-sequence check), and every node witnesses
+//!    each event it applies, so each event's time is above the one before. Each call's times are checked
+//!    on the node that logged it. A restarted node is a new process with a new clock, so nothing compares
+//!    one life of a node with another.
+//!
+//! # Cluster runs
+//!
+//! `chitty-chat serve --nats ... --node-id ID` runs one node of a cluster: several service processes
+//! that serve one chat through NATS JetStream, each with its own log and its own Lamport clock, sharing
+//! the stream's sequence numbers as seqs. A run is a cluster when any `start` line of the `service`
+//! component carries a non-empty `node` (the node id); a single service's `start` has none, or an empty
+//! one, and everything above applies to it unchanged. In a cluster:
+//!
+//! - **Nodes.** The service's lines are split by process: by the file they were read from and, in a
+//!   `docker compose logs` file, by container. Each process's lines are split into lives where a single
+//!   service's are (a second `start`, the line after `stop`) and also where its broadcast seqs go back
+//!   (a node applies the stream in seq order, and a restarted node replays the stream from the oldest
+//!   event it retains, logging the first events of the replay before its `start` line). Each life
+//!   belongs to the node its `start` names; a process whose lines name no node is taken as a node named
+//!   after its file or container, with a note. The summary lists the nodes, with their lives and what
+//!   each broadcast.
+//! - **The history** is the union of every node's `broadcast` lines. Every node logs every event it
+//!   applies, so a seq usually appears once per node life; every appearance must be the same event
+//!   (check 4). The union must have no gap from its first seq to its last (check 1). A node's `start`
+//!   line carries no recovered position (its `last_seq` is only how far it had applied when it logged
+//!   the line), so neither "history going back" nor "an old seq given to a new event" is checked across a
+//!   node's lives: a replay repeats old seqs by design, and check 4 compares every repetition with the
+//!   first. Seqs before the union's first are unlogged (the stream may have discarded them before any
+//!   node whose log is here applied them), and so are seqs after its last when any node life ended
+//!   without `stop`.
+//! - **Every other check** (nothing invented, no event lost, each sender's order, acknowledged calls
+//!   kept, the clock condition) runs on that union, with the call lines and `crash_leave` lines of
+//!   every node: a participant may call any node, fail over to another, and be announced left by any
+//!   surviving node.
+//! - **Components.** The nodes' NATS layer logs under the component `cluster`; it is part of the
+//!   service, not a participant, and is not reported as an unchecked component.
 //!
 //! # What the checker cannot see
 //!
@@ -111,6 +157,13 @@
 //!   by its name, so two runs' logs mixed in one directory look like one run.
 //! - **An in-memory service restarted** starts a new history at seq 1; its seqs then repeat, which the
 //!   checker reports, since the run no longer has one order.
+//! - **A cluster node's missing log.** The other nodes' broadcast lines still make the history, but the
+//!   calls that node answered have no service side, and are only checked against the participant's
+//!   clock (a note says how many). Lines of one node written to two files are two processes, each split
+//!   into lives on its own; lines of several nodes written to one file without a `docker compose logs`
+//!   prefix cannot be told apart, and their seqs going back read as restarts.
+//! - **A cluster in which every node died.** An event appended by the last node alive just before it
+//!   died may be logged by no node; the seqs after the union's last are therefore only noted.
 
 #![deny(missing_docs)]
 
@@ -152,7 +205,11 @@ pub fn check(run: &Run) -> Report {
         ));
     }
     let history = history::History::build(run, &mut report);
-    let (processes, others) = participant::processes(run);
+    let (processes, mut others) = participant::processes(run);
+    if history.cluster.is_some() {
+        // The nodes' NATS layer logs under a component of its own; it is part of the service.
+        others.retain(|name| *name != history::CLUSTER_COMPONENT);
+    }
     if !others.is_empty() {
         report.notes.push(format!(
             "components {} logged none of a participant's events and were not checked",

@@ -804,3 +804,291 @@ fn a_presence_call_is_paired_like_the_other_calls() {
         ],
     );
 }
+
+/// The clean run served by a cluster of two nodes: alice calls node `a`, bob calls node `b`, and each
+/// node logs a broadcast line for every event, as every node of a cluster does.
+fn cluster() -> Logs {
+    Logs::clean()
+        .without("service.log")
+        .with("service-a.log", node_log("a", &["alice"]))
+        .with("service-b.log", node_log("b", &["bob"]))
+}
+
+/// The clean service log as node `node` logs it: its `start` names the node, and of the call lines
+/// it keeps those of `callers`.
+fn node_log(node: &str, callers: &[&str]) -> String {
+    let mut log = String::new();
+    for line in SERVICE.lines() {
+        let keep = if line.contains(r#""event":"start""#) {
+            log.push_str(&line.replace(
+                r#""last_seq":0"#,
+                &format!(r#""node":"{node}","last_seq":0"#),
+            ));
+            log.push('\n');
+            continue;
+        } else if line.contains(r#""event":"broadcast""#) || line.contains(r#""event":"stop""#) {
+            true
+        } else {
+            callers
+                .iter()
+                .any(|caller| line.contains(&format!(r#""participant":"{caller}""#)))
+        };
+        if keep {
+            log.push_str(line);
+            log.push('\n');
+        }
+    }
+    log
+}
+
+impl Logs {
+    fn with(mut self, file: &'static str, text: String) -> Logs {
+        self.0.push((file, text));
+        self
+    }
+}
+
+#[test]
+fn a_cluster_of_two_nodes_is_checked_as_one_history() {
+    let report = cluster().check();
+    assert!(report.is_ok(), "got violations, want none:\n{report}");
+    assert!(report.notes().is_empty(), "got notes:\n{report}");
+    assert_eq!(
+        report.coverage(Check::SeqHasNoGap),
+        Some("12 broadcast lines of a cluster of 2 nodes, seq 1 to 6, across 2 node lives")
+    );
+    // Every call is matched, on whichever node logged it.
+    assert_eq!(
+        report.coverage(Check::ClockCondition),
+        Some("22 pairs: 8 requests, 6 responses, 8 deliveries")
+    );
+    let printed = report.to_string();
+    for line in [
+        "  history: the union of the broadcast lines of a cluster of 2 nodes (a, b), seq 1 to 6, across 2 node lives",
+        "  cluster node a (service-a.log): 1 life (beginning at service-a.log:1), 6 broadcast lines (seqs 1 to 6)",
+        "6 broadcast lines of a seq that another node (or an earlier life of the node) had broadcast compared with the first",
+    ] {
+        assert!(
+            printed.contains(line),
+            "the report must contain {line:?}; got:\n{printed}"
+        );
+    }
+}
+
+#[test]
+fn service_logs_that_name_no_node_are_one_service_whose_seqs_repeat() {
+    // The same two logs without node ids are one service restarted, which broadcast every seq twice:
+    // only a `node` on a `start` line makes a cluster.
+    let logs = cluster()
+        .replace("service-a.log", r#""node":"a","#, "")
+        .replace("service-b.log", r#""node":"b","#, "");
+    let report = logs.check();
+    let printed = report.to_string();
+    for piece in [
+        "the service restarted with its history going back: it recovered up to seq 0, but it had reached seq 6",
+        "the service broadcast seq 1 twice",
+        "the service's clock went back across the restart at service-b.log:1",
+    ] {
+        assert!(
+            printed.contains(piece),
+            "the report must say {piece:?}; got:\n{printed}"
+        );
+    }
+    assert_eq!(
+        report.violations_of(Check::SeqHasNoGap).count(),
+        7,
+        "got:\n{report}"
+    );
+    // An empty node id is a single service too.
+    let report = cluster()
+        .replace("service-a.log", r#""node":"a","#, r#""node":"","#)
+        .replace("service-b.log", r#""node":"b","#, r#""node":"","#)
+        .check();
+    assert_eq!(
+        report.violations_of(Check::SeqHasNoGap).count(),
+        7,
+        "got:\n{report}"
+    );
+}
+
+#[test]
+fn nodes_that_disagree_on_an_event_are_a_violation_naming_both() {
+    let report = cluster()
+        .replace(
+            "service-b.log",
+            r#""participant":"bob","text":"hello","recipients":2"#,
+            r#""participant":"bob","text":"hellO","recipients":2"#,
+        )
+        .check();
+    let violation = find(
+        &report,
+        Check::SameOrderEverywhere,
+        None,
+        Some(4),
+        &[
+            "the cluster's nodes disagree on seq 4: b broadcast message by bob \"hellO\" at Lamport 19, but a broadcast message by bob \"hello\" at Lamport 19 first: text got \"hellO\", want \"hello\"",
+        ],
+    );
+    assert_eq!(
+        violation
+            .locations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["service-b.log:7", "service-a.log:8"]
+    );
+    assert_eq!(report.violations().len(), 1, "got:\n{report}");
+
+    // A participant that received the version of its node is not blamed for the nodes' disagreement.
+    let report = cluster()
+        .replace(
+            "service-b.log",
+            r#""participant":"bob","text":"hello","recipients":2"#,
+            r#""participant":"bob","text":"hellO","recipients":2"#,
+        )
+        .replace(
+            "bob.log",
+            r#""event_lamport":19,"lamport":22,"text":"hello""#,
+            r#""event_lamport":19,"lamport":22,"text":"hellO""#,
+        )
+        .check();
+    only(&report, &[Check::SameOrderEverywhere]);
+    assert_eq!(report.violations().len(), 1, "got:\n{report}");
+    // A version no node broadcast is still invented.
+    let report = cluster()
+        .replace(
+            "bob.log",
+            r#""event_lamport":19,"lamport":22,"text":"hello""#,
+            r#""event_lamport":19,"lamport":22,"text":"hellO""#,
+        )
+        .check();
+    find(
+        &report,
+        Check::NothingInvented,
+        Some("bob"),
+        Some(4),
+        &["text got \"hellO\", want \"hello\""],
+    );
+}
+
+/// Node `b` killed after broadcasting seqs 1 to 3 and started again: the new life replays the stream,
+/// logging seq 1 before its `start` line, and goes on to seq 6.
+fn cluster_with_a_restarted_node() -> Logs {
+    let full = node_log("b", &[]);
+    let lines: Vec<&str> = full.lines().collect();
+    let (start, broadcasts) = (lines[0], &lines[1..7]);
+    let mut log = vec![start];
+    log.extend(&broadcasts[..3]);
+    log.push(broadcasts[0]);
+    log.push(start);
+    log.extend(&broadcasts[1..]);
+    log.extend(&lines[7..]);
+    cluster()
+        .without("service-a.log")
+        .without("service-b.log")
+        .with("service-a.log", node_log("a", &["alice", "bob"]))
+        .with("service-b.log", log.join("\n") + "\n")
+}
+
+#[test]
+fn a_restarted_node_replays_the_stream_in_a_new_life_with_a_new_clock() {
+    let report = cluster_with_a_restarted_node().check();
+    assert!(report.is_ok(), "got violations, want none:\n{report}");
+    assert_eq!(
+        report.coverage(Check::SeqHasNoGap),
+        Some("15 broadcast lines of a cluster of 2 nodes, seq 1 to 6, across 3 node lives")
+    );
+    let printed = report.to_string();
+    for line in [
+        "  cluster node b (service-b.log): 2 lives (beginning at service-b.log:1, service-b.log:5), 9 broadcast lines (seqs 1 to 3, then seqs 1 to 6); 1 of them ended without a `stop` line",
+        "seqs from 7: after the nodes' last broadcast line: 1 node life ended without a `stop` line (b (life 1 of 2))",
+    ] {
+        assert!(
+            printed.contains(line),
+            "the report must contain {line:?}; got:\n{printed}"
+        );
+    }
+
+    // A replay that differs from what was broadcast before is caught, and names the life.
+    let report = cluster_with_a_restarted_node()
+        .replace(
+            "service-b.log",
+            r#""seq":5,"lamport":23,"kind":"left""#,
+            r#""seq":5,"lamport":22,"kind":"left""#,
+        )
+        .check();
+    find(
+        &report,
+        Check::SameOrderEverywhere,
+        None,
+        Some(5),
+        &[
+            "b (life 2 of 2) broadcast left by alice at Lamport 22, but a broadcast left by alice at Lamport 23 first: Lamport time got 22, want 23",
+        ],
+    );
+}
+
+#[test]
+fn a_seq_no_node_broadcast_is_a_gap_of_the_cluster() {
+    // One node's missing line is covered by the other's.
+    let report = cluster()
+        .remove_line("service-b.log", r#""event":"broadcast","seq":3,"#)
+        .check();
+    assert!(report.is_ok(), "got violations, want none:\n{report}");
+    let report = cluster()
+        .remove_line("service-a.log", r#""event":"broadcast","seq":3,"#)
+        .remove_line("service-b.log", r#""event":"broadcast","seq":3,"#)
+        .check();
+    find(
+        &report,
+        Check::SeqHasNoGap,
+        None,
+        Some(3),
+        &[
+            "no node of the cluster broadcast seq 3: the nodes' broadcast lines go from seq 2 to seq 4; no participant can have received it",
+        ],
+    );
+}
+
+#[test]
+fn a_cluster_event_time_not_above_the_one_before_breaks_the_clock() {
+    let report = cluster()
+        .replace(
+            "service-a.log",
+            r#""seq":4,"lamport":19,"kind":"message""#,
+            r#""seq":4,"lamport":15,"kind":"message""#,
+        )
+        .replace(
+            "service-b.log",
+            r#""seq":4,"lamport":19,"kind":"message""#,
+            r#""seq":4,"lamport":15,"kind":"message""#,
+        )
+        .check();
+    find(
+        &report,
+        Check::ClocksIncrease,
+        None,
+        Some(4),
+        &[
+            "the service's event times do not increase along seq: seq 4 has Lamport 15, after seq 3 at Lamport 15",
+        ],
+    );
+}
+
+#[test]
+fn a_node_log_without_a_start_line_is_one_more_node_named_after_its_file() {
+    let report = cluster()
+        .remove_line("service-b.log", r#""event":"start""#)
+        .check();
+    assert!(report.is_ok(), "got violations, want none:\n{report}");
+    let printed = report.to_string();
+    for piece in [
+        "cluster node service-b.log (service-b.log): 1 life",
+        "the service's lines in service-b.log name no node on a `start` line, in a run whose other service lines do; they are taken as one more node of the cluster, called service-b.log",
+    ] {
+        assert!(
+            printed.contains(piece),
+            "the report must say {piece:?}; got:\n{printed}"
+        );
+    }
+}

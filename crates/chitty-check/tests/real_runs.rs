@@ -8,6 +8,12 @@
 //!   her session ends, and joins again; bob is frozen until the service no longer holds what he missed,
 //!   and skips it.
 //!
+//! - `testdata/cluster/` holds the logs of `testdata/cluster.sh`: three cluster nodes (`serve --nats`,
+//!   one log each) with participants spread over them; dave is killed and announced left by another
+//!   node; node-2 is killed, carol fails over to node-0, frank (who knows only node-2) is announced left
+//!   and joins again once node-2 is back in a second life that replays the stream. The nodes' logs also
+//!   hold lines of the NATS client library, which are not Chitty-Chat records and are skipped.
+//!
 //! The reports are compared with `testdata/golden/`. After an intended change to the report, run
 //! `UPDATE_GOLDEN=1 cargo test -p chitty-check --test real_runs` and look at the difference before
 //! committing it.
@@ -24,11 +30,19 @@ fn testdata() -> PathBuf {
 
 /// Reads and checks a committed run the way a caller would.
 fn check_dir(name: &str) -> Report {
+    check_dir_skipping(name, 0)
+}
+
+/// Reads and checks a committed run in which `skipped` lines are not log records.
+fn check_dir_skipping(name: &str, skipped: usize) -> Report {
     let run = chitty_logs::read_dir(testdata().join(name))
         .unwrap_or_else(|error| panic!("the committed run {name} reads: {error}"));
-    assert_eq!(run.skipped_lines(), 0, "skipped lines in {name}");
+    assert_eq!(run.skipped_lines(), skipped, "skipped lines in {name}");
     check(&run)
 }
+
+/// How many lines of the committed cluster run are the NATS client library's, not records.
+const CLUSTER_SKIPPED: usize = 11;
 
 /// The log files of a committed run, to corrupt before checking.
 struct Copy(Vec<(String, String)>);
@@ -100,6 +114,49 @@ impl Copy {
         lines[index] = lines[index].replacen(from, to, 1);
         *text = lines.join("\n") + "\n";
         self
+    }
+
+    /// Replaces `from` with `to` in the last line of `file` containing `pattern`.
+    fn edit_last_line(mut self, file: &str, pattern: &str, from: &str, to: &str) -> Copy {
+        let (mut lines, text) = self.lines(file);
+        let Some(index) = lines.iter().rposition(|line| line.contains(pattern)) else {
+            panic!("{pattern:?} matches no line of {file}");
+        };
+        assert!(
+            lines[index].contains(from),
+            "{from:?} is not in {pattern:?}"
+        );
+        lines[index] = lines[index].replacen(from, to, 1);
+        *text = lines.join("\n") + "\n";
+        self
+    }
+
+    /// The logs as one `docker compose logs` file: each line behind its container's name (the file's
+    /// name without `.log`, then `-1`), the containers' lines merged by timestamp, each container's in
+    /// its own order, as `docker compose logs` keeps them.
+    fn combined(&self) -> Run {
+        let mut queues: Vec<(String, std::collections::VecDeque<&str>)> = self
+            .0
+            .iter()
+            .map(|(file, text)| {
+                let container = format!("{}-1", file.trim_end_matches(".log"));
+                (container, text.lines().collect())
+            })
+            .collect();
+        let timestamp = |line: &str| line.get(14..41).unwrap_or_default().to_owned();
+        let mut combined = Vec::new();
+        while let Some((container, queue)) = queues
+            .iter_mut()
+            .filter(|(_, queue)| !queue.is_empty())
+            .min_by_key(|(_, queue)| queue.front().map(|line| timestamp(line)))
+        {
+            if let Some(line) = queue.pop_front() {
+                combined.push(format!("{container:<12} | {line}"));
+            }
+        }
+        let mut run = Run::new();
+        run.add_text(Some("compose.log"), &combined.join("\n"));
+        run
     }
 
     fn check(&self) -> Report {
@@ -329,6 +386,102 @@ fn a_broadcast_line_lost_in_the_crash_is_vouched_for_by_the_recovery() {
         )
         .check();
     violations(&report, Check::SeqHasNoGap);
+    violations(&report, Check::NothingInvented);
+    violations(&report, Check::AcknowledgedKept);
+}
+
+#[test]
+fn the_cluster_run_passes_with_a_restarted_node_and_a_failover() {
+    let report = check_dir_skipping("cluster", CLUSTER_SKIPPED);
+    assert!(report.is_ok(), "got violations, want none:\n{report}");
+    let gaps: Vec<(&str, u64, u64)> = report
+        .acknowledged_gaps()
+        .iter()
+        .map(|gap| (gap.participant.as_str(), gap.from, gap.to))
+        .collect();
+    assert_eq!(gaps, [("frank", 13, 15)]);
+    assert_eq!(
+        report.coverage(Check::SeqHasNoGap),
+        Some("87 broadcast lines of a cluster of 3 nodes, seq 1 to 25, across 4 node lives")
+    );
+    check_golden("cluster.txt", &report);
+}
+
+#[test]
+fn one_docker_compose_file_of_the_cluster_reads_and_checks_like_the_directory() {
+    // All three nodes log as `service` into one file; their containers tell them apart.
+    let report = check(&Copy::of("cluster").combined());
+    let directory = check_dir_skipping("cluster", CLUSTER_SKIPPED);
+    assert!(report.is_ok(), "got violations, want none:\n{report}");
+    for check in Check::ALL {
+        assert_eq!(
+            report.coverage(check),
+            directory.coverage(check),
+            "coverage of {check:?}: got the combined file's, want the directory's"
+        );
+    }
+    let printed = report.to_string();
+    assert!(
+        printed.contains("  cluster node node-2 (service-2-1): 2 lives (beginning at compose.log:"),
+        "got:\n{printed}"
+    );
+}
+
+#[test]
+fn two_nodes_disagreeing_on_an_event_are_a_violation_naming_both() {
+    let report = Copy::of("cluster")
+        .edit_line(
+            "service-1.log",
+            r#""event":"broadcast","seq":8,"#,
+            r#""text":"hello from carol on node-2""#,
+            r#""text":"hello from carol on node-1""#,
+        )
+        .check();
+    assert_eq!(
+        violations(&report, Check::SameOrderEverywhere),
+        [
+            "[same order everywhere] the cluster's nodes disagree on seq 8: node-1 broadcast message by carol \"hello from carol on node-1\" at Lamport 29, but node-0 broadcast message by carol \"hello from carol on node-2\" at Lamport 29 first: text got \"hello from carol on node-1\", want \"hello from carol on node-2\" (at service-1.log:17, service-0.log:15)"
+        ]
+    );
+    assert_eq!(report.violations().len(), 1, "got:\n{report}");
+}
+
+#[test]
+fn a_restarted_node_that_replays_a_different_event_is_caught() {
+    let report = Copy::of("cluster")
+        .edit_last_line(
+            "service-2.log",
+            r#""event":"broadcast","seq":3,"#,
+            r#""lamport":9,"#,
+            r#""lamport":10,"#,
+        )
+        .check();
+    let found = violations(&report, Check::SameOrderEverywhere);
+    assert_eq!(found.len(), 1, "got:\n{report}");
+    assert!(
+        found[0].starts_with(
+            "[same order everywhere] the cluster's nodes disagree on seq 3: node-2 (life 2 of 2) broadcast joined by carol at Lamport 10, but node-0 broadcast joined by carol at Lamport 9 first: Lamport time got 10, want 9"
+        ),
+        "got {found:?}"
+    );
+}
+
+#[test]
+fn a_seq_no_node_logged_is_a_gap_of_the_cluster() {
+    let mut copy = Copy::of("cluster");
+    for node in ["service-0.log", "service-1.log", "service-2.log"] {
+        copy = copy.delete_line(node, r#""event":"broadcast","seq":14,"#);
+    }
+    let report = copy.check();
+    let found = violations(&report, Check::SeqHasNoGap);
+    assert_eq!(found.len(), 1, "got:\n{report}");
+    assert!(
+        found[0].starts_with(
+            "[seq has no gap] no node of the cluster broadcast seq 14: the nodes' broadcast lines go from seq 13 to seq 15; no participant can have received it"
+        ),
+        "got {found:?}"
+    );
+    // What participants received of it is then invented, and carol's acknowledged message lost.
     violations(&report, Check::NothingInvented);
     violations(&report, Check::AcknowledgedKept);
 }

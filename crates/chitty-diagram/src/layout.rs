@@ -9,10 +9,10 @@
 //!
 //! # Columns
 //!
-//! Lifelines are spaced evenly, the service leftmost. Every arrow touches the service, so with the
-//! service on the left all requests point left and all answers and deliveries point right: the service
-//! writes its times on its left and its arrow labels on its right, and each participant the other way
-//! round. Whatever arrows leave or reach a point, its time label is on the side away from them. The
+//! Lifelines are spaced evenly, the service leftmost (a cluster's nodes, one lifeline each, all left of
+//! the participants). Every arrow touches the service, so with the service on the left all requests
+//! point left and all answers and deliveries point right: the service writes its times on its left and
+//! its arrow labels on its right, and each participant the other way round. Whatever arrows leave or reach a point, its time label is on the side away from them. The
 //! spacing is wide enough for the widest arrow label and header, so every arrow label fits between its
 //! own lifeline and the neighbouring one, and crosses no other lifeline.
 //!
@@ -304,9 +304,14 @@ impl Layout {
         for (row, point) in diagram.points.iter().enumerate() {
             let far = texts_width(&far_text(row, point.lamport));
             let near = notes.get(&row).map_or(0.0, |notes| texts_width(notes));
-            // Only the service writes its times on its left, where they need a margin.
+            // Only the service writes its times on its left, where they need a margin; a cluster's
+            // other nodes write theirs between their lifeline and the node to their left.
             if arrow_side(point.lifeline) == Side::Right {
-                left_extent = left_extent.max(CRASH_GAP + LABEL_GAP + far);
+                if point.lifeline == 0 {
+                    left_extent = left_extent.max(CRASH_GAP + LABEL_GAP + far);
+                } else {
+                    spacing = spacing.max(CRASH_GAP + LABEL_GAP + far + 24.0);
+                }
             }
             // Whichever side its arrow labels are on, they fit between two lifelines.
             spacing = spacing.max(LABEL_GAP + near + 24.0);
@@ -644,6 +649,14 @@ mod tests {
             .expect("the committed demo run reads");
         let drawn = check_every_window(&run, 20).unwrap_or_else(|problem| panic!("{problem}"));
         assert!(drawn > 50, "only {drawn} windows were drawn");
+    }
+
+    #[test]
+    fn every_window_of_the_cluster_run_points_downwards_without_overlapping_labels() {
+        let run = read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/cluster"))
+            .expect("the committed cluster run reads");
+        let drawn = check_every_window(&run, 25).unwrap_or_else(|problem| panic!("{problem}"));
+        assert!(drawn > 60, "only {drawn} windows were drawn");
     }
 
     #[test]

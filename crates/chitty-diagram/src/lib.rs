@@ -27,7 +27,8 @@
 //!   grouped by their `component`, and pairs them into a [`Run`].
 //! - `model`: pairs the records into calls (Join, Publish, Leave), events and their deliveries, and
 //!   crash-leaves ([`Run`]); selects what a [`Window`] asks for and turns it into a [`Diagram`] of
-//!   lifelines, points and arrows.
+//!   lifelines, points and arrows. The service is one lifeline, or for a cluster (`serve --nats`) one
+//!   lifeline per node.
 //! - `layout`: gives every point a row and every lifeline a column, and places every label so that no
 //!   two overlap.
 //! - `svg`: writes a laid-out diagram as a standalone SVG document, by hand, with XML escaping.

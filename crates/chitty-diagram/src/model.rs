@@ -16,6 +16,17 @@
 //!   every participant logs a `receive` with that seq. One arrow goes from the one send to each receive.
 //! - **Crash-leaves.** The service's `crash_leave` line marks the event that announced the crash.
 //!
+//! # A cluster
+//!
+//! When a `start` line of the service names a `node` (`serve --nats ... --node-id ID`), the run is a
+//! cluster: several service processes, each with its own log (or `docker compose logs` container) and
+//! its own Lamport clock. Each node gets a lifeline of its own, named by its id, leftmost. A call's
+//! arrows go to and from the node whose log has its call line. Every node logs a `broadcast` line for
+//! every event, but the event's Lamport time was given by the node that appended it, so the event is
+//! marked once, on that node's lifeline (the one whose call line or `crash_leave` caused it, else the
+//! first node that logged it), and its deliveries start there: the time a participant witnesses is that
+//! node's stamp, whichever node relayed the event to it.
+//!
 //! A line whose other side is not in the logs is drawn as far as it is known and counted in
 //! [`Run::unmatched_records`]. `broadcast_open` calls are not drawn: they carry no event and would double
 //! the number of arrows without saying anything about the order of events.
@@ -34,6 +45,19 @@ use crate::DiagramError;
 
 /// How many characters of a message or a reason an arrow label shows before it is cut with `…`.
 const LABEL_TEXT_CHARS: usize = 24;
+
+/// A participant's log events (`docs/logs.md`): a component that logged none of them is not drawn.
+const PARTICIPANT_EVENTS: [&str; 9] = [
+    "connect",
+    "join_sent",
+    "join_ok",
+    "receive",
+    "publish_sent",
+    "publish_ok",
+    "leave_sent",
+    "leave_ok",
+    "broadcast_open",
+];
 
 /// A unary call a participant makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +108,8 @@ enum Outcome {
 struct Call {
     /// Which call it is.
     rpc: Rpc,
+    /// The service lifeline (the node, in a cluster) that received it, if the logs say.
+    node: usize,
     /// Who made it.
     participant: String,
     /// The caller's clock when it sent the request.
@@ -105,6 +131,8 @@ struct Call {
 struct ServiceCall {
     /// Which call it is.
     rpc: Rpc,
+    /// The service lifeline (the node, in a cluster) that logged it.
+    node: usize,
     /// Who made it, as the service knew it; empty if it did not know.
     participant: String,
     /// The caller's stamp on the request.
@@ -124,6 +152,8 @@ struct ServiceCall {
 struct Event {
     /// Its place in the one order.
     seq: u64,
+    /// The service lifeline that gave it its Lamport time: in a cluster, the node that appended it.
+    origin: usize,
     /// The service's Lamport time when it sent the event.
     lamport: u64,
     /// `message`, `joined` or `left`.
@@ -150,6 +180,8 @@ struct Delivery {
 struct Crash {
     /// Who vanished.
     participant: String,
+    /// The service lifeline (the node, in a cluster) that announced it.
+    node: usize,
     /// The seq of the event that announced it.
     seq: Option<u64>,
     /// The Lamport time of that event.
@@ -161,9 +193,12 @@ struct Crash {
 /// Build one with [`read_dir`](crate::read_dir) or [`Run::parse`]; draw part of it with [`Run::diagram`].
 #[derive(Debug, Clone)]
 pub struct Run {
-    /// The service, then every participant in the order it first joined (by seq), then any participant
-    /// that never joined, by name. This is the left-to-right order of the lifelines.
+    /// The service (or each node of a cluster, by id), then every participant in the order it first
+    /// joined (by seq), then any participant that never joined, by name. This is the left-to-right order
+    /// of the lifelines.
     processes: Vec<String>,
+    /// How many of `processes` are the service's: 1, or the number of nodes of a cluster.
+    services: usize,
     /// Every call, whichever sides of it the logs hold.
     calls: Vec<Call>,
     /// Every event, by seq.
@@ -201,7 +236,18 @@ impl Run {
 
     /// The participants whose logs were read, in lifeline order (the order they joined).
     pub fn participants(&self) -> impl Iterator<Item = &str> {
-        self.processes.iter().skip(1).map(String::as_str)
+        self.processes
+            .iter()
+            .skip(self.services)
+            .map(String::as_str)
+    }
+
+    /// The service's lifelines: `service`, or the id of each node of a cluster.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.processes
+            .iter()
+            .take(self.services)
+            .map(String::as_str)
     }
 
     /// Draws the part of the run that `window` selects.
@@ -237,14 +283,21 @@ impl Run {
         let mut crashes = Vec::new();
         let mut participant_records: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
 
-        for record in logs.components().flat_map(|(_, records)| records) {
-            if record.component != SERVICE {
-                participant_records
-                    .entry(record.component.as_str())
-                    .or_default()
-                    .push(record);
-                continue;
+        for (name, records) in logs.participants() {
+            // A component that logged none of a participant's events (a cluster node's NATS layer,
+            // say) is not a participant.
+            if records
+                .iter()
+                .any(|record| PARTICIPANT_EVENTS.contains(&record.event.as_str()))
+            {
+                participant_records.insert(name, records.iter().collect());
             }
+        }
+        let (services, service_records) = service_lifelines(logs);
+        // Which node's call line or crash-leave caused each event.
+        let mut caused_by: HashMap<u64, usize> = HashMap::new();
+
+        for (record, node) in service_records {
             match record.event.as_str() {
                 "join" | "publish" | "leave" => {
                     let (Some(rpc), Some(seq)) = (Rpc::of_service_name(&record.event), record.seq)
@@ -252,8 +305,10 @@ impl Run {
                         unmatched += 1;
                         continue;
                     };
+                    caused_by.entry(seq).or_insert(node);
                     service_calls.push(ServiceCall::from_record(
                         rpc,
+                        node,
                         record,
                         Outcome::Accepted { seq },
                     ));
@@ -264,6 +319,7 @@ impl Run {
                         let reason = record.reason.clone().unwrap_or_default();
                         service_calls.push(ServiceCall::from_record(
                             rpc,
+                            node,
                             record,
                             Outcome::Refused { reason },
                         ));
@@ -273,6 +329,7 @@ impl Run {
                     (Some(seq), Some(lamport)) => {
                         events.entry(seq).or_insert_with(|| Event {
                             seq,
+                            origin: node,
                             lamport,
                             kind: record.kind.clone().unwrap_or_default(),
                             participant: record.participant.clone().unwrap_or_default(),
@@ -282,14 +339,25 @@ impl Run {
                     _ => unmatched += 1,
                 },
                 "crash_leave" => match (&record.participant, record.lamport) {
-                    (Some(participant), Some(lamport)) => crashes.push(Crash {
-                        participant: participant.clone(),
-                        seq: record.seq,
-                        lamport,
-                    }),
+                    (Some(participant), Some(lamport)) => {
+                        if let Some(seq) = record.seq {
+                            caused_by.entry(seq).or_insert(node);
+                        }
+                        crashes.push(Crash {
+                            participant: participant.clone(),
+                            node,
+                            seq: record.seq,
+                            lamport,
+                        });
+                    }
                     _ => unmatched += 1,
                 },
                 _ => {}
+            }
+        }
+        for event in events.values_mut() {
+            if let Some(&node) = caused_by.get(&event.seq) {
+                event.origin = node;
             }
         }
 
@@ -304,6 +372,7 @@ impl Run {
                             if let Some(lamport) = record.event_lamport {
                                 events.entry(seq).or_insert_with(|| Event {
                                     seq,
+                                    origin: 0,
                                     lamport,
                                     kind: record.kind.clone().unwrap_or_default(),
                                     participant: record.participant.clone().unwrap_or_default(),
@@ -349,13 +418,15 @@ impl Run {
         }
         let mut participants: Vec<&str> = participant_records.keys().copied().collect();
         participants.sort_by_key(|name| (first_join.get(name).copied().unwrap_or(u64::MAX), *name));
-        let processes = std::iter::once(SERVICE)
-            .chain(participants)
-            .map(str::to_owned)
+        let service_count = services.len();
+        let processes = services
+            .into_iter()
+            .chain(participants.into_iter().map(str::to_owned))
             .collect();
 
         Run {
             processes,
+            services: service_count,
             calls,
             events,
             deliveries,
@@ -446,9 +517,10 @@ impl Run {
 }
 
 impl ServiceCall {
-    fn from_record(rpc: Rpc, record: &Record, outcome: Outcome) -> ServiceCall {
+    fn from_record(rpc: Rpc, node: usize, record: &Record, outcome: Outcome) -> ServiceCall {
         ServiceCall {
             rpc,
+            node,
             participant: record.participant.clone().unwrap_or_default(),
             request: record.request_lamport,
             received: record.received_lamport,
@@ -473,8 +545,9 @@ struct Pairing {
     service_calls: Vec<ServiceCall>,
     /// Where the service's line of an accepted call is, by the seq of the event it caused.
     by_seq: HashMap<u64, usize>,
-    /// Where the service's line of a refused call is, by its response time.
-    by_response: HashMap<u64, usize>,
+    /// Where the service's lines of refused calls are, by their response time: one line for a single
+    /// service, whose clock never repeats a value, but the nodes of a cluster each have a clock.
+    by_response: HashMap<u64, Vec<usize>>,
     /// The request the participant being read has sent and not yet seen answered; its calls are
     /// sequential, so there is at most one.
     pending: Option<Sent>,
@@ -489,7 +562,7 @@ struct Pairing {
 impl Pairing {
     fn new(service_calls: Vec<ServiceCall>) -> Pairing {
         let mut by_seq = HashMap::new();
-        let mut by_response = HashMap::new();
+        let mut by_response: HashMap<u64, Vec<usize>> = HashMap::new();
         for (index, call) in service_calls.iter().enumerate() {
             match call.outcome {
                 Outcome::Accepted { seq } => {
@@ -497,7 +570,7 @@ impl Pairing {
                 }
                 Outcome::Refused { .. } => {
                     if let Some(responded) = call.responded {
-                        by_response.entry(responded).or_insert(index);
+                        by_response.entry(responded).or_default().push(index);
                     }
                 }
                 Outcome::Unknown => {}
@@ -536,22 +609,30 @@ impl Pairing {
         }
 
         let sent = self.pending.take_if(|sent| sent.rpc == rpc);
-        let index = if record.event == "publish_refused" {
+        let candidates: &[usize] = if record.event == "publish_refused" {
             record
                 .response_lamport
                 .and_then(|responded| self.by_response.get(&responded))
+                .map_or(&[], Vec::as_slice)
         } else {
-            record.seq.and_then(|seq| self.by_seq.get(&seq))
+            record
+                .seq
+                .and_then(|seq| self.by_seq.get(&seq))
+                .map_or(&[], std::slice::from_ref)
         };
-        let service = index.copied().and_then(|index| {
-            let call = self.service_calls.get_mut(index)?;
-            let fits = call.rpc == rpc
+        let fits = |call: &ServiceCall| {
+            call.rpc == rpc
                 && !call.claimed
-                && (call.participant == participant || call.participant.is_empty());
-            fits.then(|| {
-                call.claimed = true;
-                call.clone()
-            })
+                && (call.participant == participant || call.participant.is_empty())
+        };
+        let index = candidates
+            .iter()
+            .copied()
+            .find(|&index| self.service_calls.get(index).is_some_and(&fits));
+        let service = index.and_then(|index| {
+            let call = self.service_calls.get_mut(index)?;
+            call.claimed = true;
+            Some(call.clone())
         });
         let outcome = match (&service, record.seq) {
             (Some(service), _) => service.outcome.clone(),
@@ -565,6 +646,7 @@ impl Pairing {
         }
         self.calls.push(Call {
             rpc,
+            node: service.as_ref().map_or(0, |service| service.node),
             participant: participant.to_owned(),
             sent: sent.map(|sent| sent.lamport),
             chars: sent.and_then(|sent| sent.chars),
@@ -601,6 +683,7 @@ impl Pairing {
             }
             self.calls.push(Call {
                 rpc: sent.rpc,
+                node: service.as_ref().map_or(0, |service| service.node),
                 participant,
                 sent: Some(sent.lamport),
                 chars: sent.chars,
@@ -615,6 +698,7 @@ impl Pairing {
             self.unmatched += 1;
             self.calls.push(Call {
                 rpc: service.rpc,
+                node: service.node,
                 participant: service.participant.clone(),
                 sent: None,
                 chars: None,
@@ -626,6 +710,51 @@ impl Pairing {
         }
         (self.calls, self.unmatched)
     }
+}
+
+/// The service's lifelines, and each of its records with the index of the lifeline it belongs to.
+///
+/// One lifeline, `service`, unless a `start` line names a `node`: then the run is a cluster, each
+/// service process (a log file, or a `docker compose logs` container) is a node, and each node id gets
+/// a lifeline, in the order of the ids. A process's lines belong to the node its latest `start` names
+/// (its first lines to the node its first `start` names), and without any to a node named after it.
+fn service_lifelines(logs: &chitty_logs::Run) -> (Vec<String>, Vec<(&Record, usize)>) {
+    let records = logs.service().unwrap_or_default();
+    let node_of = |record: &Record| {
+        record
+            .node
+            .as_deref()
+            .filter(|node| !node.is_empty() && record.event == "start")
+            .map(str::to_owned)
+    };
+    if !records.iter().any(|record| node_of(record).is_some()) {
+        let records = records.iter().map(|record| (record, 0)).collect();
+        return (vec![SERVICE.to_owned()], records);
+    }
+    let mut assigned: Vec<(&Record, String)> = Vec::new();
+    for process in logs.processes_of(SERVICE) {
+        let mut node = process
+            .records
+            .iter()
+            .find_map(|record| node_of(record))
+            .unwrap_or_else(|| process.name().to_owned());
+        for record in process.records {
+            if let Some(named) = node_of(record) {
+                node = named;
+            }
+            assigned.push((record, node.clone()));
+        }
+    }
+    let nodes: BTreeSet<String> = assigned.iter().map(|(_, node)| node.clone()).collect();
+    let nodes: Vec<String> = nodes.into_iter().collect();
+    let records = assigned
+        .into_iter()
+        .map(|(record, node)| {
+            let index = nodes.iter().position(|name| *name == node).unwrap_or(0);
+            (record, index)
+        })
+        .collect();
+    (nodes, records)
 }
 
 /// What a window selects from a run.
@@ -698,9 +827,9 @@ impl ArrowKind {
 /// One process's lifeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Lifeline {
-    /// The process's name: `service` or the participant's.
+    /// The process's name: `service`, a cluster node's id, or the participant's.
     pub name: String,
-    /// Whether this is the service.
+    /// Whether this is the service (or one node of a cluster).
     pub is_service: bool,
     /// Whether the service announced this participant left because it vanished; its lifeline then
     /// ends with a cross half a row below its last point, its last log line the diagram shows.
@@ -757,7 +886,7 @@ pub(crate) struct Mark {
 pub struct Diagram {
     /// A one-line description of what is shown.
     pub(crate) title: String,
-    /// The lifelines, left to right, the service first.
+    /// The lifelines, left to right, the service (or the cluster's nodes) first.
     pub(crate) lifelines: Vec<Lifeline>,
     /// Every point, in row order.
     pub(crate) points: Vec<Point>,
@@ -768,7 +897,7 @@ pub struct Diagram {
 }
 
 impl Diagram {
-    /// The names of the lifelines, left to right; the first is the service.
+    /// The names of the lifelines, left to right; the service's (or the cluster nodes') first.
     pub fn lifelines(&self) -> impl Iterator<Item = &str> {
         self.lifelines.iter().map(|lifeline| lifeline.name.as_str())
     }
@@ -812,7 +941,7 @@ impl<'run> DiagramBuilder<'run> {
         let Some(&caller) = self.process_index.get(call.participant.as_str()) else {
             return;
         };
-        const SERVICE_INDEX: usize = 0;
+        let service = call.node;
         if let (Some(sent), Some(received)) = (call.sent, call.received) {
             let (kind, label) = match call.rpc {
                 Rpc::Join => (ArrowKind::Join, "Join".to_owned()),
@@ -820,7 +949,7 @@ impl<'run> DiagramBuilder<'run> {
                 Rpc::Publish => (ArrowKind::Publish, self.publish_label(call)),
             };
             self.arrows
-                .push((kind, (caller, sent), (SERVICE_INDEX, received), label));
+                .push((kind, (caller, sent), (service, received), label));
         }
         if let (Some(responded), Some(replied)) = (call.responded, call.replied) {
             let (kind, label) = match &call.outcome {
@@ -835,7 +964,7 @@ impl<'run> DiagramBuilder<'run> {
                 Outcome::Unknown => (ArrowKind::Ok, "answer".to_owned()),
             };
             self.arrows
-                .push((kind, (SERVICE_INDEX, responded), (caller, replied), label));
+                .push((kind, (service, responded), (caller, replied), label));
         }
     }
 
@@ -852,8 +981,11 @@ impl<'run> DiagramBuilder<'run> {
     }
 
     fn add_event(&mut self, event: &Event) {
-        self.marks
-            .push((MarkKind::Event, (0, event.lamport), event_label(event)));
+        self.marks.push((
+            MarkKind::Event,
+            (event.origin, event.lamport),
+            event_label(event),
+        ));
     }
 
     fn add_delivery(&mut self, delivery: &Delivery) {
@@ -865,7 +997,7 @@ impl<'run> DiagramBuilder<'run> {
         };
         self.arrows.push((
             ArrowKind::Delivery,
-            (0, event.lamport),
+            (event.origin, event.lamport),
             (recipient, delivery.received),
             event_label(event),
         ));
@@ -874,7 +1006,7 @@ impl<'run> DiagramBuilder<'run> {
     fn add_crash(&mut self, crash: &Crash) {
         self.marks.push((
             MarkKind::CrashLeave,
-            (0, crash.lamport),
+            (crash.node, crash.lamport),
             format!("crash-leave {}", crash.participant),
         ));
         if let Some(&process) = self.process_index.get(crash.participant.as_str()) {
@@ -889,8 +1021,13 @@ impl<'run> DiagramBuilder<'run> {
             });
         }
         // Which processes get a lifeline: all of them for the whole run, otherwise the service and
-        // every process one of the selected points lies on.
-        let mut shown: BTreeSet<usize> = BTreeSet::from([0]);
+        // every process one of the selected points lies on (in a cluster, only the nodes those are on).
+        let services = self.run.services;
+        let mut shown: BTreeSet<usize> = if services == 1 {
+            BTreeSet::from([0])
+        } else {
+            BTreeSet::new()
+        };
         let ends = self.arrows.iter().flat_map(|(_, from, to, _)| [from, to]);
         shown.extend(
             ends.chain(self.marks.iter().map(|(_, point, _)| point))
@@ -906,13 +1043,13 @@ impl<'run> DiagramBuilder<'run> {
             _ => None,
         };
         let mut order: Vec<usize> = shown.into_iter().collect();
-        order.sort_by_key(|&process| (process != 0, Some(process) != focus, process));
+        order.sort_by_key(|&process| (process >= services, Some(process) != focus, process));
         let lifelines: Vec<Lifeline> = order
             .iter()
             .filter_map(|&process| {
                 Some(Lifeline {
                     name: self.run.processes.get(process)?.clone(),
-                    is_service: process == 0,
+                    is_service: process < services,
                     crashed: self.crashed.contains(&process),
                 })
             })
@@ -1151,6 +1288,61 @@ mod tests {
                 "Delivery service@3 -> alice@11: Event #1 alice joined",
                 "Delivery service@8 -> alice@12: Event #2 alice: \"hi\"",
             ]
+        );
+    }
+
+    #[test]
+    fn in_a_cluster_calls_go_to_the_node_that_logged_them_and_events_start_where_they_were_appended()
+     {
+        let text = Simulation::run(&[join("alice"), join("bob"), publish("bob", "hi")]);
+        // Node a answered alice and node b bob; both logged every event, and the NATS layer's line is
+        // no participant.
+        let mut a = vec![r#"{"component":"service","event":"start","node":"a"}"#];
+        let mut b = vec![
+            r#"{"component":"cluster","event":"connected","node":"b"}"#,
+            r#"{"component":"service","event":"start","node":"b"}"#,
+        ];
+        let mut participants = Vec::new();
+        for line in text.lines() {
+            if !line.contains(r#""component":"service""#) {
+                participants.push(line);
+            } else if line.contains(r#""event":"broadcast""#) {
+                a.push(line);
+                b.push(line);
+            } else if line.contains(r#""participant":"bob""#) {
+                b.push(line);
+            } else {
+                a.push(line);
+            }
+        }
+        let mut logs = chitty_logs::Run::new();
+        logs.add_text(Some("participants.log"), &participants.join("\n"));
+        logs.add_text(Some("service-b.log"), &b.join("\n"));
+        logs.add_text(Some("service-a.log"), &a.join("\n"));
+        let run = Run::from_logs(&logs);
+        assert_eq!(run.unmatched_records(), 0);
+        assert_eq!(run.services().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(run.participants().collect::<Vec<_>>(), ["alice", "bob"]);
+        let got = arrows(&diagram(&run, &Window::All));
+        let want = [
+            "Join alice@1 -> a@2: Join",
+            "Ok a@4 -> alice@5: ok #1",
+            "Join bob@1 -> b@5: Join",
+            "Ok b@7 -> bob@8: ok #2",
+            "Publish bob@9 -> b@10: Publish \"hi\"",
+            "Ok b@12 -> bob@13: ok #3",
+            "Delivery a@3 -> alice@6: Event #1 alice joined",
+            "Delivery b@6 -> alice@7: Event #2 bob joined",
+            "Delivery b@11 -> alice@12: Event #3 bob: \"hi\"",
+            "Delivery b@6 -> bob@14: Event #2 bob joined",
+            "Delivery b@11 -> bob@15: Event #3 bob: \"hi\"",
+        ];
+        assert_eq!(got, want);
+        // A seq window shows only the nodes its points lie on.
+        let window = diagram(&run, &Window::Seqs { from: 3, to: 3 });
+        assert_eq!(
+            window.lifelines().collect::<Vec<_>>(),
+            ["b", "alice", "bob"]
         );
     }
 

@@ -28,7 +28,8 @@
 //!   [`Location`] it was read from.
 //! - `run`: a whole run. [`read_dir`] reads a directory of log files (or one combined file) into a [`Run`],
 //!   which holds each component's records in the order that component wrote them, and counts the lines
-//!   that were skipped.
+//!   that were skipped. [`Run::processes_of`] splits one component's records by the [`Process`] that
+//!   wrote them (file, or `docker compose logs` container): the nodes of a cluster all log as `service`.
 //!
 //! Nothing here panics on bad input: a line that is not a log record is skipped and counted, a field of an
 //! unexpected type reads as missing, and the only errors are the [`LogsError`]s of reading files.
@@ -41,7 +42,7 @@ mod run;
 use std::path::PathBuf;
 
 pub use record::{Line, Location, Record, parse_line};
-pub use run::{Run, read_dir};
+pub use run::{Process, Run, read_dir};
 
 /// The `component` of the service's log lines. Every other component is a participant's name.
 pub const SERVICE: &str = "service";

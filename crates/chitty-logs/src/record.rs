@@ -1,7 +1,8 @@
 //! One log line: what it turned out to be, and the typed fields of a record.
 //!
 //! A line may carry the prefix `docker compose logs` puts in front of it (`alice-1  | {...}`, possibly
-//! with colour codes); everything before the first `{` is ignored. A line that is not a JSON object, or
+//! with colour codes); everything before the first `{` is not part of the record, but the container name
+//! in it is kept ([`Record::container`]), since it tells apart the processes of one combined file. A line that is not a JSON object, or
 //! lacks a string `component` or `event`, is skipped, so the caller can count it. A field with an
 //! unexpected type (a `seq` that is a string, say) reads as missing, and the rest of the record stays.
 
@@ -43,6 +44,9 @@ pub struct Record {
     pub event: String,
     /// Where the line was read.
     pub location: Location,
+    /// The container a `docker compose logs` line came from (`service-1` in `service-1  | {...}`),
+    /// without colour codes; `None` for a line without that prefix.
+    pub container: Option<String>,
     /// The wall-clock time of the line, RFC 3339, as written.
     pub timestamp: Option<String>,
     /// The level of the line: `INFO`, `WARN`, ...
@@ -80,6 +84,9 @@ pub struct Record {
     pub from_seq: Option<u64>,
     /// How many open streams an event was queued to, on the service's `broadcast`.
     pub recipients: Option<u64>,
+    /// The id of the cluster node that logged the line, on a service's `start` (and some other lines)
+    /// in cluster mode; empty or absent for a single service.
+    pub node: Option<String>,
 }
 
 /// What one line of a log turned out to be.
@@ -112,6 +119,7 @@ pub fn parse_line(line: &str, location: Location) -> Line {
         component,
         event,
         location,
+        container: container(&line[..start]),
         timestamp: string(&fields, "timestamp"),
         level: string(&fields, "level"),
         seq: number(&fields, "seq"),
@@ -130,7 +138,32 @@ pub fn parse_line(line: &str, location: Location) -> Line {
         last_seq: number(&fields, "last_seq"),
         from_seq: number(&fields, "from_seq"),
         recipients: number(&fields, "recipients"),
+        node: string(&fields, "node"),
     }))
+}
+
+/// The container name in the text before a line's JSON object, as `docker compose logs` writes it:
+/// `name  | `, possibly wrapped in ANSI colour codes. `None` without a `|`, or with nothing before it.
+fn container(prefix: &str) -> Option<String> {
+    let mut plain = String::with_capacity(prefix.len());
+    let mut characters = prefix.chars();
+    while let Some(character) = characters.next() {
+        if character == '\u{1b}' {
+            // A CSI sequence: ESC, '[', parameters, and one final byte in '@'..='~'.
+            if characters.next() == Some('[') {
+                for following in characters.by_ref() {
+                    if ('@'..='~').contains(&following) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(character);
+    }
+    let (name, _) = plain.rsplit_once('|')?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 fn string(fields: &Map<String, Value>, name: &str) -> Option<String> {
@@ -177,6 +210,7 @@ mod tests {
     fn a_docker_compose_prefix_is_stripped() {
         let got = record(r#"alice-1  | {"component":"alice","event":"join_sent","lamport":1}"#);
         assert_eq!((got.component.as_str(), got.lamport), ("alice", Some(1)));
+        assert_eq!(got.container.as_deref(), Some("alice-1"));
         // With colours, as `docker compose logs` prints to a terminal.
         let got = record(
             "\u{1b}[36mservice-1  |\u{1b}[0m {\"component\":\"service\",\"event\":\"start\"}\r",
@@ -185,6 +219,10 @@ mod tests {
             (got.component.as_str(), got.event.as_str()),
             ("service", "start")
         );
+        assert_eq!(got.container.as_deref(), Some("service-1"));
+        // A plain line names no container.
+        let got = record(r#"{"component":"alice","event":"join_sent","lamport":1}"#);
+        assert_eq!(got.container, None);
     }
 
     #[test]
@@ -201,6 +239,16 @@ mod tests {
             r#"{"component":"bob","event":"join_sent","lamport":30,"reason":"the session ended"}"#,
         );
         assert_eq!(got.reason.as_deref(), Some("the session ended"));
+    }
+
+    #[test]
+    fn a_cluster_node_names_itself_on_its_start_line() {
+        let got = record(
+            r#"{"component":"service","event":"start","node":"node-1","last_seq":0,"address":"127.0.0.1:50051"}"#,
+        );
+        assert_eq!(got.node.as_deref(), Some("node-1"));
+        let got = record(r#"{"component":"service","event":"start","node":"","last_seq":0}"#);
+        assert_eq!(got.node.as_deref(), Some(""));
     }
 
     #[test]

@@ -106,6 +106,51 @@ impl Run {
         self.components()
             .filter(|(component, _)| *component != SERVICE)
     }
+
+    /// The records of `component` split by the process that wrote them, as far as the logs say: by the
+    /// file they were read from and, in a `docker compose logs` file, by container. Each process's
+    /// records stay in reading order; processes are in the order of their first record.
+    ///
+    /// This tells apart processes that share a component, such as the nodes of a cluster, which all log
+    /// as `service`. Lives of one process, or several processes appending to one file, stay together.
+    pub fn processes_of(&self, component: &str) -> Vec<Process<'_>> {
+        let mut processes: Vec<Process<'_>> = Vec::new();
+        for record in self.component(component).unwrap_or_default() {
+            let file = record.location.file.as_deref();
+            let container = record.container.as_deref();
+            match processes
+                .iter_mut()
+                .find(|process| process.file == file && process.container == container)
+            {
+                Some(process) => process.records.push(record),
+                None => processes.push(Process {
+                    file,
+                    container,
+                    records: vec![record],
+                }),
+            }
+        }
+        processes
+    }
+}
+
+/// The records one process wrote, as [`Run::processes_of`] finds them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Process<'run> {
+    /// The file its records were read from, as their [`Location`]s name it.
+    pub file: Option<&'run str>,
+    /// The `docker compose logs` container its records came from, if they had that prefix.
+    pub container: Option<&'run str>,
+    /// Its records, in reading order.
+    pub records: Vec<&'run Record>,
+}
+
+impl Process<'_> {
+    /// How to name the process to people: its container, else its file, else `the text`.
+    pub fn name(&self) -> &str {
+        self.container.or(self.file).unwrap_or("the text")
+    }
 }
 
 /// Reads the logs of one run: every file in the directory `path`, or the one file `path`.
@@ -280,6 +325,57 @@ mod tests {
             missing.starts_with("cannot read the logs at ") && missing.contains("nope"),
             "a missing directory must be a read error naming it, got {missing:?}"
         );
+    }
+
+    #[test]
+    fn the_records_of_a_component_split_by_file_and_by_container() {
+        let mut run = Run::new();
+        run.add_text(
+            Some("service-0.log"),
+            "{\"component\":\"service\",\"event\":\"start\",\"node\":\"a\"}\n{\"component\":\"service\",\"event\":\"stop\"}\n",
+        );
+        run.add_text(
+            Some("compose.log"),
+            concat!(
+                "service-1  | {\"component\":\"service\",\"event\":\"start\",\"node\":\"b\"}\n",
+                "\u{1b}[36mservice-2  |\u{1b}[0m {\"component\":\"service\",\"event\":\"start\",\"node\":\"c\"}\n",
+                "alice-1    | {\"component\":\"alice\",\"event\":\"connect\"}\n",
+                "service-1  | {\"component\":\"service\",\"event\":\"stop\"}\n",
+            ),
+        );
+        let processes = run.processes_of(SERVICE);
+        let got: Vec<(&str, Vec<String>)> = processes
+            .iter()
+            .map(|process| {
+                let lines = process
+                    .records
+                    .iter()
+                    .map(|record| format!("{} {}", record.location, record.event))
+                    .collect();
+                (process.name(), lines)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "service-0.log",
+                    vec![
+                        "service-0.log:1 start".to_owned(),
+                        "service-0.log:2 stop".to_owned()
+                    ]
+                ),
+                (
+                    "service-1",
+                    vec![
+                        "compose.log:1 start".to_owned(),
+                        "compose.log:4 stop".to_owned()
+                    ]
+                ),
+                ("service-2", vec!["compose.log:2 start".to_owned()]),
+            ]
+        );
+        assert!(run.processes_of("nobody").is_empty());
     }
 
     #[test]
