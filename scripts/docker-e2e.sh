@@ -10,7 +10,16 @@
 #   5. `docker network disconnect` another: the service announces it left, by keepalive, within 20 s.
 #   6. Restart the service container: participants reconnect and resume from the volume-backed history;
 #      `chitty-chat check` then verifies the whole run from the collected logs.
-#   7. Tear everything down, even on failure: no containers, networks or volumes are left behind.
+#   7. Tear the single-node chat down.
+# Then cluster mode, compose.cluster.yaml (skipped, saying so, only if no nats-server can be installed):
+#   8. Build a NATS image without a registry: the host's nats-server (Debian's package) on the base image.
+#   9. Bring up 3 NATS servers and 3 Chitty-Chat nodes, then alice, bob and carol, each on another node,
+#      then the late dave: every join and message reaches every participant, across nodes.
+#  10. `docker kill` node-1: alice fails over to another node, and her messages still reach the others.
+#  11. Stop the NATS server that leads the event stream: the chat goes on with the other two.
+#  12. Nobody but dave was announced left or joined twice; `chitty-chat check` verifies the cluster run.
+#  13. Tear it down. On any failure the trap tears both chats down: no containers, networks or volumes
+#      are left behind (the images are kept for the next run).
 #
 # Usage: scripts/docker-e2e.sh [LOG_DIR]   (the collected logs go to LOG_DIR, default a temporary one)
 set -euo pipefail
@@ -18,6 +27,7 @@ cd "$(dirname "$0")/.."
 
 base_image=chitty-chat-base:bookworm
 project="chittye2e$$"
+cluster_project="chittye2ecluster$$"
 logs_dir="${1:-$(mktemp -d /tmp/chitty-docker-e2e.XXXXXX)}"
 mkdir -p "$logs_dir"
 started=$(date +%s)
@@ -26,15 +36,44 @@ say() { printf '\n== %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
 fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
 
 if docker compose version >/dev/null 2>&1; then
-  compose=(docker compose -p "$project")
+  compose_command=(docker compose)
 elif command -v docker-compose >/dev/null 2>&1; then
-  compose=(docker-compose -p "$project")
+  compose_command=(docker-compose)
 else
   apt-get update && apt-get install -y docker-compose \
     || fail "neither 'docker compose' nor 'docker-compose' is installed, and apt-get could not install it"
-  compose=(docker-compose -p "$project")
+  compose_command=(docker-compose)
 fi
+single=("${compose_command[@]}" -p "$project")
+cluster=("${compose_command[@]}" -p "$cluster_project" -f compose.cluster.yaml)
+# The chat the steps talk to, through compose and wait_log: the single-node one, then the cluster.
+compose=("${single[@]}")
 export BUILDER_IMAGE="$base_image" RUNTIME_IMAGE="$base_image" PREBUILT=true
+# compose.cluster.yaml's NATS image, built in step 8.
+export NATS_IMAGE=chitty-nats:bookworm
+
+# Removes every container, network and volume of the compose project named $1 (anonymous volumes
+# included) with the compose command that follows, then says what remains, if anything, and returns 1.
+tear_down() {
+  local name=$1 containers volumes leftovers
+  shift
+  local label="label=com.docker.compose.project=$name"
+  containers=$(docker ps -aq --filter "$label" || true)
+  volumes=$(for container in $containers; do
+    docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' "$container" || true
+  done)
+  timeout 120 "$@" --profile late --profile interactive down --volumes --remove-orphans >/dev/null 2>&1 || true
+  leftovers=$(
+    docker ps -aq --filter "$label" || true
+    docker network ls -q --filter "$label" || true
+    docker volume ls -q --filter "$label" || true
+    for volume in $volumes; do docker volume inspect -f '{{.Name}}' "$volume" 2>/dev/null || true; done
+  )
+  if [ -n "$leftovers" ]; then
+    echo "left behind by $name:" $leftovers >&2
+    return 1
+  fi
+}
 
 cleanup() {
   status=$?
@@ -42,19 +81,23 @@ cleanup() {
     echo "--- the containers' logs, for the failure above:" >&2
     "${compose[@]}" --profile late logs --no-color --tail=40 >&2 || true
   fi
-  "${compose[@]}" --profile late --profile interactive down --volumes --remove-orphans >/dev/null 2>&1 || true
+  tear_down "$project" "${single[@]}" || true
+  tear_down "$cluster_project" "${cluster[@]}" || true
   exit "$status"
 }
 trap cleanup EXIT
 
-# Waits until SERVICE's log has a line matching PATTERN (grep -E), at most SECONDS; FROM=new counts only
-# lines written from now on.
+# Waits until SERVICE's log has a line matching PATTERN (grep -E), at most SECONDS; a fourth argument 0
+# counts only lines written from now on. The follower is stopped as soon as the line is there: left to
+# itself it would wait for the next line, which a quiet service may never write.
 wait_log() {
-  local service=$1 pattern=$2 seconds=$3 tail=${4:-all}
-  if ! (set +o pipefail; timeout "$seconds" "${compose[@]}" logs --no-color -f --tail="$tail" "$service" 2>/dev/null \
-      | grep -q -m1 -E -- "$pattern"); then
-    fail "$service did not log /$pattern/ within ${seconds}s"
-  fi
+  local service=$1 pattern=$2 seconds=$3 tail=${4:-all} logs follower found=false
+  exec {logs}< <(exec timeout "$seconds" "${compose[@]}" logs --no-color -f --tail="$tail" "$service" 2>/dev/null)
+  follower=$!
+  grep -q -m1 -E -- "$pattern" <&"$logs" && found=true
+  kill "$follower" 2>/dev/null || true
+  exec {logs}<&-
+  "$found" || fail "$service did not log /$pattern/ within ${seconds}s"
 }
 
 say "1. the base image, without a registry"
@@ -116,5 +159,111 @@ wait_log alice '"event":"receive","seq":[0-9]+,"kind":"message","participant":"a
 "${compose[@]}" --profile late logs --no-color >"$logs_dir/compose.log"
 ./target/release/chitty-chat check "$logs_dir/compose.log" | tee "$logs_dir/check.txt"
 
-say "7. tear down"
+say "7. tear the single-node chat down"
+tear_down "$project" "${single[@]}" || fail "the single-node chat was not torn down completely"
+
+say "8. cluster mode: the NATS image, from the host's nats-server on the base image"
+find_nats_server() { command -v nats-server || { [ -x /usr/sbin/nats-server ] && echo /usr/sbin/nats-server; } || true; }
+nats_server=$(find_nats_server)
+if [ -z "$nats_server" ]; then
+  { apt-get update && apt-get install -y nats-server; } >"$logs_dir/apt-nats-server.log" 2>&1 || true
+  nats_server=$(find_nats_server)
+fi
+if [ -z "$nats_server" ]; then
+  echo "SKIPPED the cluster part of scripts/docker-e2e.sh (steps 8 to 13): no nats-server, and" \
+    "'apt-get install -y nats-server' failed (see $logs_dir/apt-nats-server.log)"
+  echo "the single-node steps passed; the logs are in $logs_dir"
+  exit 0
+fi
+nats_context=$(mktemp -d /tmp/chitty-nats.XXXXXX)
+cp "$nats_server" "$nats_context/nats-server"
+docker build -f docker/nats.Dockerfile --build-arg BASE_IMAGE="$base_image" -t "$NATS_IMAGE" "$nats_context" \
+    >"$logs_dir/nats-image.log" 2>&1 \
+  || { rm -rf "$nats_context"; tail -20 "$logs_dir/nats-image.log" >&2; fail "cannot build $NATS_IMAGE"; }
+rm -rf "$nats_context"
+nats_version=$(docker run --rm "$NATS_IMAGE" --version) \
+  || fail "$nats_server does not run in $NATS_IMAGE: it must be built for $base_image's libc"
+echo "$NATS_IMAGE: $nats_version, from $nats_server"
+
+say "9. the cluster with compose.cluster.yaml: 3 NATS servers, 3 nodes, a participant on each node"
+# From here on, compose and wait_log speak to the cluster.
+compose=("${cluster[@]}")
+timeout 120 "${compose[@]}" up -d nats-1 nats-2 nats-3 node-1 node-2 node-3
+for node in node-1 node-2 node-3; do
+  wait_log "$node" '"event":"start"' 90
+done
+# One after another, as above; each starts on its own node once all three are healthy.
+for participant in alice bob carol; do
+  timeout 120 "${compose[@]}" up -d "$participant"
+  wait_log "$participant" '"event":"joined"' 60
+done
+for watcher in alice bob; do
+  wait_log "$watcher" '"event":"receive","seq":[0-9]+,"kind":"joined","participant":"carol"' 30
+done
+wait_log alice '"event":"receive","seq":[0-9]+,"kind":"joined","participant":"bob"' 30
+wait_log alice '"event":"connect","server":"http://node-1:50051"' 5
+wait_log bob '"event":"connect","server":"http://node-2:50051"' 5
+wait_log carol '"event":"connect","server":"http://node-3:50051"' 5
+for author in alice bob carol; do
+  for watcher in alice bob carol; do
+    wait_log "$watcher" "\"event\":\"receive\",\"seq\":[0-9]+,\"kind\":\"message\",\"participant\":\"$author\"" 30
+  done
+done
+timeout 120 "${compose[@]}" --profile late up -d dave
+wait_log dave '"event":"leave_ok"' 60
+for watcher in alice bob carol; do
+  wait_log "$watcher" '"event":"receive","seq":[0-9]+,"kind":"message","participant":"dave"' 10
+  wait_log "$watcher" 'Participant dave left Chitty-Chat' 30
+done
+echo "joins, messages from everyone at everyone across the nodes, and dave's join and leave: seen"
+
+# Waits until every one of alice, bob and carol has received a message from every one of them that
+# was published from now on: the chat goes on, across the nodes.
+wait_chat_goes_on() {
+  local seconds=$1 author watcher
+  for author in alice bob carol; do
+    for watcher in alice bob carol; do
+      wait_log "$watcher" "\"event\":\"receive\",\"seq\":[0-9]+,\"kind\":\"message\",\"participant\":\"$author\"" "$seconds" 0
+    done
+  done
+}
+
+say "10. docker kill node-1: alice fails over to another node, and the chat goes on"
+"${compose[@]}" kill node-1 >/dev/null
+wait_log alice '"event":"disconnected"' 20
+wait_log alice '"event":"reconnected","server":"http://node-[23]:50051"' 30
+wait_chat_goes_on 30
+# Its restart policy (on-failure) must leave a killed node down, or this step would test nothing.
+[ -z "$(docker ps -q --filter "label=com.docker.compose.project=$cluster_project" \
+    --filter label=com.docker.compose.service=node-1)" ] || fail "node-1 runs again after docker kill"
+
+say "11. stop the NATS server that leads the event stream: the chat goes on with the other two"
+# The server that last logged becoming the stream's leader (nats-server's own words) leads it now.
+leader=$(for server in nats-1 nats-2 nats-3; do
+  "${compose[@]}" logs --no-color "$server" 2>/dev/null \
+    | { grep -E "new stream leader for '[^']*> chitty-events'" || true; } | tail -1 \
+    | sed -E "s/^.*\[[0-9]+\] ([0-9]{4}\/[0-9]{2}\/[0-9]{2} [0-9:.]+) .*$/\1 $server/"
+done | sort | tail -1 | awk '{print $3}')
+[ -n "$leader" ] || fail "no nats-server logged leading the stream chitty-events"
+echo "$leader leads chitty-events"
+timeout 60 "${compose[@]}" stop -t 10 "$leader" >/dev/null
+wait_chat_goes_on 60
+
+say "12. nobody but dave left or joined twice; chitty-chat check on the cluster's logs"
+# The nodes' logs first, then the participants': every event a node logged as broadcast has reached the
+# participants' logs by the time those are read (with one call, a participant's log may be read first).
+{
+  "${compose[@]}" logs --no-color nats-1 nats-2 nats-3 node-1 node-2 node-3
+  "${compose[@]}" --profile late logs --no-color alice bob carol dave
+} >"$logs_dir/cluster.log"
+announced=$(grep -E 'Participant (alice|bob|carol) left Chitty-Chat' "$logs_dir/cluster.log" || true)
+[ -z "$announced" ] || fail "a participant that stayed throughout was announced left: $(head -3 <<<"$announced")"
+for participant in alice bob carol; do
+  joins=$(grep -c -E "\"component\":\"$participant\",\"event\":\"join_ok\"" "$logs_dir/cluster.log" || true)
+  [ "$joins" = 1 ] || fail "$participant joined $joins times; want 1: a failover must resume the session"
+done
+./target/release/chitty-chat check "$logs_dir/cluster.log" | tee "$logs_dir/cluster-check.txt"
+
+say "13. tear down"
+tear_down "$cluster_project" "${cluster[@]}" || fail "the cluster was not torn down completely"
 echo "all steps passed; the logs are in $logs_dir"
