@@ -427,7 +427,13 @@ async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
 fn check(logs: &std::path::Path) -> anyhow::Result<ExitCode> {
     let run = chitty_logs::read_dir(logs)?;
     let report = chitty_check::check(&run);
-    print!("{report}");
+    // A reader that stops early (`check DIR | head`) is not an error; the verdict is the exit status.
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = write!(stdout, "{report}").and_then(|()| stdout.flush())
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(anyhow::Error::new(error).context("cannot write the report"));
+    }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
     } else {
