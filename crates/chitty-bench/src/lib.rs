@@ -2,7 +2,10 @@
 //!
 //! It starts its own service (the current binary's `serve`, in memory, with the per-participant publish
 //! rate and the participant cap lifted), or targets one given with `--server`, and drives it over real
-//! gRPC connections, one HTTP/2 connection per participant as real participants have. With `--vs-nats`
+//! gRPC connections, one HTTP/2 connection per participant as real participants have. With `--nodes K`
+//! (K of 2 or more, or `--cluster`) it starts the service in cluster mode instead: one nats-server with
+//! JetStream and K nodes sharing one chat through it, with the participants spread round-robin over the
+//! nodes; the nodes' CPU is summed and the nats-server's reported beside it. With `--vs-nats`
 //! it runs the same load against a nats-server it starts on a free loopback port, through `async-nats`,
 //! one connection per subscriber. It reports throughput, publish-to-delivery latency from an HDR
 //! histogram, errors, the CPU time of the server and of the load generator separately, and memory per
@@ -15,7 +18,7 @@
 //! - [`load`]: one interface over both systems: admit, listen, publish, churn.
 //! - [`chitty`]: Chitty-Chat participants over the generated gRPC client, nothing more.
 //! - [`nats`]: the same participants on NATS core pub/sub.
-//! - [`process`]: starting and stopping the service and nats-server as child processes.
+//! - [`process`]: starting and stopping the service, its cluster, and nats-server as child processes.
 //! - [`measure`]: `/proc` (CPU time, resident memory), the open-files limit, send times carried in the
 //!   message text, latency histograms and the listeners' shared counters.
 //! - [`report`]: the figures, the table and the JSON object; [`plot`]: the SVG chart.
@@ -24,7 +27,8 @@
 //!
 //! Every run stops by itself: admitting and opening streams are bounded, the load runs for `--duration`
 //! (twice, in `churn`), the drain for at most `--drain`, every call for at most 10 s, and listeners are
-//! abandoned 10 s after being told to stop.
+//! abandoned 10 s after being told to stop. Every process it starts is killed when its handle is
+//! dropped: when a run fails, and when the harness gets SIGINT or SIGTERM.
 
 pub mod chitty;
 pub mod load;
@@ -44,9 +48,9 @@ use clap::{Args, ValueEnum};
 use thiserror::Error;
 
 use crate::load::{LoadError, System, SystemKind};
-use crate::measure::{MeasureError, Process};
-use crate::process::{NatsProcess, ServiceProcess, find_nats_server};
-use crate::report::{Figures, Machine, Report, RunReport};
+use crate::measure::{MeasureError, Process, ServerProcesses};
+use crate::process::{ClusterProcesses, NatsProcess, ServiceProcess, find_nats_server};
+use crate::report::{Deployment, Figures, Machine, Report, RunReport};
 use crate::scenario::Plan;
 
 /// What is measured.
@@ -77,7 +81,8 @@ impl std::fmt::Display for Scenario {
 ///
 /// Prints a table per N; `--json` writes the figures as one JSON object, `--plot` an SVG chart against
 /// N. The CPU time of the server and of the load generator (this process) are reported separately: they
-/// share the machine's cores, and a process at 90% of a core or more is marked saturated.
+/// share the machine's cores, and a process at 90% of a core or more is marked saturated. With --nodes
+/// 2 or more the service runs in cluster mode, on a nats-server with JetStream that the harness starts.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// What to measure.
@@ -146,7 +151,21 @@ pub struct BenchArgs {
     /// every event is synced to disk before it is delivered: what the group commit costs.
     #[arg(long, conflicts_with = "server")]
     pub durable: bool,
-    /// Where the started service writes its JSON log.
+    /// How many service processes serve the chat. 1 is one node with its embedded store; 2 or more run
+    /// the service in cluster mode (`serve --nats`): the harness starts one nats-server with JetStream on
+    /// a free loopback port (its store in a temporary directory), then K nodes on free ports serving one
+    /// chat through it under a prefix unique to the run, and spreads the participants round-robin over
+    /// the nodes, publishers included. The server's figures are then summed over the nodes, each node's
+    /// CPU is listed, and the JetStream nats-server's CPU is reported beside them: it is part of the
+    /// system under test. Needs nats-server, as --vs-nats does.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16), conflicts_with = "server")]
+    pub nodes: u32,
+    /// Run the service in cluster mode even with --nodes 1: a single node on JetStream, to compare 1, 2
+    /// and 3 nodes of cluster mode with each other and with the embedded store.
+    #[arg(long, conflicts_with_all = ["server", "durable"])]
+    pub cluster: bool,
+    /// Where the started service writes its JSON log. With several nodes, node I writes to PATH.nodeI
+    /// (unless PATH is /dev/null).
     #[arg(long, value_name = "PATH", default_value = "/dev/null")]
     pub service_log: PathBuf,
     /// Also run the same load against NATS core pub/sub: a nats-server the harness starts on a free
@@ -189,9 +208,9 @@ pub enum BenchError {
         /// Its last lines of standard error.
         stderr: String,
     },
-    /// nats-server is needed for --vs-nats and was not found.
+    /// nats-server is needed for --vs-nats or cluster mode and was not found.
     #[error(
-        "--vs-nats needs nats-server, which was not found on PATH or in /usr/sbin: apt-get install -y nats-server, or pass --nats-server"
+        "--vs-nats and cluster mode (--nodes 2 or more, --cluster) need nats-server, which was not found on PATH or in /usr/sbin: apt-get install -y nats-server, or pass --nats-server"
     )]
     NoNatsServer,
     /// Some participants could not join.
@@ -226,18 +245,35 @@ pub enum BenchError {
     /// The temporary data directory for --durable could not be made.
     #[error("cannot make a data directory for the service: {0}")]
     DataDir(std::io::Error),
+    /// The harness was told to stop before it finished; everything it started has been killed.
+    #[error("stopped by {0}; every process the harness started was killed")]
+    Interrupted(&'static str),
     /// The chart could not be drawn.
     #[error("cannot draw the chart: {0}")]
     Plot(String),
 }
 
-/// The flags of the service the harness starts: in memory (or on disk in `data_dir`), nothing limiting the load generator's rate
+/// Where the service keeps its events.
+#[derive(Debug, Clone, Copy)]
+enum ServiceStorage<'a> {
+    /// In memory.
+    Memory,
+    /// On disk, in this directory.
+    Directory(&'a Path),
+    /// In JetStream: cluster mode, whose own flags [`ClusterProcesses::start`] adds.
+    Cluster,
+}
+
+/// The flags of the service the harness starts: its storage, nothing limiting the load generator's rate
 /// or count of participants, a grace period longer than any run (participants join before their streams
 /// open), and a JSON log at `log`.
-fn service_flags(log: &Path, data_dir: Option<&Path>, extra: &[String]) -> Vec<String> {
-    let mut flags: Vec<String> = match data_dir {
-        Some(directory) => vec!["--data-dir".to_owned(), directory.display().to_string()],
-        None => vec!["--in-memory".to_owned()],
+fn service_flags(log: &Path, storage: ServiceStorage<'_>, extra: &[String]) -> Vec<String> {
+    let mut flags: Vec<String> = match storage {
+        ServiceStorage::Memory => vec!["--in-memory".to_owned()],
+        ServiceStorage::Directory(directory) => {
+            vec!["--data-dir".to_owned(), directory.display().to_string()]
+        }
+        ServiceStorage::Cluster => Vec::new(),
     };
     flags.extend(
         [
@@ -258,6 +294,25 @@ fn service_flags(log: &Path, data_dir: Option<&Path>, extra: &[String]) -> Vec<S
     flags.push(log.display().to_string());
     flags.extend(extra.iter().cloned());
     flags
+}
+
+/// The log file of node `index` of `nodes`: `log` itself for one node or for /dev/null, else
+/// `log.nodeINDEX`, so that nodes do not write over each other.
+fn node_log(log: &Path, index: usize, nodes: usize) -> PathBuf {
+    if nodes <= 1 || log == Path::new("/dev/null") {
+        return log.to_owned();
+    }
+    let mut name = log.as_os_str().to_owned();
+    name.push(format!(".node{index}"));
+    PathBuf::from(name)
+}
+
+/// How the service is deployed for `args`: cluster mode with --nodes 2 or more, or with --cluster.
+fn deployment(args: &BenchArgs) -> Deployment {
+    Deployment {
+        nodes: args.nodes as usize,
+        cluster: args.cluster || args.nodes > 1,
+    }
 }
 
 /// Runs `args`: every N against Chitty-Chat (and NATS), then reports. `listening_prefix` is what
@@ -283,30 +338,45 @@ pub async fn run(args: BenchArgs, listening_prefix: &str) -> Result<ExitCode, Be
             "--duration must be above 0 and at most 1h".to_owned(),
         ));
     }
+    let deployment = deployment(&args);
+    if deployment.cluster && args.durable {
+        return Err(BenchError::Invalid(
+            "--durable is the single node's database on disk; cluster mode (--nodes 2 or more) keeps \
+             the events in JetStream's file store already"
+                .to_owned(),
+        ));
+    }
     let machine = Machine::read();
     measure::raise_open_files_limit()?;
     let binary = std::env::current_exe().map_err(|source| BenchError::Io {
         what: "cannot find the chitty-chat binary to start the service".to_owned(),
         source,
     })?;
-    let nats_binary = if args.vs_nats {
+    let nats_binary = if args.vs_nats || deployment.cluster {
         Some(find_nats_server(args.nats_server.as_deref()).ok_or(BenchError::NoNatsServer)?)
     } else {
         None
     };
-    let run_tag = run_tag();
-    let mut runs = Vec::new();
-    for &n in &args.n {
-        let plan = plan(&args, n as usize);
-        let names = format!("b{run_tag}n{n}");
-        let chitty = measure_chitty(&args, &plan, &binary, listening_prefix, names.clone()).await?;
-        let nats = match &nats_binary {
-            Some(nats_binary) => Some(measure_nats(&plan, nats_binary, names).await?),
-            None => None,
-        };
-        runs.push(RunReport::new(n as usize, chitty, nats));
-    }
-    let report = Report::new(args.scenario.to_string(), machine, settings(&args), runs);
+    let measuring = measure_every_n(
+        &args,
+        deployment,
+        &binary,
+        nats_binary.as_deref(),
+        listening_prefix,
+    );
+    // Interrupted, the measurement is dropped, and with it every child process (killed on drop): a
+    // harness stopped by Ctrl-C or SIGTERM leaves no service, node or nats-server behind.
+    let runs = tokio::select! {
+        runs = measuring => runs?,
+        signal = interrupted() => return Err(BenchError::Interrupted(signal)),
+    };
+    let report = Report::new(
+        args.scenario.to_string(),
+        deployment,
+        machine,
+        settings(&args),
+        runs,
+    );
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     let table = report.table();
     if json_to_stdout {
@@ -333,6 +403,55 @@ pub async fn run(args: BenchArgs, listening_prefix: &str) -> Result<ExitCode, Be
         plot::draw(&report, path)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every N against Chitty-Chat (and NATS), one after another.
+async fn measure_every_n(
+    args: &BenchArgs,
+    deployment: Deployment,
+    binary: &Path,
+    nats_binary: Option<&Path>,
+    listening_prefix: &str,
+) -> Result<Vec<RunReport>, BenchError> {
+    let run_tag = run_tag();
+    let mut runs = Vec::new();
+    for &n in &args.n {
+        let plan = plan(args, n as usize);
+        let names = format!("b{run_tag}n{n}");
+        let chitty = match nats_binary {
+            Some(nats) if deployment.cluster => {
+                let binaries = Binaries {
+                    chitty: binary,
+                    nats,
+                };
+                measure_cluster(args, &plan, binaries, listening_prefix, names.clone()).await?
+            }
+            _ => measure_chitty(args, &plan, binary, listening_prefix, names.clone()).await?,
+        };
+        let nats = match nats_binary {
+            Some(nats_binary) if args.vs_nats => {
+                Some(measure_nats(&plan, nats_binary, names).await?)
+            }
+            _ => None,
+        };
+        runs.push(RunReport::new(n as usize, chitty, nats));
+    }
+    Ok(runs)
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name; never, if neither can be listened for.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// A short tag unique to this invocation, for participant names.
@@ -377,6 +496,8 @@ fn settings(args: &BenchArgs) -> serde_json::Value {
         "server": args.server,
         "service_args": args.service_arg,
         "durable": args.durable,
+        "nodes": args.nodes,
+        "cluster": deployment(args).cluster,
     })
 }
 
@@ -390,8 +511,8 @@ async fn measure_chitty(
     if let Some(server) = &args.server {
         let system = System {
             kind: SystemKind::Chitty,
-            address: server.clone(),
-            process: args.server_pid.map(Process::Id),
+            addresses: vec![server.clone()],
+            servers: ServerProcesses::single(args.server_pid.map(Process::Id)),
             names,
         };
         return scenario::run(&system, plan).await;
@@ -401,20 +522,20 @@ async fn measure_chitty(
         true => Some(tempfile::tempdir().map_err(BenchError::DataDir)?),
         false => None,
     };
+    let storage = match &data_dir {
+        Some(directory) => ServiceStorage::Directory(directory.path()),
+        None => ServiceStorage::Memory,
+    };
     let service = ServiceProcess::start(
         binary,
         listening_prefix,
-        &service_flags(
-            &args.service_log,
-            data_dir.as_ref().map(tempfile::TempDir::path),
-            &args.service_arg,
-        ),
+        &service_flags(&args.service_log, storage, &args.service_arg),
     )
     .await?;
     let system = System {
         kind: SystemKind::Chitty,
-        address: format!("http://{}", service.address),
-        process: service.process.pid().map(Process::Id),
+        addresses: vec![format!("http://{}", service.address)],
+        servers: ServerProcesses::single(service.process.pid().map(Process::Id)),
         names,
     };
     let figures = scenario::run(&system, plan).await;
@@ -422,15 +543,131 @@ async fn measure_chitty(
     figures
 }
 
+/// The two programs cluster mode runs.
+#[derive(Debug, Clone, Copy)]
+struct Binaries<'a> {
+    /// `chitty-chat`, for the nodes.
+    chitty: &'a Path,
+    /// nats-server, for JetStream.
+    nats: &'a Path,
+}
+
+/// Runs `plan` against `args.nodes` nodes in cluster mode, started for this run under the prefix
+/// `names`, and stops them.
+async fn measure_cluster(
+    args: &BenchArgs,
+    plan: &Plan,
+    binaries: Binaries<'_>,
+    listening_prefix: &str,
+    names: String,
+) -> Result<Figures, BenchError> {
+    let nodes = args.nodes as usize;
+    // Every process it starts is killed if this returns early, by the handles' drop.
+    let cluster = ClusterProcesses::start(
+        binaries.nats,
+        binaries.chitty,
+        listening_prefix,
+        nodes,
+        &names,
+        |index| {
+            service_flags(
+                &node_log(&args.service_log, index, nodes),
+                ServiceStorage::Cluster,
+                &args.service_arg,
+            )
+        },
+    )
+    .await?;
+    let system = System {
+        kind: SystemKind::Chitty,
+        addresses: cluster
+            .nodes
+            .iter()
+            .map(|node| format!("http://{}", node.address))
+            .collect(),
+        servers: ServerProcesses {
+            nodes: cluster
+                .nodes
+                .iter()
+                .filter_map(|node| node.process.pid().map(Process::Id))
+                .collect(),
+            jetstream: cluster.nats.process.pid().map(Process::Id),
+        },
+        names,
+    };
+    let figures = scenario::run(&system, plan).await;
+    cluster.stop().await;
+    figures
+}
+
 async fn measure_nats(plan: &Plan, binary: &Path, names: String) -> Result<Figures, BenchError> {
     let server = NatsProcess::start(binary).await?;
     let system = System {
         kind: SystemKind::Nats,
-        address: server.address.to_string(),
-        process: server.process.pid().map(Process::Id),
+        addresses: vec![server.address.to_string()],
+        servers: ServerProcesses::single(server.process.pid().map(Process::Id)),
         names,
     };
     let figures = scenario::run(&system, plan).await;
     server.process.stop().await;
     figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `chitty-chat bench`'s flags alone.
+    #[derive(Debug, Parser)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Bench::try_parse_from(std::iter::once("bench").chain(flags.iter().copied()))
+            .map(|bench| bench.args)
+    }
+
+    #[test]
+    fn two_nodes_or_more_mean_cluster_mode_and_one_node_does_not_unless_asked() {
+        let single = parse(&["fanout"]).expect("valid flags");
+        assert_eq!(deployment(&single), Deployment::SINGLE);
+        let three = parse(&["fanout", "--nodes", "3"]).expect("valid flags");
+        assert_eq!(
+            deployment(&three),
+            Deployment {
+                nodes: 3,
+                cluster: true
+            }
+        );
+        let one_in_cluster = parse(&["room", "--cluster"]).expect("valid flags");
+        assert_eq!(
+            deployment(&one_in_cluster),
+            Deployment {
+                nodes: 1,
+                cluster: true
+            }
+        );
+    }
+
+    #[test]
+    fn nodes_conflict_with_a_given_server_but_the_default_does_not() {
+        assert!(parse(&["fanout", "--server", "http://127.0.0.1:1"]).is_ok());
+        let error = parse(&["fanout", "--server", "http://127.0.0.1:1", "--nodes", "2"])
+            .expect_err("--nodes with --server");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(parse(&["fanout", "--cluster", "--durable"]).is_err());
+        assert!(parse(&["fanout", "--nodes", "0"]).is_err());
+    }
+
+    #[test]
+    fn each_node_gets_a_log_file_of_its_own() {
+        let log = Path::new("/tmp/service.log");
+        assert_eq!(node_log(log, 0, 1), PathBuf::from("/tmp/service.log"));
+        assert_eq!(node_log(log, 2, 3), PathBuf::from("/tmp/service.log.node2"));
+        let null = Path::new("/dev/null");
+        assert_eq!(node_log(null, 2, 3), PathBuf::from("/dev/null"));
+    }
 }

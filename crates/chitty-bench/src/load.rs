@@ -7,7 +7,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::measure::{Deliveries, Process};
+use crate::measure::{Deliveries, ServerProcesses};
 use crate::{chitty, nats};
 
 /// Why one participant's call failed.
@@ -64,15 +64,17 @@ impl SystemKind {
     }
 }
 
-/// A running system under test: where to reach it, and its process, if the harness knows it.
+/// A running system under test: where to reach it, and its processes, if the harness knows them.
 #[derive(Debug, Clone)]
 pub struct System {
     /// Which system.
     pub kind: SystemKind,
-    /// `http://host:port` for Chitty-Chat, `host:port` for NATS.
-    pub address: String,
-    /// The server's process, for its CPU time and memory.
-    pub process: Option<Process>,
+    /// `http://host:port` for Chitty-Chat, `host:port` for NATS: one, or one per node in cluster mode.
+    /// Participant `index` talks to `addresses[index % len]`, so participants (publishers included)
+    /// are spread round-robin over the nodes.
+    pub addresses: Vec<String>,
+    /// The server's processes, for their CPU time and memory.
+    pub servers: ServerProcesses,
     /// A prefix for participant names, unique to this run, so runs against one service never collide.
     pub names: String,
 }
@@ -83,15 +85,24 @@ impl System {
         format!("{}-{index}", self.names)
     }
 
+    /// The address participant `index` talks to: the nodes in turn.
+    pub fn address(&self, index: usize) -> &str {
+        match self.addresses.len() {
+            0 => "",
+            nodes => &self.addresses[index % nodes],
+        }
+    }
+
     /// Connects participant `index` over a connection of its own and admits it (Join, for Chitty-Chat).
     pub async fn admit(&self, index: usize) -> Result<Participant, LoadError> {
         let name = self.name(index);
+        let address = self.address(index);
         Ok(match self.kind {
             SystemKind::Chitty => {
-                Participant::Chitty(chitty::Participant::join(&self.address, &name).await?)
+                Participant::Chitty(chitty::Participant::join(address, &name).await?)
             }
             SystemKind::Nats => {
-                Participant::Nats(nats::Participant::connect(&self.address, &name).await?)
+                Participant::Nats(nats::Participant::connect(address, &name).await?)
             }
         })
     }
@@ -116,9 +127,10 @@ impl System {
         stop: CancellationToken,
     ) -> Result<(), LoadError> {
         let name = format!("{}-c{index}", self.names);
+        let address = self.address(index);
         match self.kind {
             SystemKind::Chitty => {
-                let participant = chitty::Participant::join(&self.address, &name).await?;
+                let participant = chitty::Participant::join(address, &name).await?;
                 let reader = participant.clone();
                 let reading_stop = stop.child_token();
                 let reading = tokio::spawn({
@@ -135,7 +147,7 @@ impl System {
                 reading_stop.cancel();
                 left
             }
-            SystemKind::Nats => nats::Participant::churn(&self.address, &name, hold, stop).await,
+            SystemKind::Nats => nats::Participant::churn(address, &name, hold, stop).await,
         }
     }
 }

@@ -129,6 +129,11 @@ impl Process {
     }
 }
 
+/// How many cores this process may run on: the machine's, in the harness's VM.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 fn clock_ticks_per_second() -> u64 {
     match sysconf(SysconfVar::CLK_TCK) {
         Ok(Some(ticks)) if ticks > 0 => ticks as u64,
@@ -147,41 +152,98 @@ pub fn raise_open_files_limit() -> Result<u64, MeasureError> {
     Ok(hard)
 }
 
-/// CPU time of the service and of the load generator at one moment, to subtract from a later one.
-#[derive(Debug, Clone, Copy)]
+/// The server processes of a system under test whose CPU time and memory the harness reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerProcesses {
+    /// The service's processes: one, or one per node in cluster mode; empty when not known (a
+    /// `--server` without `--server-pid`). For NATS, the nats-server.
+    pub nodes: Vec<Process>,
+    /// In cluster mode, the nats-server with JetStream that the nodes share.
+    pub jetstream: Option<Process>,
+}
+
+impl ServerProcesses {
+    /// One known server process, or none.
+    pub fn single(process: Option<Process>) -> Self {
+        Self {
+            nodes: process.into_iter().collect(),
+            jetstream: None,
+        }
+    }
+
+    /// The nodes' resident memory summed, or `None` when no node is known.
+    pub fn resident_bytes(&self) -> Result<Option<u64>, MeasureError> {
+        if self.nodes.is_empty() {
+            return Ok(None);
+        }
+        let mut total = 0;
+        for node in &self.nodes {
+            total += node.resident_bytes()?;
+        }
+        Ok(Some(total))
+    }
+}
+
+/// CPU time of the server processes and of the load generator at one moment, to subtract from a later
+/// one.
+#[derive(Debug, Clone)]
 pub struct CpuSample {
     /// When it was taken.
     at: Instant,
-    /// The service's CPU time, when the service's process is known.
-    service: Option<Duration>,
-    /// The service's write system calls so far, when known.
-    service_writes: Option<u64>,
+    /// Each node's CPU time, in the order of [`ServerProcesses::nodes`].
+    nodes: Vec<Duration>,
+    /// The nodes' write system calls so far, summed, when known for every node.
+    node_writes: Option<u64>,
+    /// The JetStream server's CPU time, in cluster mode.
+    jetstream: Option<Duration>,
     /// The load generator's CPU time.
     load_generator: Duration,
 }
 
 impl CpuSample {
-    /// Samples both processes now.
-    pub fn take(service: Option<Process>) -> Result<Self, MeasureError> {
+    /// Samples every process now.
+    pub fn take(servers: &ServerProcesses) -> Result<Self, MeasureError> {
+        let nodes = servers
+            .nodes
+            .iter()
+            .map(|node| node.cpu_time())
+            .collect::<Result<Vec<_>, _>>()?;
+        let node_writes = match servers.nodes.is_empty() {
+            true => None,
+            false => servers
+                .nodes
+                .iter()
+                .map(|node| node.write_syscalls())
+                .sum::<Option<u64>>(),
+        };
         Ok(Self {
             at: Instant::now(),
-            service: service.map(Process::cpu_time).transpose()?,
-            service_writes: service.and_then(Process::write_syscalls),
+            nodes,
+            node_writes,
+            jetstream: servers.jetstream.map(Process::cpu_time).transpose()?,
             load_generator: Process::Own.cpu_time()?,
         })
     }
 
     /// What each process used from `self` to `later`.
     pub fn until(&self, later: &CpuSample) -> CpuUse {
+        let per_node: Vec<Duration> = self
+            .nodes
+            .iter()
+            .zip(&later.nodes)
+            .map(|(before, after)| after.saturating_sub(*before))
+            .collect();
         CpuUse {
             wall: later.at.saturating_duration_since(self.at),
-            service: self
-                .service
-                .zip(later.service)
-                .map(|(before, after)| after.saturating_sub(before)),
+            service: (!per_node.is_empty()).then(|| per_node.iter().sum()),
+            service_per_node: per_node,
             service_writes: self
-                .service_writes
-                .zip(later.service_writes)
+                .node_writes
+                .zip(later.node_writes)
+                .map(|(before, after)| after.saturating_sub(before)),
+            jetstream: self
+                .jetstream
+                .zip(later.jetstream)
                 .map(|(before, after)| after.saturating_sub(before)),
             load_generator: later.load_generator.saturating_sub(self.load_generator),
         }
@@ -189,14 +251,18 @@ impl CpuSample {
 }
 
 /// CPU time used over an interval.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuUse {
     /// How long the interval was.
     pub wall: Duration,
-    /// The service's CPU time, when its process is known.
+    /// The service's CPU time, summed over its nodes, when its processes are known.
     pub service: Option<Duration>,
-    /// The service's write system calls, when known.
+    /// Each node's CPU time (one entry for a single node), empty when not known.
+    pub service_per_node: Vec<Duration>,
+    /// The service's write system calls, summed over its nodes, when known.
     pub service_writes: Option<u64>,
+    /// The JetStream server's CPU time, in cluster mode.
+    pub jetstream: Option<Duration>,
     /// The load generator's CPU time.
     pub load_generator: Duration,
 }

@@ -1,4 +1,5 @@
-//! The processes under test: a `chitty-chat serve` started from the current binary, and a nats-server.
+//! The processes under test: a `chitty-chat serve` started from the current binary, a nats-server, and
+//! in cluster mode ([`ClusterProcesses`]) several service nodes sharing one nats-server with JetStream.
 //!
 //! Both are children of the load generator, killed if their handle is dropped, so an interrupted run leaves
 //! no process behind. Every wait here is bounded. The service is started the way the project's own test
@@ -170,20 +171,45 @@ pub struct NatsProcess {
 
 impl NatsProcess {
     /// Starts `binary -a 127.0.0.1 -p PORT` on a free port and waits (at most 10 s) until it accepts
-    /// connections.
+    /// connections: NATS core pub/sub and nothing else, the reference of `--vs-nats`.
     pub async fn start(binary: &Path) -> Result<Self, BenchError> {
+        Self::start_with("nats-server", binary, &[]).await
+    }
+
+    /// Starts `binary -a 127.0.0.1 -p PORT -js -sd STORE` on a free port, the JetStream server that the
+    /// nodes of a cluster share, and waits (at most 10 s) until it accepts connections and answers
+    /// JetStream's API.
+    pub async fn start_jetstream(binary: &Path, store: &Path) -> Result<Self, BenchError> {
+        let store = store.display().to_string();
+        let server = Self::start_with(
+            "nats-server (JetStream)",
+            binary,
+            &["-js", "-sd", store.as_str()],
+        )
+        .await?;
+        server.wait_for_jetstream().await?;
+        Ok(server)
+    }
+
+    async fn start_with(
+        what: &'static str,
+        binary: &Path,
+        extra: &[&str],
+    ) -> Result<Self, BenchError> {
         let address = free_loopback_port()?;
         let process = ChildProcess::spawn(
-            "nats-server",
-            Command::new(binary).args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &address.port().to_string(),
-                // No monitoring port, no cluster: NATS core pub/sub and nothing else.
-                "-m",
-                "0",
-            ]),
+            what,
+            Command::new(binary)
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &address.port().to_string(),
+                    // No monitoring port and no route to other servers.
+                    "-m",
+                    "0",
+                ])
+                .args(extra),
         )?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -197,6 +223,105 @@ impl NatsProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits (at most 10 s) until the server answers JetStream's account information request, so the
+    /// nodes started next find JetStream ready.
+    async fn wait_for_jetstream(&self) -> Result<(), BenchError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut last_error = String::from("no answer yet");
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(2), jetstream_info(self.address)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) => last_error = error,
+                Err(_) => last_error = "no answer within 2 s".to_owned(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(self.process.failed(format!(
+            "JetStream did not answer within 10 s: {last_error}"
+        )))
+    }
+}
+
+/// One JetStream API request, `$JS.API.INFO`, over a connection of its own: `Ok` if JetStream answered
+/// with its account information rather than an error.
+async fn jetstream_info(address: SocketAddr) -> Result<(), String> {
+    let client = async_nats::connect(address.to_string())
+        .await
+        .map_err(|error| format!("cannot connect: {error}"))?;
+    let answer = client
+        .request("$JS.API.INFO", bytes::Bytes::new())
+        .await
+        .map_err(|error| format!("no answer: {error}"))?;
+    let payload = String::from_utf8_lossy(&answer.payload);
+    if payload.contains("\"error\"") {
+        Err(payload.into_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// The service's cluster mode as the harness runs it: one nats-server with JetStream, its store in a
+/// temporary directory, and K `chitty-chat serve --nats` nodes sharing one chat through it.
+///
+/// Dropping it kills every process (each child is killed on drop) and then removes the store: the
+/// fields drop in declaration order, the nodes first, the store last.
+#[derive(Debug)]
+pub struct ClusterProcesses {
+    /// The nodes, in start order; participant `i` talks to node `i % K`.
+    pub nodes: Vec<ServiceProcess>,
+    /// The JetStream server the nodes share.
+    pub nats: NatsProcess,
+    /// The JetStream store directory, removed after the server has stopped.
+    store: tempfile::TempDir,
+}
+
+impl ClusterProcesses {
+    /// Starts nats-server with JetStream, then `nodes` nodes one after another, each
+    /// `binary serve --listen 127.0.0.1:0 --nats URL --node-id bench-node-I --nats-prefix PREFIX
+    /// FLAGS(I)...`, waiting for each to print its address as [`ServiceProcess::start`] does.
+    pub async fn start(
+        nats_binary: &Path,
+        binary: &Path,
+        listening_prefix: &str,
+        nodes: usize,
+        prefix: &str,
+        flags: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Self, BenchError> {
+        let store = tempfile::Builder::new()
+            .prefix("chitty-bench-jetstream-")
+            .tempdir()
+            .map_err(BenchError::DataDir)?;
+        let nats = NatsProcess::start_jetstream(nats_binary, store.path()).await?;
+        let url = format!("nats://{}", nats.address);
+        let mut cluster = Self {
+            nodes: Vec::with_capacity(nodes),
+            nats,
+            store,
+        };
+        for index in 0..nodes {
+            let mut node_flags = vec![
+                "--nats".to_owned(),
+                url.clone(),
+                "--node-id".to_owned(),
+                format!("bench-node-{index}"),
+                "--nats-prefix".to_owned(),
+                prefix.to_owned(),
+            ];
+            node_flags.extend(flags(index));
+            let node = ServiceProcess::start(binary, listening_prefix, &node_flags).await?;
+            cluster.nodes.push(node);
+        }
+        Ok(cluster)
+    }
+
+    /// Stops the nodes (all at once), then nats-server, then removes the store.
+    pub async fn stop(self) {
+        let Self { nodes, nats, store } = self;
+        futures_util::future::join_all(nodes.into_iter().map(|node| node.process.stop())).await;
+        nats.process.stop().await;
+        drop(store);
     }
 }
 
@@ -223,4 +348,48 @@ pub fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
         .map(|directory| directory.join("nats-server"))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_jetstream_server_starts_answers_and_stops() {
+        let Some(binary) = find_nats_server(None) else {
+            println!(
+                "SKIPPED a_jetstream_server_starts_answers_and_stops: apt-get install -y nats-server"
+            );
+            return;
+        };
+        let store = tempfile::tempdir().expect("a temporary directory");
+        let server = NatsProcess::start_jetstream(&binary, store.path())
+            .await
+            .expect("nats-server starts with JetStream");
+        jetstream_info(server.address)
+            .await
+            .expect("JetStream answers");
+        let pid = server.process.pid().expect("running");
+        server.process.stop().await;
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "nats-server {pid} still runs after stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn core_nats_has_no_jetstream() {
+        let Some(binary) = find_nats_server(None) else {
+            println!("SKIPPED core_nats_has_no_jetstream: apt-get install -y nats-server");
+            return;
+        };
+        let server = NatsProcess::start(&binary)
+            .await
+            .expect("nats-server starts");
+        let answer = tokio::time::timeout(Duration::from_secs(5), jetstream_info(server.address))
+            .await
+            .expect("an answer or an error within 5 s");
+        assert!(answer.is_err(), "the --vs-nats server runs NATS core only");
+        server.process.stop().await;
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! {
-//!   "scenario": "fanout", "n": 1000, "duration_s": 10.0, "machine": {...}, "settings": {...},
+//!   "scenario": "fanout", "nodes": 1, "cluster": false, "n": 1000, "machine": {...}, "settings": {...},
 //!   <every figure of Chitty-Chat at the largest N, at the top level>,
 //!   "nats": {<the same figures for NATS>} or null,
 //!   "ratio": {<figure>: Chitty-Chat / NATS, for each numeric figure} or null,
@@ -16,6 +16,14 @@
 //! `max_us`, `server_cpu_us_per_delivery`, `rss_per_participant_bytes`) plus the others of
 //! [`Figures`]. A figure a scenario does not measure is `null`: latency in `idle`, memory per participant
 //! outside it.
+//!
+//! # Several nodes
+//!
+//! With `--nodes K` (cluster mode), `nodes` is K and `cluster` is true. The `server_*` figures are then
+//! summed over the K nodes, `server_cpu_us_per_node` and `server_cpu_percent_per_node` give each node's
+//! share, and the `jetstream_cpu_*` figures give the nats-server that holds the event log, which is part
+//! of the system under test; `machine_cpu_percent` is what all of them and the load generator used of
+//! the machine's cores together. The `jetstream_*` figures are `null` outside cluster mode.
 
 use std::fmt::Write as _;
 
@@ -69,7 +77,22 @@ pub struct Figures {
     pub load_generator_cpu_us_per_delivery: Option<f64>,
     /// The load generator's CPU time as a share of one core over the run, in percent.
     pub load_generator_cpu_percent: Option<f64>,
-    /// Which process ran at about a full core or more: `server`, `load generator`, `both` or `neither`.
+    /// Each node's CPU time over the run, in microseconds, in node order (one entry for one node).
+    pub server_cpu_us_per_node: Option<Vec<u64>>,
+    /// Each node's CPU time as a share of one core over the run, in percent.
+    pub server_cpu_percent_per_node: Option<Vec<f64>>,
+    /// In cluster mode: the JetStream nats-server's CPU time over the run, in microseconds.
+    pub jetstream_cpu_us: Option<u64>,
+    /// In cluster mode: the JetStream nats-server's CPU time per delivery.
+    pub jetstream_cpu_us_per_delivery: Option<f64>,
+    /// In cluster mode: the JetStream nats-server's CPU time as a share of one core, in percent.
+    pub jetstream_cpu_percent: Option<f64>,
+    /// Every measured process (server nodes, the JetStream server, the load generator) together, as a
+    /// share of all the machine's cores, in percent: near 100 the machine itself is the bound.
+    pub machine_cpu_percent: Option<f64>,
+    /// Which process ran at about a full core or more. With one service process: `server`, `load
+    /// generator`, `both` or `neither`. In cluster mode: those of `server` (the nodes together),
+    /// `nats-server` and `load generator` that did, joined by ` + `, or `neither`.
     pub saturated: Option<String>,
     /// The server's resident memory before the participants connected.
     pub rss_before_bytes: Option<u64>,
@@ -104,6 +127,12 @@ impl Figures {
             load_generator_cpu_us: None,
             load_generator_cpu_us_per_delivery: None,
             load_generator_cpu_percent: None,
+            server_cpu_us_per_node: None,
+            server_cpu_percent_per_node: None,
+            jetstream_cpu_us: None,
+            jetstream_cpu_us_per_delivery: None,
+            jetstream_cpu_percent: None,
+            machine_cpu_percent: None,
             saturated: None,
             rss_before_bytes: None,
             rss_after_bytes: None,
@@ -121,34 +150,61 @@ impl Figures {
         self.max_us = latency.max_us;
     }
 
-    /// Sets the CPU figures from what both processes used over a run with `deliveries` deliveries.
-    pub fn set_cpu(&mut self, cpu: &CpuUse, deliveries: u64) {
+    /// Sets the CPU figures from what every process used over a run with `deliveries` deliveries, on a
+    /// machine with `cores` cores.
+    pub fn set_cpu(&mut self, cpu: &CpuUse, deliveries: u64, cores: usize) {
         let wall_us = cpu.wall.as_micros().max(1) as f64;
         let per_delivery = |us: u64| (deliveries > 0).then(|| us as f64 / deliveries as f64);
-        let server_us = cpu.service.map(|used| used.as_micros() as u64);
-        let load_us = cpu.load_generator.as_micros() as u64;
+        let percent = |us: u64| 100.0 * us as f64 / wall_us;
+        let micros =
+            |used: std::time::Duration| u64::try_from(used.as_micros()).unwrap_or(u64::MAX);
+        let server_us = cpu.service.map(micros);
+        let jetstream_us = cpu.jetstream.map(micros);
+        let load_us = micros(cpu.load_generator);
         self.server_cpu_us = server_us;
         self.server_cpu_us_per_delivery = server_us.and_then(per_delivery);
-        self.server_cpu_percent = server_us.map(|us| 100.0 * us as f64 / wall_us);
+        self.server_cpu_percent = server_us.map(percent);
         self.server_writes_per_delivery = cpu.service_writes.and_then(per_delivery);
+        let per_node: Vec<u64> = cpu.service_per_node.iter().copied().map(micros).collect();
+        self.server_cpu_percent_per_node =
+            (!per_node.is_empty()).then(|| per_node.iter().copied().map(percent).collect());
+        self.server_cpu_us_per_node = (!per_node.is_empty()).then_some(per_node);
+        self.jetstream_cpu_us = jetstream_us;
+        self.jetstream_cpu_us_per_delivery = jetstream_us.and_then(per_delivery);
+        self.jetstream_cpu_percent = jetstream_us.map(percent);
         self.load_generator_cpu_us = Some(load_us);
         self.load_generator_cpu_us_per_delivery = per_delivery(load_us);
-        self.load_generator_cpu_percent = Some(100.0 * load_us as f64 / wall_us);
+        self.load_generator_cpu_percent = Some(percent(load_us));
+        let all_us = server_us.unwrap_or(0) + jetstream_us.unwrap_or(0) + load_us;
+        self.machine_cpu_percent = Some(percent(all_us) / cores.max(1) as f64);
         let saturated = |percent: Option<f64>| {
             percent.is_some_and(|percent| percent >= 100.0 * SATURATED_SHARE_OF_A_CORE)
         };
-        self.saturated = Some(
-            match (
-                saturated(self.server_cpu_percent),
-                saturated(self.load_generator_cpu_percent),
-            ) {
+        let server = saturated(self.server_cpu_percent);
+        let load_generator = saturated(self.load_generator_cpu_percent);
+        let several_processes = cpu.jetstream.is_some() || cpu.service_per_node.len() > 1;
+        self.saturated = Some(if several_processes {
+            let parts: Vec<&str> = [
+                (server, "server"),
+                (saturated(self.jetstream_cpu_percent), "nats-server"),
+                (load_generator, "load generator"),
+            ]
+            .into_iter()
+            .filter_map(|(is, name)| is.then_some(name))
+            .collect();
+            match parts.is_empty() {
+                true => "neither".to_owned(),
+                false => parts.join(" + "),
+            }
+        } else {
+            match (server, load_generator) {
                 (true, true) => "both",
                 (true, false) => "server",
                 (false, true) => "load generator",
                 (false, false) => "neither",
             }
-            .to_owned(),
-        );
+            .to_owned()
+        });
     }
 
     /// The numeric figures worth a ratio, by JSON name.
@@ -312,11 +368,32 @@ impl Machine {
     }
 }
 
+/// How the Chitty-Chat service under test was deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    /// How many service processes served the chat: 1, or K nodes in cluster mode.
+    pub nodes: usize,
+    /// Whether the nodes ran in cluster mode (through NATS JetStream) rather than as one node with its
+    /// embedded store.
+    pub cluster: bool,
+}
+
+impl Deployment {
+    /// One node with its embedded store: what the harness runs without `--nodes` or `--cluster`.
+    pub const SINGLE: Deployment = Deployment {
+        nodes: 1,
+        cluster: false,
+    };
+}
+
 /// The whole invocation: every N, with the largest N's figures at the top level.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The scenario's name.
     pub scenario: String,
+    /// How many nodes, and whether in cluster mode: `"nodes"` and `"cluster"` at the top level.
+    #[serde(flatten)]
+    pub deployment: Deployment,
     /// The machine.
     pub machine: Machine,
     /// The flags that shaped the load.
@@ -332,6 +409,7 @@ impl Report {
     /// The report of `runs`, headlined by the one with the largest N.
     pub fn new(
         scenario: String,
+        deployment: Deployment,
         machine: Machine,
         settings: serde_json::Value,
         runs: Vec<RunReport>,
@@ -339,6 +417,7 @@ impl Report {
         let headline = runs.iter().max_by_key(|run| run.n).cloned();
         Self {
             scenario,
+            deployment,
             machine,
             settings,
             headline,
@@ -358,6 +437,15 @@ impl Report {
                 .load_average_at_start
                 .map_or_else(|| "unknown".to_owned(), |load| format!("{load:.2}")),
         );
+        if self.deployment.cluster {
+            let _ = writeln!(
+                out,
+                "Chitty-Chat: {} node{} in cluster mode sharing one nats-server with JetStream, \
+                 participants spread round-robin; server figures are summed over the nodes",
+                self.deployment.nodes,
+                if self.deployment.nodes == 1 { "" } else { "s" },
+            );
+        }
         for run in &self.runs {
             let _ = writeln!(out, "\n{} with N = {}", self.scenario, run.n);
             let _ = writeln!(
@@ -419,6 +507,26 @@ fn rows(chitty: &Figures, nats: Option<&Figures>) -> Vec<String> {
         (
             "load generator CPU (% of one core)",
             |f| f.load_generator_cpu_percent,
+            0,
+        ),
+        (
+            "JetStream server CPU (µs per delivery)",
+            |f| f.jetstream_cpu_us_per_delivery,
+            3,
+        ),
+        (
+            "JetStream server CPU (s)",
+            |f| f.jetstream_cpu_us.map(|v| v as f64 / 1e6),
+            2,
+        ),
+        (
+            "JetStream server CPU (% of one core)",
+            |f| f.jetstream_cpu_percent,
+            0,
+        ),
+        (
+            "all processes (% of the machine)",
+            |f| f.machine_cpu_percent,
             0,
         ),
         (
@@ -499,6 +607,25 @@ fn rows(chitty: &Figures, nats: Option<&Figures>) -> Vec<String> {
             number(theirs, decimals),
         ));
     }
+    let per_node = |f: Option<&Figures>| {
+        f.and_then(|f| f.server_cpu_percent_per_node.as_ref())
+            .filter(|nodes| nodes.len() > 1)
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .map(|percent| format!("{percent:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })
+    };
+    if !idle && let Some(ours) = per_node(Some(chitty)) {
+        rows.push(format!(
+            "{:<38} {:>14} {:>14}",
+            "server CPU per node (% of one core)",
+            ours,
+            per_node(nats).unwrap_or_default()
+        ));
+    }
     let saturated = |f: Option<&Figures>| f.and_then(|f| f.saturated.clone()).unwrap_or_default();
     if !idle {
         rows.push(format!(
@@ -570,6 +697,72 @@ mod tests {
     }
 
     #[test]
+    fn cluster_cpu_is_summed_over_the_nodes_and_the_nats_server_is_reported_beside_it() {
+        let second = std::time::Duration::from_secs(1);
+        let cpu = CpuUse {
+            wall: second,
+            service: Some(second.mul_f64(1.1)),
+            service_per_node: vec![second.mul_f64(0.6), second.mul_f64(0.5)],
+            service_writes: Some(500),
+            jetstream: Some(second.mul_f64(0.95)),
+            load_generator: second.mul_f64(0.35),
+        };
+        let mut figures = Figures::empty(10);
+        figures.set_cpu(&cpu, 1_000, 4);
+        assert_eq!(figures.server_cpu_us, Some(1_100_000));
+        assert_eq!(figures.server_cpu_us_per_node, Some(vec![600_000, 500_000]));
+        let per_node = figures.server_cpu_percent_per_node.expect("per node");
+        assert!(
+            (per_node[0] - 60.0).abs() < 1e-9 && (per_node[1] - 50.0).abs() < 1e-9,
+            "got {per_node:?}, want [60, 50]"
+        );
+        assert_eq!(figures.jetstream_cpu_us, Some(950_000));
+        assert_eq!(figures.jetstream_cpu_us_per_delivery, Some(950.0));
+        let machine = figures.machine_cpu_percent.expect("machine share");
+        assert!(
+            (machine - 60.0).abs() < 1e-9,
+            "got {machine}% of 4 cores, want 60%"
+        );
+        assert_eq!(figures.saturated.as_deref(), Some("server + nats-server"));
+    }
+
+    #[test]
+    fn one_service_process_keeps_the_saturated_words_of_before() {
+        let second = std::time::Duration::from_secs(1);
+        let cpu = CpuUse {
+            wall: second,
+            service: Some(second),
+            service_per_node: vec![second],
+            service_writes: None,
+            jetstream: None,
+            load_generator: second,
+        };
+        let mut figures = Figures::empty(10);
+        figures.set_cpu(&cpu, 1_000, 2);
+        assert_eq!(figures.saturated.as_deref(), Some("both"));
+        assert_eq!(figures.jetstream_cpu_percent, None);
+    }
+
+    #[test]
+    fn the_json_object_says_how_many_nodes_served() {
+        let report = Report::new(
+            "room".to_owned(),
+            Deployment {
+                nodes: 3,
+                cluster: true,
+            },
+            Machine::read(),
+            serde_json::json!({}),
+            vec![RunReport::new(5, Figures::empty(5), None)],
+        );
+        let json = serde_json::to_value(&report).expect("serialisable");
+        assert_eq!(json["nodes"], 3);
+        assert_eq!(json["cluster"], true);
+        assert!(json["jetstream_cpu_percent"].is_null());
+        assert!(report.table().contains("3 nodes in cluster mode"));
+    }
+
+    #[test]
     fn the_json_object_has_the_figures_of_the_largest_n_at_the_top() {
         let mut small = Figures::empty(5);
         small.deliveries_per_sec = Some(1.0);
@@ -577,6 +770,7 @@ mod tests {
         large.deliveries_per_sec = Some(2.0);
         let report = Report::new(
             "fanout".to_owned(),
+            Deployment::SINGLE,
             Machine::read(),
             serde_json::json!({}),
             vec![

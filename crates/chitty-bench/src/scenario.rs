@@ -1,11 +1,14 @@
 //! The four scenarios, each one run of one system at one N, bounded in time.
 //!
 //! Every scenario first admits its participants, each over a connection of its own, with a bounded number
-//! of connection attempts in flight, then opens every stream and waits until all are open. Chitty-Chat
+//! of connection attempts in flight (with several nodes, participant `i` on node `i % K`: listeners,
+//! the `fanout` publisher and the `room` publishers alike), then opens every stream and waits until all
+//! are open. Chitty-Chat
 //! streams start after the last join, so that nobody replays everyone else's joined event. Then the load
 //! runs for the configured duration, publishing stops, and the run waits (at most `drain`) until every
 //! listener has received every message that was published. Messages that never arrive are counted as
-//! missing. The CPU time of both processes is sampled when publishing starts and when the drain ends.
+//! missing. The CPU time of every process (each node, the JetStream server in cluster mode, the load
+//! generator) is sampled when publishing starts and when the drain ends.
 //!
 //! # Flow control in `fanout`
 //!
@@ -28,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chitty;
 use crate::load::{Participant, System, SystemKind};
-use crate::measure::{CpuSample, CpuUse, Deliveries, StampClock, message_text};
+use crate::measure::{self, CpuSample, CpuUse, Deliveries, StampClock, message_text};
 use crate::report::{ChurnFigures, Figures, LatencyFigures};
 use crate::{BenchError, Scenario};
 
@@ -69,7 +72,7 @@ pub async fn run(system: &System, plan: &Plan) -> Result<Figures, BenchError> {
         plan.scenario,
         plan.participants
     );
-    let rss_before = system.process.map(|p| p.resident_bytes()).transpose()?;
+    let rss_before = system.servers.resident_bytes()?;
     // fanout has one more participant, the publisher, which does not listen.
     let admitted = match plan.scenario {
         Scenario::Fanout => plan.participants + 1,
@@ -93,7 +96,7 @@ pub async fn run(system: &System, plan: &Plan) -> Result<Figures, BenchError> {
     let mut figures = match plan.scenario {
         Scenario::Idle => {
             tokio::time::sleep(plan.settle).await;
-            let rss_after = system.process.map(|p| p.resident_bytes()).transpose()?;
+            let rss_after = system.servers.resident_bytes()?;
             let mut figures = Figures::empty(plan.participants);
             figures.rss_before_bytes = rss_before;
             figures.rss_after_bytes = rss_after;
@@ -151,7 +154,7 @@ async fn stall(
     }
     for index in 0..plan.stalled {
         let name = system.name(plan.participants + 1_000_000 + index);
-        let participant = chitty::Participant::join_to_stall(&system.address, &name)
+        let participant = chitty::Participant::join_to_stall(system.address(index), &name)
             .await
             .map_err(|first| BenchError::Admit {
                 failed: 1,
@@ -483,7 +486,7 @@ impl Started {
     fn now(system: &System, deliveries: &Deliveries) -> Result<Self, BenchError> {
         Ok(Self {
             at_us: deliveries.clock.now_us(),
-            cpu: CpuSample::take(system.process)?,
+            cpu: CpuSample::take(&system.servers)?,
         })
     }
 }
@@ -506,7 +509,7 @@ fn measured(
     published: &Published,
 ) -> Result<Figures, BenchError> {
     // Sampled right after the drain, while the listeners still run but have nothing left to read.
-    let mut cpu: CpuUse = started.cpu.until(&CpuSample::take(system.process)?);
+    let mut cpu: CpuUse = started.cpu.until(&CpuSample::take(&system.servers)?);
     let ok = published.ok.load(Ordering::Relaxed);
     let delivered = deliveries.total();
     let expected = ok * deliveries.slots.len() as u64;
@@ -528,7 +531,7 @@ fn measured(
     });
     figures.missing_deliveries = missing;
     figures.delivery_errors = published.failed.load(Ordering::Relaxed) + missing;
-    figures.set_cpu(&cpu, delivered);
+    figures.set_cpu(&cpu, delivered, measure::cores());
     Ok(figures)
 }
 

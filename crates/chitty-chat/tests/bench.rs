@@ -177,3 +177,47 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
         "NATS memory per connection"
     );
 }
+
+#[tokio::test]
+async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server() {
+    if nats_server().is_none() {
+        println!(
+            "SKIPPED a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server: apt-get install -y nats-server"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let report = bench(
+        dir.path(),
+        &[
+            "room",
+            "--n",
+            "4",
+            "--rate",
+            "5",
+            "--duration",
+            "1s",
+            "--nodes",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(report["nodes"], 2);
+    assert_eq!(report["cluster"], true);
+    check_load_figures("Chitty-Chat on 2 nodes", &report);
+    assert_eq!(
+        number(&report, "missing_deliveries"),
+        0.0,
+        "events published on one node reach the other's participants"
+    );
+    assert_eq!(
+        report["server_cpu_us_per_node"].as_array().map(Vec::len),
+        Some(2),
+        "got {}",
+        report["server_cpu_us_per_node"]
+    );
+    assert!(
+        number(&report, "jetstream_cpu_us") >= 0.0,
+        "the JetStream server's CPU is reported"
+    );
+}
