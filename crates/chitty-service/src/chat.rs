@@ -423,15 +423,7 @@ impl ChatService {
                     times.map_err(|error| self.refuse(Call::Publish, Some(&name), error, None))?;
                 let seq = appended.seq();
                 if let Appended::Duplicate(_) = appended {
-                    info!(
-                        component = "service",
-                        event = "publish_repeated",
-                        participant = %name,
-                        seq,
-                        request_lamport,
-                        received_lamport = times.received,
-                        response_lamport = times.response,
-                    );
+                    publish_repeated(&name, seq, times);
                 } else {
                     accepted(Call::Publish, &name, &appended, times);
                 }
@@ -554,16 +546,7 @@ impl ChatService {
             Ok((name, names, seq)) => {
                 let times = times
                     .map_err(|error| self.refuse(Call::Participants, Some(&name), error, None))?;
-                info!(
-                    component = "service",
-                    event = Call::Participants.event(),
-                    participant = %name,
-                    present = names.len(),
-                    seq,
-                    request_lamport,
-                    received_lamport = times.received,
-                    response_lamport = times.response,
-                );
+                presence_answered(&name, names.len(), seq, times);
                 Ok(Presence { names, seq, times })
             }
             Err(error) => Err(self.refuse(Call::Participants, None, error, times.ok())),
@@ -714,6 +697,33 @@ pub(crate) fn refused(
 /// Logs an accepted Join, Publish or Leave, with the seq and Lamport time of the event it broadcast.
 fn accepted(call: Call, participant: &str, appended: &Appended, times: CallTimes) {
     accepted_event(call, participant, appended.seq(), appended.lamport(), times);
+}
+
+/// Logs a Publish that repeated an idempotency key: nothing new was broadcast, and `seq` is the first's.
+pub(crate) fn publish_repeated(participant: &str, seq: u64, times: CallTimes) {
+    info!(
+        component = "service",
+        event = "publish_repeated",
+        participant,
+        seq,
+        request_lamport = times.request,
+        received_lamport = times.received,
+        response_lamport = times.response,
+    );
+}
+
+/// Logs an answered Participants call: `present` names, as of `seq`.
+pub(crate) fn presence_answered(participant: &str, present: usize, seq: u64, times: CallTimes) {
+    info!(
+        component = "service",
+        event = Call::Participants.event(),
+        participant,
+        present,
+        seq,
+        request_lamport = times.request,
+        received_lamport = times.received,
+        response_lamport = times.response,
+    );
 }
 
 /// Logs an accepted Join, Publish or Leave whose event has `seq` and, unless it repeated an earlier

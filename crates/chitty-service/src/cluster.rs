@@ -44,7 +44,8 @@ use tracing::{info, warn};
 
 use crate::chat::{
     AuthError, Call, CallTimes, ChatConfig, ChatError, Credential, Done, JoinGate, Joined,
-    Presence, PublishLimits, Refused, accepted_event, check_publish, refused, token_hash,
+    Presence, PublishLimits, Refused, accepted_event, check_publish, presence_answered,
+    publish_repeated, refused, token_hash,
 };
 use crate::fanout::{EndReason, Fanout, StreamEnd, SubscriberId, Subscription};
 use crate::history::History;
@@ -398,15 +399,7 @@ impl ClusterChat {
                 let name = name.as_deref().unwrap_or("");
                 let seq = appended.event.seq;
                 if appended.duplicate {
-                    info!(
-                        component = "service",
-                        event = "publish_repeated",
-                        participant = %name,
-                        seq,
-                        request_lamport,
-                        received_lamport = times.received,
-                        response_lamport = times.response,
-                    );
+                    publish_repeated(name, seq, times);
                 } else {
                     accepted_event(
                         Call::Publish,
@@ -589,16 +582,7 @@ impl ClusterChat {
         let times = self.respond(request_lamport, received);
         match outcome {
             Ok((name, names, seq)) => {
-                info!(
-                    component = "service",
-                    event = Call::Participants.event(),
-                    participant = %name,
-                    present = names.len(),
-                    seq,
-                    request_lamport,
-                    received_lamport = times.received,
-                    response_lamport = times.response,
-                );
+                presence_answered(&name, names.len(), seq, times);
                 Ok(Presence { names, seq, times })
             }
             Err(error) => Err(refused(Call::Participants, None, error, Some(times))),
