@@ -235,7 +235,9 @@ impl Ending {
         format!("session-end/{}", hex(&self.token_hash))
     }
 
-    /// Whether to announce the session left: not if its join never reached the log.
+    /// Whether the record shows the session's join in the log. A record without a join seq may still
+    /// have joined, if the node admitting it lost the answer to its append; the ending node must then
+    /// look in the log itself before deciding not to announce it left.
     pub fn announce(&self) -> bool {
         self.record.join_seq != 0
     }
@@ -301,6 +303,8 @@ struct Shared {
     attached_here: Mutex<HashSet<[u8; 32]>>,
     /// What the watches have seen.
     mirror: Mutex<Mirror>,
+    /// When this node's heartbeat was last stored: while that is recent, JetStream answers writes.
+    last_beat: Mutex<Instant>,
 }
 
 #[derive(Debug)]
@@ -380,8 +384,10 @@ impl Members {
                 sessions: HashMap::new(),
                 nodes: HashMap::new(),
             }),
+            last_beat: Mutex::new(Instant::now()),
         });
         retry_until(deadline, "put the first heartbeat", || shared.beat()).await?;
+        shared.beat_stored();
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             Task::spawn(heartbeat_loop(Arc::clone(&shared), stopped.clone())),
@@ -398,6 +404,18 @@ impl Members {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.shared.node_id
+    }
+
+    /// Whether JetStream stored one of this node's heartbeats within [`NODE_TTL`]. While it does not,
+    /// writes are failing (NATS lost its quorum, or this node lost NATS), so the node cannot admit,
+    /// publish or end anything, and other nodes may take it for gone.
+    pub fn reachable(&self) -> bool {
+        let last_beat = *self
+            .shared
+            .last_beat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last_beat.elapsed() < NODE_TTL
     }
 
     /// Claims `name` for the session with `token_hash`. Atomic across nodes: of concurrent claims of
@@ -515,6 +533,25 @@ impl Members {
             .await
     }
 
+    /// Whether `name` (or a look-alike) is on its way to being free: no session holds it, or the one
+    /// that holds it is being ended or already deleted, so its release is in progress. A Join of a
+    /// taken name waits while this holds, rather than refusing a participant whose own previous
+    /// session is just being announced left.
+    pub async fn name_being_released(&self, name: &str) -> Result<bool, ClusterError> {
+        let shared = &self.shared;
+        let deadline = shared.deadline();
+        let Some(owner) = shared.name_owner(&name_bucket_key(name), deadline).await? else {
+            return Ok(true);
+        };
+        let Some(owner) = parse_token_key(&owner) else {
+            return Ok(false);
+        };
+        Ok(shared
+            .session(&owner, deadline)
+            .await?
+            .is_none_or(|entry| entry.record.is_ending()))
+    }
+
     /// Stores `record` as the session of `token_hash`, whatever was there. Returns the revision.
     ///
     /// Meant for a session being created, whose token nobody else knows yet: a put whose answer was
@@ -548,6 +585,10 @@ impl Members {
 
     /// Records that the session's Broadcast stream is now open on this node. Returns the new entry,
     /// or `None` if the session does not exist or is being ended (the token is no longer valid).
+    ///
+    /// On an error the record may have been written all the same (the answer was lost). The session
+    /// then still counts as this process's own, so that it is not taken for an earlier process's
+    /// ([`Why::NodeRestarted`]); the caller must [`Members::detach`] it, since no stream is open.
     pub async fn attach(
         &self,
         token_hash: &[u8; 32],
@@ -567,7 +608,7 @@ impl Members {
                 Change::Write
             })
             .await;
-        if !matches!(attached, Ok(Some(_))) {
+        if matches!(attached, Ok(None)) {
             self.shared.attached_here().remove(token_hash);
         }
         attached
@@ -896,6 +937,14 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Notes that a heartbeat was just stored.
+    fn beat_stored(&self) {
+        *self
+            .last_beat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
     /// Puts this node's heartbeat once.
     async fn beat(&self) -> Result<u64, kv::PutError> {
         let value = format!("{{\"wall_ms\":{}}}", wall_clock_ms());
@@ -1194,7 +1243,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         match tokio::time::timeout(HEARTBEAT_INTERVAL, shared.beat()).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => shared.beat_stored(),
             Ok(Err(error)) => {
                 warn!(component = "cluster", event = "heartbeat_failed", error = %error);
             }

@@ -55,6 +55,10 @@ use crate::store::KeyedEvent;
 /// How many times a Leave re-reads a session whose revision changed under it before giving up.
 const MAX_LEAVE_TRIES: u32 = 8;
 
+/// How long a Join waits for a name that is being released. Ending a session takes a few round trips
+/// to JetStream, so this is ample, and it stays well under a participant's own call timeout (10 s).
+const NAME_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 /// A present participant, as the roster knows it.
 #[derive(Debug, Clone)]
 struct Present {
@@ -95,6 +99,11 @@ struct NodeState {
     seq: u64,
     /// The Broadcast streams open on this node, by session.
     streams: HashMap<TokenHash, LocalStream>,
+    /// Sessions whose record may say their stream is open here when it is not, with the wall-clock
+    /// millisecond since when it is not: streams that closed, and attaches whose answer was lost. They
+    /// are detached in the cluster by the next sweep, and kept for the one after if that fails, so
+    /// that their grace period runs; a stream opened here again cancels the entry.
+    owed_detaches: HashMap<TokenHash, u64>,
 }
 
 impl NodeState {
@@ -259,6 +268,11 @@ impl ClusterChat {
         }
     }
 
+    /// Admits `name` if it is free, or becomes free within [`NAME_RELEASE_WAIT`]: a name whose
+    /// session is being ended is released a few round trips to JetStream later, and the participant
+    /// joining under it is often the same person, back after their session ended (see
+    /// [`chitty_cluster::Members::name_being_released`]). A name held by a live session is refused
+    /// at once.
     async fn admit(
         &self,
         name: &str,
@@ -268,6 +282,40 @@ impl ClusterChat {
         self.join_gate.check(join_secret, peer)?;
         validate::check_name(name)?;
         let key = name_key(name);
+        let give_up_at = tokio::time::Instant::now() + NAME_RELEASE_WAIT;
+        let mut pause = Duration::from_millis(20);
+        let mut waited = false;
+        loop {
+            match self.try_admit(name, &key).await {
+                Err(ChatError::NameTaken(_))
+                    if tokio::time::Instant::now() + pause < give_up_at
+                        && self.name_being_released(name).await =>
+                {
+                    if !waited {
+                        info!(component = "cluster", event = "join_waits_for_name", participant = %name, node = self.node_id());
+                        waited = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Whether `name` is being released; `false` when the cluster cannot tell, so that the Join is
+    /// refused as taken rather than kept waiting.
+    async fn name_being_released(&self, name: &str) -> bool {
+        self.cluster
+            .members()
+            .name_being_released(name)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// One attempt to admit `name`, whose key is `key`.
+    async fn try_admit(&self, name: &str, key: &str) -> Result<(SessionToken, Event), ChatError> {
+        let key = key.to_owned();
         self.check_admissible(&key)
             .map_err(|not_now| self.join_refusal(name, not_now))?;
         let token = SessionToken::generate();
@@ -308,8 +356,16 @@ impl ClusterChat {
                 self.abandon(&hash).await;
                 return Err(self.join_refusal(name, not_now));
             }
-            Err(error) => {
+            // Other nodes kept appending first: nothing was stored.
+            Err(error @ ClusterError::Contended { .. }) => {
                 self.abandon(&hash).await;
+                return Err(unavailable(error));
+            }
+            // The joined event may have been stored all the same. The session is left as it is, never
+            // attached: after the grace period it counts as vanished, and the node that ends it finds
+            // in the log whether it joined, and if so announces it left (see `end_vanished`).
+            Err(error) => {
+                warn!(component = "cluster", event = "join_outcome_unknown", participant = %name, error = %error);
                 return Err(unavailable(error));
             }
         };
@@ -505,12 +561,13 @@ impl ClusterChat {
             let hash = token_hash(credential)?;
             let session = self.session_of(credential).await?;
             name = Some(Arc::clone(&session.name));
-            self.cluster
-                .members()
-                .attach(&hash.0)
-                .await
-                .map_err(unavailable)?
-                .ok_or(AuthError::Unknown)?;
+            let attached = self.cluster.members().attach(&hash.0).await;
+            if attached.is_err() {
+                self.state()
+                    .owed_detaches
+                    .insert(hash, chitty_cluster::wall_clock_ms());
+            }
+            attached.map_err(unavailable)?.ok_or(AuthError::Unknown)?;
             self.catch_up_to(after_seq).await?;
             let mut state = self.state();
             if !state.is_current(&session) {
@@ -518,6 +575,7 @@ impl ClusterChat {
             }
             let from = after_seq.max(session.join_seq - 1);
             let subscription = self.fanout.subscribe(Arc::clone(&session.name), from)?;
+            state.owed_detaches.remove(&hash);
             let replaced = state.streams.insert(
                 hash,
                 LocalStream {
@@ -609,10 +667,12 @@ impl ClusterChat {
         announced
     }
 
-    /// Records in the cluster when each of this node's Broadcast streams closed, so the grace period
-    /// of its session runs from then.
+    /// Records in the cluster when each of this node's Broadcast streams closed (and when each attach
+    /// whose answer was lost failed), so the grace period of its session runs from then. What cannot
+    /// be recorded now is tried again by the next sweep: a session left marked open would never count
+    /// as vanished.
     async fn report_closed_streams(&self) {
-        let closed: Vec<(TokenHash, u64)> = {
+        let owed: Vec<(TokenHash, u64)> = {
             let mut state = self.state();
             let now = tokio::time::Instant::now();
             let wall_now = chitty_cluster::wall_clock_ms();
@@ -628,11 +688,28 @@ impl ClusterChat {
                     }
                     None => true,
                 });
-            closed
+            state.owed_detaches.extend(closed);
+            state
+                .owed_detaches
+                .iter()
+                .map(|(token, since)| (*token, *since))
+                .collect()
         };
-        for (token, ended_ms) in closed {
-            if let Err(error) = self.cluster.members().detach(&token.0, ended_ms).await {
-                warn!(component = "cluster", event = "detach_failed", error = %error);
+        let owed_count = owed.len();
+        for (token, ended_ms) in owed {
+            match self.cluster.members().detach(&token.0, ended_ms).await {
+                Ok(_) => {
+                    let mut state = self.state();
+                    if state.owed_detaches.get(&token) == Some(&ended_ms) {
+                        state.owed_detaches.remove(&token);
+                    }
+                }
+                // The cluster is most likely unreachable: the rest wait for the next sweep rather
+                // than each running out of time in turn.
+                Err(error) => {
+                    warn!(component = "cluster", event = "detach_failed", owed = owed_count, error = %error);
+                    break;
+                }
             }
         }
     }
@@ -650,11 +727,15 @@ impl ClusterChat {
             return Ok(false);
         };
         let mut announced = false;
-        if ending.announce() {
+        let join_seq = match ending.record.join_seq {
+            0 => self.unrecorded_join_seq(&ending).await?,
+            recorded => recorded,
+        };
+        if join_seq != 0 {
             let session = Known {
                 name: ending.record.name.as_str().into(),
                 key: name_key(&ending.record.name),
-                join_seq: ending.record.join_seq,
+                join_seq,
             };
             self.log.wait_applied(session.join_seq).await?;
             let appended = self
@@ -688,6 +769,38 @@ impl ClusterChat {
         Ok(announced)
     }
 
+    /// The seq of the joined event of a session that never recorded one: its node lost the answer to
+    /// the append, or could not record the seq afterwards. Whether the join is in the log is then read
+    /// off the roster, once this node has applied the whole log: the name is present, and the names
+    /// bucket says this session holds it. No other session of the name can be the one present then,
+    /// since a session releases its name only after its left event is in the log. 0 if it never
+    /// joined.
+    async fn unrecorded_join_seq(
+        &self,
+        ending: &chitty_cluster::Ending,
+    ) -> Result<u64, ClusterError> {
+        let tail = self.log.bounds().await?.last_seq;
+        self.log.wait_applied(tail).await?;
+        let present = self
+            .state()
+            .present
+            .get(&name_key(&ending.record.name))
+            .map(|present| present.join_seq);
+        let Some(join_seq) = present else {
+            return Ok(0);
+        };
+        let owner = self
+            .cluster
+            .members()
+            .name_owner(&ending.record.name)
+            .await?;
+        Ok(if owner == Some(chitty_cluster::hex(&ending.token_hash)) {
+            join_seq
+        } else {
+            0
+        })
+    }
+
     /// Ends every Broadcast stream on this node with "shutting down" and accepts no more.
     pub fn shutdown(&self) {
         self.fanout.close();
@@ -715,6 +828,12 @@ impl ClusterChat {
     /// The newest event this node applied.
     pub fn last_seq(&self) -> u64 {
         self.state().seq
+    }
+
+    /// Whether NATS stores this node's writes: false while it lost its quorum or this node lost
+    /// NATS, when every call that writes would fail after its timeout.
+    pub fn reachable(&self) -> bool {
+        self.cluster.members().reachable()
     }
 
     /// How many participants are present in the whole chat.

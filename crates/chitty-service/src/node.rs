@@ -152,6 +152,15 @@ impl ChatNode {
         }
     }
 
+    /// Whether the node can serve calls now: always for a single node; for a cluster node, while
+    /// JetStream stores its writes (see [`ClusterChat::reachable`]).
+    pub fn serving(&self) -> bool {
+        match self {
+            ChatNode::Single(_) => true,
+            ChatNode::Cluster(chat) => chat.reachable(),
+        }
+    }
+
     /// How many participants are present.
     pub fn present(&self) -> usize {
         match self {

@@ -2,7 +2,8 @@
 //! shutdown.
 //!
 //! Next to Chitty-Chat it serves the standard `grpc.health.v1.Health` service: `SERVING` while it
-//! accepts calls, `NOT_SERVING` from the moment shutdown begins.
+//! accepts calls, `NOT_SERVING` from the moment shutdown begins, and for a cluster node also while
+//! NATS does not store its writes.
 //!
 //! [`serve`] owns every task it starts and waits for them before it returns. On shutdown it stops
 //! accepting connections, ends every Broadcast stream itself with `UNAVAILABLE` (tonic's graceful
@@ -163,6 +164,11 @@ pub async fn serve(
     health_reporter
         .set_serving::<ChittyChatServer<GrpcChat>>()
         .await;
+    tasks.spawn(report_health(
+        Arc::clone(&chat),
+        health_reporter.clone(),
+        stop.clone(),
+    ));
     let router = builder
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
@@ -226,8 +232,11 @@ pub async fn serve(
         event = "stopping",
         present = chat.present()
     );
-    chat.shutdown();
     stop.cancel();
+    health_reporter
+        .set_not_serving::<ChittyChatServer<GrpcChat>>()
+        .await;
+    chat.shutdown();
     let finished = tokio::time::timeout(SHUTDOWN_BACKSTOP, async {
         tasks.wait().await;
         chat.flushed().await;
@@ -249,6 +258,40 @@ pub async fn serve(
         last_seq = chat.last_seq()
     );
     Ok(())
+}
+
+/// How often the health service's answer is brought up to date with [`ChatNode::serving`].
+const HEALTH_PERIOD: Duration = Duration::from_millis(500);
+
+/// Keeps the health service's answer true to [`ChatNode::serving`] until `stop` is cancelled, and logs
+/// each change: a cluster node whose NATS lost its quorum says `NOT_SERVING`, so that a load balancer
+/// or a participant with several addresses goes elsewhere.
+async fn report_health(
+    chat: Arc<ChatNode>,
+    reporter: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(HEALTH_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let now_serving = chat.serving();
+        if now_serving == serving {
+            continue;
+        }
+        serving = now_serving;
+        if serving {
+            info!(component = "service", event = "health", status = "serving");
+            reporter.set_serving::<ChittyChatServer<GrpcChat>>().await;
+        } else {
+            warn!(component = "service", event = "health", status = "not_serving", reason = "the cluster does not store this node's writes");
+            reporter.set_not_serving::<ChittyChatServer<GrpcChat>>().await;
+        }
+    }
 }
 
 /// Announces as left every participant that has had no open Broadcast stream for the grace period,
