@@ -6,6 +6,9 @@
 //! elected and every peer is known. Dropping the cluster kills every server it started (by its own
 //! child handle, never by name) and removes the directory.
 //!
+//! [`NatsCluster::kill`] crashes one server; [`NatsCluster::restart`] starts it again with the same
+//! configuration, store directory, ports and log, as an operator bringing a crashed server back would.
+//!
 //! Tests call [`NatsCluster::start_or_skip`], which prints `SKIPPED <test>: apt-get install -y
 //! nats-server` and returns `None` when no nats-server is installed, so a machine without it reports
 //! the skip by name instead of passing silently.
@@ -76,15 +79,30 @@ struct Server {
     name: String,
     /// Where clients connect.
     client_port: u16,
+    /// Its configuration file, which names its ports, routes and store directory.
+    config: PathBuf,
     /// The process, until it is killed.
     child: Option<Child>,
     /// Its log file.
     log: PathBuf,
 }
 
+/// What [`NatsCluster::wait_ready`] waits for.
+#[derive(Debug, Clone, Copy)]
+enum Ready {
+    /// A stream with this many replicas can be placed, through the first server: a meta leader is
+    /// elected and that many servers are current peers.
+    Placed(usize),
+    /// JetStream answers an account query through server `index`: the server is up and a meta
+    /// leader is elected.
+    Answers(usize),
+}
+
 /// A running JetStream cluster; see the module documentation.
 #[derive(Debug)]
 pub struct NatsCluster {
+    /// The nats-server binary, to restart a server with.
+    binary: PathBuf,
     /// The servers, in start order.
     servers: Vec<Server>,
     /// Configuration, store directories and logs; removed on drop.
@@ -133,6 +151,7 @@ impl NatsCluster {
         let (client_ports, route_ports) = ports.split_at(size);
         let cluster_name = format!("chitty-{}", crate::testing::unique_prefix());
         let mut cluster = Self {
+            binary: binary.to_owned(),
             servers: Vec::new(),
             directory,
         };
@@ -170,39 +189,55 @@ impl NatsCluster {
                 what: format!("cannot write {}", config_path.display()),
                 source,
             })?;
-            let log_file = std::fs::File::create(&log).map_err(|source| HarnessError::Io {
-                what: format!("cannot create {}", log.display()),
-                source,
-            })?;
-            let log_file_too = log_file.try_clone().map_err(|source| HarnessError::Io {
-                what: format!("cannot reopen {}", log.display()),
-                source,
-            })?;
-            let child = Command::new(binary)
-                .arg("-c")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(log_file)
-                .stderr(log_file_too)
-                .spawn()
-                .map_err(|source| HarnessError::Io {
-                    what: format!("cannot start {}", binary.display()),
-                    source,
-                })?;
+            let child = spawn_server(binary, &config_path, &log)?;
             cluster.servers.push(Server {
                 name,
                 client_port: client_ports[index],
+                config: config_path,
                 child: Some(child),
                 log,
             });
         }
-        cluster.wait_ready(size).await?;
+        cluster.wait_ready(Ready::Placed(size)).await?;
         Ok(cluster)
     }
 
-    /// Polls until a stream with `size` replicas can be created (a meta leader is elected and every
-    /// server is a peer), at most [`READY_TIMEOUT`]. There is no event to await for this, so it polls.
-    async fn wait_ready(&mut self, size: usize) -> Result<(), HarnessError> {
+    /// Starts server `index` again after [`NatsCluster::kill`], with the same configuration file, store
+    /// directory, ports and log (appended to, so the log tells the whole story), and waits, at most
+    /// [`READY_TIMEOUT`], until the cluster is ready again:
+    ///
+    /// - with every server running again, as after [`NatsCluster::start`]: a stream with one replica
+    ///   on each server can be placed;
+    /// - with another server still down (the first of two killed servers restarted, say), JetStream
+    ///   answers through the restarted server: it is up and a meta leader is elected. Placing a stream
+    ///   on the running servers only is no test then: the meta leader may still count the dead server
+    ///   as a peer and place a replica on it, and the stream never comes up.
+    ///
+    /// Does nothing but that wait if the server is running. The ports were free when the cluster
+    /// started and its servers held them until killed; if another process took one in between, the
+    /// server exits and this returns the error with the logs.
+    pub async fn restart(&mut self, index: usize) -> Result<(), HarnessError> {
+        let binary = self.binary.clone();
+        let server = self
+            .servers
+            .get_mut(index)
+            .ok_or_else(|| HarnessError::NotReady {
+                last_error: format!("there is no server {index} to restart"),
+            })?;
+        if server.child.is_none() {
+            server.child = Some(spawn_server(&binary, &server.config, &server.log)?);
+        }
+        let size = self.servers.len();
+        if self.servers.iter().all(|server| server.child.is_some()) {
+            self.wait_ready(Ready::Placed(size)).await
+        } else {
+            self.wait_ready(Ready::Answers(index)).await
+        }
+    }
+
+    /// Polls until the cluster is `ready`, at most [`READY_TIMEOUT`]. There is no event to await for
+    /// this, so it polls, every 100 ms.
+    async fn wait_ready(&mut self, ready: Ready) -> Result<(), HarnessError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last_error = String::from("no probe finished");
         while Instant::now() < deadline {
@@ -211,7 +246,7 @@ impl NatsCluster {
                     last_error: format!("{exited} exited; its log:\n{}", self.logs_tail(20)),
                 });
             }
-            match tokio::time::timeout(Duration::from_secs(5), self.probe(size)).await {
+            match tokio::time::timeout(Duration::from_secs(5), self.probe(ready)).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(error)) => last_error = error,
                 Err(_) => last_error = "a probe timed out".to_owned(),
@@ -223,8 +258,16 @@ impl NatsCluster {
         })
     }
 
+    /// Checks once whether the cluster is `ready`.
+    async fn probe(&self, ready: Ready) -> Result<(), String> {
+        match ready {
+            Ready::Placed(size) => self.probe_placement(size).await,
+            Ready::Answers(index) => self.probe_answers(index).await,
+        }
+    }
+
     /// Creates and deletes a stream with `size` replicas, through the first server.
-    async fn probe(&self, size: usize) -> Result<(), String> {
+    async fn probe_placement(&self, size: usize) -> Result<(), String> {
         let client = async_nats::connect(self.url(0))
             .await
             .map_err(|error| error.to_string())?;
@@ -247,6 +290,25 @@ impl NatsCluster {
             .await
             .map_err(|error| error.to_string())?;
         Ok(())
+    }
+
+    /// Asks JetStream for the account's information through server `index`. A clustered server
+    /// answers that only with a meta leader elected; without one it answers with an error.
+    async fn probe_answers(&self, index: usize) -> Result<(), String> {
+        let client = async_nats::connect(self.url(index))
+            .await
+            .map_err(|error| error.to_string())?;
+        // Asked raw: the typed answer of async-nats expects fields older servers do not send.
+        let answer = client
+            .request("$JS.API.INFO", bytes::Bytes::new())
+            .await
+            .map_err(|error| error.to_string())?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&answer.payload).map_err(|error| error.to_string())?;
+        match answer.get("error") {
+            Some(error) => Err(format!("JetStream answered with an error: {error}")),
+            None => Ok(()),
+        }
     }
 
     /// The name of a server that exited on its own, if one did.
@@ -272,7 +334,8 @@ impl NatsCluster {
             .collect()
     }
 
-    /// Kills server `index` with SIGKILL and waits for it, as a crash would.
+    /// Kills server `index` with SIGKILL and waits for it, as a crash would; [`NatsCluster::restart`]
+    /// brings it back.
     pub fn kill(&mut self, index: usize) {
         if let Some(mut child) = self
             .servers
@@ -313,6 +376,33 @@ impl Drop for NatsCluster {
             self.kill(index);
         }
     }
+}
+
+/// Starts `binary -c config`, its standard output and error appended to `log`.
+fn spawn_server(binary: &Path, config: &Path, log: &Path) -> Result<Child, HarnessError> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|source| HarnessError::Io {
+            what: format!("cannot open {}", log.display()),
+            source,
+        })?;
+    let log_file_too = log_file.try_clone().map_err(|source| HarnessError::Io {
+        what: format!("cannot reopen {}", log.display()),
+        source,
+    })?;
+    Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_file_too)
+        .spawn()
+        .map_err(|source| HarnessError::Io {
+            what: format!("cannot start {}", binary.display()),
+            source,
+        })
 }
 
 /// `count` loopback ports that were free a moment ago, all distinct.

@@ -288,8 +288,15 @@ async fn report_health(
             info!(component = "service", event = "health", status = "serving");
             reporter.set_serving::<ChittyChatServer<GrpcChat>>().await;
         } else {
-            warn!(component = "service", event = "health", status = "not_serving", reason = "the cluster does not store this node's writes");
-            reporter.set_not_serving::<ChittyChatServer<GrpcChat>>().await;
+            warn!(
+                component = "service",
+                event = "health",
+                status = "not_serving",
+                reason = "the cluster does not store this node's writes"
+            );
+            reporter
+                .set_not_serving::<ChittyChatServer<GrpcChat>>()
+                .await;
         }
     }
 }
