@@ -302,7 +302,8 @@ impl Cluster {
     }
 
     /// Starts the node's event log: a consumer that applies every event from `from_seq` on, in order,
-    /// by witnessing its Lamport time on `clock` and then calling `on_event` with it; and the
+    /// by witnessing its Lamport time on `clock` and then calling `on_event` with it, in batches of
+    /// what has arrived together; and the
     /// [`EventLog`] handle to append and read with. See [`log`] for what `on_event` may do.
     ///
     /// `from_seq` is clamped to what the stream holds (at most its last seq + 1). Before anything is
@@ -315,7 +316,7 @@ impl Cluster {
         on_event: F,
     ) -> Result<EventLog, ClusterError>
     where
-        F: FnMut(LogEvent) + Send + 'static,
+        F: FnMut(Vec<LogEvent>) + Send + 'static,
     {
         EventLog::start(
             self.jetstream.clone(),

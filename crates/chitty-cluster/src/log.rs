@@ -62,11 +62,14 @@
 //! second (a `Delivery`). async-nats's ordered consumer is not used: its own recovery pauses up to
 //! 10 s between attempts, and recreates a consumer that has delivered nothing yet from the stream's
 //! first event. For each event the task first
-//! witnesses the event's Lamport time on the node clock, then calls the node's `on_event` callback,
-//! then advances the applied seq ([`EventLog::watch_applied`]). The callback runs on the consumer
-//! task and must not block: it is where the service pushes the event into its history and fans it
-//! out, as the single node's writer does after a commit. Seqs handed over strictly increase; a jump
-//! means the events in between were discarded by retention before this node read them.
+//! witnesses the event's Lamport time on the node clock; then it hands the node's `on_event` callback
+//! every event that has arrived so far (at most [`MAX_APPLY_BATCH`]) as one batch, in seq order, and
+//! only then advances the applied seq ([`EventLog::watch_applied`]) to the batch's last. The callback
+//! runs on the consumer task and must not block: it is where the service pushes the events into its
+//! history and fans them out, as the single node's writer does after a commit, so that a burst of
+//! events costs one lock and one wake-up per subscriber rather than one per event. Seqs handed over
+//! strictly increase; a jump means the events in between were discarded by retention before this
+//! node read them.
 //!
 //! # When a nats-server dies
 //!
@@ -105,7 +108,7 @@ use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use chitty_core::validate::name_key;
 use chitty_core::{Event, EventDraft, EventKind, LamportClock};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
@@ -434,7 +437,7 @@ impl EventLog {
         on_event: F,
     ) -> Result<Self, ClusterError>
     where
-        F: FnMut(LogEvent) + Send + 'static,
+        F: FnMut(Vec<LogEvent>) + Send + 'static,
     {
         let deadline = Deadline::after(config.timeout);
         let held = bounds(&stream, deadline).await?;
@@ -468,6 +471,7 @@ impl EventLog {
             next_seq: from_seq,
             applied: applied_sender,
             on_event,
+            batch: Vec::new(),
         };
         let consumer = Task::spawn(apply_loop(applier, stopped));
         Ok(Self {
@@ -1094,6 +1098,10 @@ impl Delivery {
 /// The header of a heartbeat that names where to answer a stalled flow control.
 const CONSUMER_STALLED: &str = "Nats-Consumer-Stalled";
 
+/// How many events the consumer hands to the node's callback at most in one batch: what has arrived
+/// beyond it waits for the next batch, so one callback stays short.
+pub const MAX_APPLY_BATCH: usize = 256;
+
 /// How many events one catch-up reads one at a time at most: past that, a consumer is the faster
 /// way, and the consumer task tries to create one before it catches up further.
 const CATCH_UP_BATCH: u64 = 256;
@@ -1108,14 +1116,16 @@ struct Applier<F> {
     applied: watch::Sender<u64>,
     /// The node's callback.
     on_event: F,
+    /// Events taken in but not yet handed to the callback, in seq order.
+    batch: Vec<LogEvent>,
 }
 
 impl<F> Applier<F>
 where
-    F: FnMut(LogEvent),
+    F: FnMut(Vec<LogEvent>),
 {
-    /// Applies the event stored at `seq`: witnesses its Lamport time, hands it over and advances the
-    /// applied seq. An event before the next seq (delivered twice) is ignored.
+    /// Takes in the event stored at `seq`: witnesses its Lamport time and adds it to the batch for
+    /// [`Applier::hand_over`]. An event before the next seq (delivered twice) is ignored.
     fn apply(&mut self, seq: u64, payload: &[u8]) {
         if seq < self.next_seq {
             return;
@@ -1123,7 +1133,7 @@ where
         match Record::decode(seq, payload) {
             Ok(record) => {
                 self.shared.clock.witness(record.lamport);
-                (self.on_event)(record.into_log_event(seq));
+                self.batch.push(record.into_log_event(seq));
             }
             // A message this version cannot read is skipped rather than stopping the chat for every
             // node; it is logged for the operator.
@@ -1135,7 +1145,23 @@ where
             ),
         }
         self.next_seq = seq + 1;
-        self.applied.send_replace(seq);
+    }
+
+    /// Whether the batch is as large as one callback may take.
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= MAX_APPLY_BATCH
+    }
+
+    /// Hands the batch to the callback, then advances the applied seq past everything taken in
+    /// (undecodable events included), so that whoever waits for a seq finds the callback's work done.
+    fn hand_over(&mut self) {
+        if !self.batch.is_empty() {
+            (self.on_event)(std::mem::take(&mut self.batch));
+        }
+        let taken = self.next_seq - 1;
+        if *self.applied.borrow() < taken {
+            self.applied.send_replace(taken);
+        }
     }
 
     /// Applies what the stream holds past the applied seq (at most [`CATCH_UP_BATCH`] events), one
@@ -1161,9 +1187,20 @@ where
                 .stream
                 .get_raw_message(self.next_seq)
                 .await
-                .map_err(|error| ClusterError::jetstream("read an event", error))?;
+                .map_err(|error| ClusterError::jetstream("read an event", error));
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    self.hand_over();
+                    return Err(error);
+                }
+            };
             self.apply(message.sequence, &message.payload);
+            if self.batch_full() {
+                self.hand_over();
+            }
         }
+        self.hand_over();
         Ok(())
     }
 }
@@ -1173,7 +1210,7 @@ where
 /// leader and starts a new one from the next seq, pausing with a [`Backoff`] in between.
 async fn apply_loop<F>(mut applier: Applier<F>, mut stop: watch::Receiver<bool>)
 where
-    F: FnMut(LogEvent),
+    F: FnMut(Vec<LogEvent>),
 {
     let mut wanted = applier.shared.wanted.subscribe();
     let mut backoff = Backoff::default();
@@ -1228,6 +1265,23 @@ where
                         next = delivery.next() => match next {
                             Ok((seq, payload)) => {
                                 applier.apply(seq, &payload);
+                                // What else has arrived goes into the same batch: `next` is
+                                // cancel-safe, so polling it once and dropping it loses nothing.
+                                let mut lost = None;
+                                while !applier.batch_full() {
+                                    match delivery.next().now_or_never() {
+                                        Some(Ok((seq, payload))) => applier.apply(seq, &payload),
+                                        Some(Err(error)) => {
+                                            lost = Some(error);
+                                            break;
+                                        }
+                                        None => break,
+                                    }
+                                }
+                                applier.hand_over();
+                                if let Some(lost) = lost {
+                                    break lost.to_string();
+                                }
                                 backoff.reset();
                                 // Progress: a stall is counted from the last event delivered.
                                 stall_at = None;

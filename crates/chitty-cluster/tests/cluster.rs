@@ -40,8 +40,8 @@ impl Node {
         let applied = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&applied);
         let log = cluster
-            .start_log(Arc::clone(&clock), 1, move |event| {
-                sink.lock().expect("the sink lock").push(event);
+            .start_log(Arc::clone(&clock), 1, move |events| {
+                sink.lock().expect("the sink lock").extend(events);
             })
             .await
             .expect("the log starts");
@@ -754,4 +754,97 @@ async fn retention_bounds_reads_and_a_late_node_starts_past_what_was_discarded()
         .expect("append on c");
     assert_eq!(own.event.seq, 17);
     assert!(own.event.lamport > next.event.lamport);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_counts_as_being_released_only_while_its_session_ends_or_is_gone() {
+    let Some(nats) = NatsCluster::start_or_skip(
+        "a_name_counts_as_being_released_only_while_its_session_ends_or_is_gone",
+        1,
+    )
+    .await
+    else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let mut config = config(&nats, 0, "node-a", &prefix);
+    config.replicas = 1;
+    let a = Cluster::connect(config).await.expect("node a");
+    let members = a.members();
+    let token = [0x5e; 32];
+    let released = |label: &'static str| async move {
+        let got = members
+            .name_being_released("Grace")
+            .await
+            .expect("the cluster answers");
+        (label, got)
+    };
+    assert_eq!(
+        released("a name nobody claimed").await,
+        ("a name nobody claimed", true)
+    );
+    members
+        .put_session(&token, &SessionRecord::joining("grace", "node-a"))
+        .await
+        .expect("put the session");
+    members.claim_name("grace", &token).await.expect("claim");
+    assert_eq!(
+        released("a name held by a live session").await,
+        ("a name held by a live session", false)
+    );
+    let entry = members
+        .session(&token)
+        .await
+        .expect("read")
+        .expect("the session");
+    let ending = members
+        .claim_end(&token, entry.revision)
+        .await
+        .expect("claim the end")
+        .expect("this node ends it");
+    assert_eq!(
+        released("a name whose session is being ended").await,
+        ("a name whose session is being ended", true)
+    );
+    members.finish_end(&ending).await.expect("finish the end");
+    assert_eq!(
+        members.name_owner("grace").await.expect("read the owner"),
+        None,
+        "finishing the end releases the name"
+    );
+    assert_eq!(released("a released name").await, ("a released name", true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_unreachable_while_nats_has_no_quorum_and_reachable_again_after() {
+    let Some(mut nats) = NatsCluster::start_or_skip(
+        "a_node_is_unreachable_while_nats_has_no_quorum_and_reachable_again_after",
+        3,
+    )
+    .await
+    else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let a = Cluster::connect(config(&nats, 0, "node-a", &prefix))
+        .await
+        .expect("node a");
+    assert!(
+        a.members().reachable(),
+        "got unreachable right after connecting, want reachable"
+    );
+    nats.kill(1);
+    nats.kill(2);
+    // Heartbeats fail from now on; no event announces that NODE_TTL has passed without one.
+    assert!(
+        eventually(Duration::from_secs(20), || !a.members().reachable()).await,
+        "got reachable 20 s after NATS lost its quorum, want unreachable"
+    );
+    nats.restart(1).await.expect("restart server 1");
+    nats.restart(2).await.expect("restart server 2");
+    assert!(
+        eventually(Duration::from_secs(30), || a.members().reachable()).await,
+        "got unreachable 30 s after NATS regained its quorum, want reachable\n{}",
+        nats.logs_tail(10)
+    );
 }

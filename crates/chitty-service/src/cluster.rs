@@ -941,21 +941,28 @@ impl ClusterChat {
     }
 }
 
-/// The consumer's callback: each event changes the roster, then goes into the fan-out, which ends a
-/// leaver's stream here just before its own left event.
-fn apply_to(state: Arc<Mutex<NodeState>>, fanout: Arc<Fanout>) -> impl FnMut(LogEvent) + Send {
-    move |logged: LogEvent| {
-        let event = Arc::new(logged.event);
+/// The consumer's callback: each batch of events changes the roster, then goes into the fan-out as one
+/// batch (one wake-up per subscriber, as the single node's writer does), which ends a leaver's stream
+/// here just before its own left event.
+fn apply_to(state: Arc<Mutex<NodeState>>, fanout: Arc<Fanout>) -> impl FnMut(Vec<LogEvent>) + Send {
+    move |logged: Vec<LogEvent>| {
         let published = {
             let mut state = lock(&state);
-            let ends_stream = state.apply(&event);
-            fanout.publish(vec![(
-                KeyedEvent {
-                    event,
-                    idempotency_key: logged.idempotency_key,
-                },
-                ends_stream,
-            )])
+            let batch = logged
+                .into_iter()
+                .map(|logged| {
+                    let event = Arc::new(logged.event);
+                    let ends_stream = state.apply(&event);
+                    (
+                        KeyedEvent {
+                            event,
+                            idempotency_key: logged.idempotency_key,
+                        },
+                        ends_stream,
+                    )
+                })
+                .collect();
+            fanout.publish(batch)
         };
         published.log(fanout.queue_capacity());
     }
