@@ -14,6 +14,7 @@ use chitty_cluster::testing::{NatsCluster, unique_prefix};
 use chitty_participant::output::EventLine;
 use chitty_proto::v1;
 use common::{WAIT, args, binary, check, log_dir};
+use tokio::time::Instant;
 use tonic::Code;
 
 /// Flags that let a test publish faster than the default per-participant rate.
@@ -431,4 +432,417 @@ async fn the_chat_goes_on_when_one_nats_server_of_three_is_killed() {
         person.close_input();
         person.wait(WAIT).await.expect("leaves and exits");
     }
+}
+
+/// How often the outage test rereads a log file: a file offers no event to await.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How many JSON lines of `path` have `event` equal to `name`. A line being written as we read, not
+/// yet whole, is not counted.
+fn count_events(path: &Path, name: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line.get("event").and_then(|event| event.as_str()) == Some(name))
+        .count()
+}
+
+/// The last `lines` lines of every log file in `dir`, for a failure message.
+fn log_tails(dir: &Path, lines: usize) -> String {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    let mut out = String::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {}\n", path.display()));
+        for line in &all[all.len().saturating_sub(lines)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Waits until the node logging to `log` fails a heartbeat (it cannot reach a NATS quorum) after
+/// `not_before`: a `heartbeat_failed` line that was not in the file when it was first read from then
+/// on. Polls the file every [`POLL`] until `deadline`. Returns how many heartbeats had failed.
+async fn await_heartbeat_failed_after(
+    log: &Path,
+    not_before: Instant,
+    deadline: Instant,
+) -> Result<usize, String> {
+    let mut before = None;
+    loop {
+        let failed = count_events(log, "heartbeat_failed");
+        let now = Instant::now();
+        if now >= not_before {
+            match before {
+                None => before = Some(failed),
+                Some(before) if failed > before => return Ok(failed),
+                Some(_) => {}
+            }
+        }
+        if now >= deadline {
+            return Err(format!(
+                "got: {failed} heartbeat_failed line(s) in {}, none written in the {:?} since the \
+                 outage was long enough; want: one more",
+                log.display(),
+                now.saturating_duration_since(not_before),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Whether a status line of a participant says its link broke.
+fn link_lost(line: &str) -> bool {
+    line.starts_with("--- connection lost: ")
+}
+
+/// Whether a status line of a participant says it is connected again: resumed, joined again after its
+/// session ended, or carried on past events the service no longer holds.
+fn link_back(line: &str) -> bool {
+    line.starts_with("--- reconnected to ")
+        || line.starts_with("--- the session ended while disconnected; joined again as ")
+        || line.starts_with("--- the service no longer holds events ")
+}
+
+/// How many times a participant printed that its link broke, and that it was back.
+fn links(person: &ParticipantProcess) -> (usize, usize) {
+    let lost = person
+        .other_output()
+        .iter()
+        .filter(|line| link_lost(line))
+        .count();
+    let back = person
+        .other_output()
+        .iter()
+        .filter(|line| link_back(line))
+        .count();
+    (lost, back)
+}
+
+/// Waits until `person` has printed as many reconnections as lost links, at most `within`: it is
+/// connected, or was never cut off.
+async fn await_link_up(person: &mut ParticipantProcess, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let (lost, back) = links(person);
+        if back >= lost {
+            return Ok(());
+        }
+        // Counts the reconnection lines it is shown (each line once per call) and accepts the one past
+        // those already printed.
+        let seen = std::cell::Cell::new(0);
+        person
+            .wait_for_output(
+                &format!("a reconnection after {lost} lost link(s) and {back} reconnection(s)"),
+                |line| {
+                    if link_back(line) {
+                        seen.set(seen.get() + 1);
+                    }
+                    seen.get() > back
+                },
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await?;
+    }
+}
+
+/// Turns a participant's failed wait for what we `want` of `waiting` into a failure message: the
+/// error, which participants exited and whether because their name was still taken (the failure the
+/// outage test pins), their standard error, and the tails of the logs.
+async fn not_back(
+    people: &mut [ParticipantProcess],
+    dir: &Path,
+    waiting: &str,
+    error: anyhow::Error,
+    want: &str,
+) -> String {
+    let mut exits = String::new();
+    for person in people.iter_mut() {
+        // A participant still running is not waited for long: it is not the one that exited.
+        if let Ok(status) = person.wait(Duration::from_millis(500)).await {
+            let taken = person.errors().iter().any(|line| line.contains("is taken"));
+            exits.push_str(&format!(
+                "{} exited ({status}){}; its stderr:\n{}\n",
+                person.name(),
+                if taken {
+                    " because its name was still taken"
+                } else {
+                    ""
+                },
+                person.errors().join("\n")
+            ));
+        }
+    }
+    if exits.is_empty() {
+        exits.push_str("every participant is still running\n");
+    }
+    format!(
+        "got: {error:#}\n{exits}want: {waiting} {want}\nlogs:\n{}",
+        log_tails(dir, 12)
+    )
+}
+
+/// Waits until `chitty-chat health` on `node` prints `want` ("serving" or "not serving"), at most
+/// `within`. The health service is polled: the test has no stream of its changes.
+async fn await_health(node: &ServiceProcess, want: &str, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let mut got = String::new();
+    while Instant::now() < deadline {
+        let output = tokio::time::timeout(
+            WAIT,
+            tokio::process::Command::new(binary())
+                .args(["health", "--server", &node.url(), "--timeout", "5s"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        got = match output {
+            Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            Ok(Err(error)) => format!("cannot run the health check: {error}"),
+            Err(_) => "no answer".to_owned(),
+        };
+        if got == want {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL * 2).await;
+    }
+    Err(format!("got health {got:?}, want {want:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_rejoin_after_nats_loses_its_quorum_for_longer_than_the_grace_period() {
+    const NAMES: [&str; 3] = ["alice", "bob", "carol"];
+    const ROUNDS: usize = 5;
+    let Some(mut nats) = NatsCluster::start_or_skip(
+        "participants_rejoin_after_nats_loses_its_quorum_for_longer_than_the_grace_period",
+        3,
+    )
+    .await
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let dir = log_dir();
+    let prefix = unique_prefix();
+    // Node i talks to nats-server i first: nodes 1 and 2 lose theirs and fail over to server 0, which
+    // is left without a quorum; node 0 keeps its connection to it.
+    let nodes = [
+        node(&nats, dir.path(), &prefix, 0).await,
+        node(&nats, dir.path(), &prefix, 1).await,
+        node(&nats, dir.path(), &prefix, 2).await,
+    ];
+    let mut people = Vec::new();
+    for (index, name) in NAMES.into_iter().enumerate() {
+        people.push(participant_of(&[&nodes[index]], dir.path(), name).await);
+    }
+    for person in &mut people {
+        person
+            .say(&format!("{} before", person.name()))
+            .await
+            .expect("type");
+    }
+    for person in &mut people {
+        for author in NAMES {
+            let body = message_body(author, &format!("{author} before"));
+            person
+                .wait_for_event(
+                    "a message before the outage",
+                    |line| line.body == body,
+                    WAIT,
+                )
+                .await
+                .expect("everyone chats before the outage");
+        }
+    }
+
+    // Two nats-servers of three die: JetStream has no quorum, and the nodes cannot reach it. Each
+    // participant says something meanwhile: the call fails (refused, or unanswered in time), and the
+    // participant, its link lost, keeps trying to reconnect while the grace period runs out.
+    nats.kill(1);
+    nats.kill(2);
+    for person in &mut people {
+        person
+            .say(&format!("{} during the outage", person.name()))
+            .await
+            .expect("type");
+    }
+    let mut failure = None;
+    for person in &mut people {
+        if let Err(error) = person
+            .wait_for_output("that its link broke", link_lost, WAIT * 2)
+            .await
+        {
+            failure = Some((person.name().to_owned(), error));
+            break;
+        }
+    }
+    if let Some((name, error)) = failure {
+        let want = "to lose its link during the outage";
+        panic!(
+            "{}",
+            not_back(&mut people, dir.path(), &name, error, want).await
+        );
+    }
+    // Every node still cannot reach NATS three grace periods after the last participant lost its link.
+    let grace = humantime::parse_duration(GRACE).expect("GRACE is a duration");
+    let outage_until = Instant::now() + grace * 3;
+    for (index, node) in nodes.iter().enumerate() {
+        let log = dir.path().join(format!("service-{index}.log"));
+        let failed = await_heartbeat_failed_after(&log, outage_until, outage_until + WAIT)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "node {index} did not show an outage longer than the grace period {GRACE}: {error}\nlogs:\n{}",
+                    log_tails(dir.path(), 12)
+                )
+            });
+        println!("node {index}: {failed} heartbeats failed during the outage");
+        // A node that cannot write says so to load balancers and to participants' failover.
+        if let Err(error) = await_health(node, "not serving", WAIT).await {
+            panic!("node {index} during the outage: {error}");
+        }
+    }
+
+    // The servers come back with their stores: the quorum is back.
+    for index in [1, 2] {
+        nats.restart(index)
+            .await
+            .unwrap_or_else(|error| panic!("nats-server {index} does not come back: {error}"));
+    }
+    println!("nats recovered {:?} into the test", started.elapsed());
+    for (index, node) in nodes.iter().enumerate() {
+        if let Err(error) = await_health(node, "serving", WAIT * 2).await {
+            panic!("node {index} after NATS recovered: {error}");
+        }
+    }
+
+    // Everyone is connected again, resumed or joined again, nobody stopped, and what each says now
+    // reaches everyone.
+    let want = "back in the chat after NATS recovered";
+    let mut failure = None;
+    for person in &mut people {
+        if let Err(error) = await_link_up(person, WAIT * 3).await {
+            failure = Some((person.name().to_owned(), error));
+            break;
+        }
+    }
+    if let Some((name, error)) = failure {
+        panic!(
+            "{}",
+            not_back(&mut people, dir.path(), &name, error, want).await
+        );
+    }
+    // A participant whose session ended after NATS came back joins again and is not shown what came
+    // before its new join: a round in which someone joined again may leave them without some of its
+    // messages. So rounds go on until one that nobody joined again during, at most ROUNDS.
+    let mut whole_round = None;
+    for round in 1..=ROUNDS {
+        let since: Vec<u64> = people
+            .iter()
+            .map(|person| person.received().last().map_or(0, |line| line.seq))
+            .collect();
+        for person in &mut people {
+            person
+                .say(&format!("{} is back, round {round}", person.name()))
+                .await
+                .expect("type");
+        }
+        let mut joined_again = Vec::new();
+        'everyone: for (person, since) in people.iter_mut().zip(since) {
+            let own_join = joined_prefix(person.name());
+            for author in NAMES {
+                let body = message_body(author, &format!("{author} is back, round {round}"));
+                match person
+                    .wait_for_event(
+                        &format!("{author}'s message of round {round}, or its own new join"),
+                        |line| {
+                            line.body == body
+                                || (line.seq > since && line.body.starts_with(&own_join))
+                        },
+                        WAIT * 2,
+                    )
+                    .await
+                {
+                    Ok(line) if line.body == body => {}
+                    Ok(_) => {
+                        joined_again.push(person.name().to_owned());
+                        continue 'everyone;
+                    }
+                    Err(error) => {
+                        failure = Some((person.name().to_owned(), error));
+                        break 'everyone;
+                    }
+                }
+            }
+        }
+        if let Some((name, error)) = failure {
+            panic!(
+                "{}",
+                not_back(&mut people, dir.path(), &name, error, want).await
+            );
+        }
+        if joined_again.is_empty() {
+            whole_round = Some(round);
+            break;
+        }
+        println!("round {round}: {joined_again:?} joined again meanwhile; another round");
+    }
+    let Some(whole_round) = whole_round else {
+        panic!(
+            "got: someone joined again during each of {ROUNDS} rounds after NATS recovered\n\
+             want: a round of messages that everyone receives whole\nlogs:\n{}",
+            log_tails(dir.path(), 12)
+        );
+    };
+    println!("round {whole_round} reached everyone");
+    for person in &people {
+        let (lost, back) = links(person);
+        let rejoined = person
+            .other_output()
+            .iter()
+            .filter(|line| line.starts_with("--- the session ended while disconnected"))
+            .count();
+        let during: Vec<&str> = NAMES
+            .into_iter()
+            .filter(|author| {
+                let body = message_body(author, &format!("{author} during the outage"));
+                person.received().iter().any(|line| line.body == body)
+            })
+            .collect();
+        println!(
+            "{}: lost its link {lost} time(s), back {back} time(s), of which {rejoined} by joining \
+             again; received the messages typed during the outage by {during:?}",
+            person.name()
+        );
+    }
+
+    for mut person in people {
+        person.close_input();
+        let status = person.wait(WAIT).await.expect("leaves and exits");
+        assert!(
+            status.success(),
+            "got: {} exited with {status}, stderr:\n{}\nwant: success",
+            person.name(),
+            person.errors().join("\n")
+        );
+    }
+    for node in &nodes {
+        node.terminate().expect("SIGTERM");
+    }
+    for mut node in nodes {
+        assert!(node.wait(WAIT).await.expect("stops").success());
+    }
+    assert_checked(&check(dir.path()).await);
+    println!("took {:?}", started.elapsed());
 }
