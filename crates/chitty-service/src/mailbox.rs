@@ -2,8 +2,9 @@
 //!
 //! A channel wakes its receiver on every send, so a stream would wake, and write to its connection, once
 //! per event. The writer publishes events in batches (everything that became durable together), and a
-//! mailbox takes a batch in one step and wakes its reader once for all of it, so the reader writes the
-//! batch to its connection as one HTTP/2 frame: fewer wake-ups and fewer system calls per delivery.
+//! mailbox takes a batch in one step and wakes its reader once for all of it, and the reader takes all
+//! that waits in one step too ([`Mailbox::recv_many`]) and writes it to its connection as one HTTP/2
+//! frame: fewer wake-ups, locks and system calls per delivery.
 //!
 //! # Overflow policy
 //!
