@@ -377,30 +377,82 @@ impl Subscription {
         if self.finished {
             return None;
         }
-        if let Some(reason) = self.end.reason().filter(|reason| !reason.is_clean()) {
-            return self.finish(Some(reason));
+        if let Some(reason) = self.abrupt_end() {
+            return self.finish(Some(reason)).map(Err);
         }
         let event = match self.replay.pop_front() {
             Some(event) => Some(event),
             None => self.mailbox.recv().await,
         };
-        match (event, self.end.reason()) {
-            (Some(_), Some(reason)) if !reason.is_clean() => self.finish(Some(reason)),
-            (Some(event), _) => {
-                debug!(
-                    component = "service",
-                    event = "deliver",
-                    participant = %self.participant,
-                    seq = event.seq,
-                    lamport = event.lamport,
-                );
+        match (event, self.abrupt_end()) {
+            (Some(_), Some(reason)) => self.finish(Some(reason)).map(Err),
+            (Some(event), None) => {
+                self.delivering(&event);
                 Some(Ok(event))
             }
-            (None, reason) => self.finish(reason.filter(|reason| !reason.is_clean())),
+            (None, reason) => self.finish(reason).map(Err),
         }
     }
 
-    fn finish(&mut self, abrupt: Option<EndReason>) -> Option<Result<Arc<Event>, EndReason>> {
+    /// What [`Subscription::next`] gives, a batch at a time: clears `batch`, then moves up to `limit`
+    /// events into it (at least one), oldest first, and returns `Some(Ok(()))`; or returns
+    /// `Some(Err(reason))` once if the subscription was ended abruptly, or `None` after a clean end, with
+    /// `batch` empty.
+    ///
+    /// A batch holds either replayed events or live ones, never both, and takes whatever the mailbox
+    /// holds (up to `limit`) under one lock. The ends are reported as by `next`: an abrupt one at once,
+    /// ahead of anything still queued (a batch taken just before it is dropped), a clean one after every
+    /// event queued before it.
+    pub async fn next_batch(
+        &mut self,
+        batch: &mut Vec<Arc<Event>>,
+        limit: usize,
+    ) -> Option<Result<(), EndReason>> {
+        batch.clear();
+        if self.finished {
+            return None;
+        }
+        if let Some(reason) = self.abrupt_end() {
+            return self.finish(Some(reason)).map(Err);
+        }
+        if self.replay.is_empty() {
+            self.mailbox.recv_many(batch, limit).await;
+        } else {
+            let taken = limit.clamp(1, self.replay.len());
+            batch.extend(self.replay.drain(..taken));
+        }
+        if let Some(reason) = self.abrupt_end() {
+            batch.clear();
+            return self.finish(Some(reason)).map(Err);
+        }
+        if batch.is_empty() {
+            // The mailbox is closed and empty, and nothing ended the subscription abruptly: a clean end.
+            return self.finish(None).map(Err);
+        }
+        for event in batch.iter() {
+            self.delivering(event);
+        }
+        Some(Ok(()))
+    }
+
+    /// Why the subscription ended, if it ended abruptly.
+    fn abrupt_end(&self) -> Option<EndReason> {
+        self.end.reason().filter(|reason| !reason.is_clean())
+    }
+
+    /// Writes the `deliver` line of an event handed to the stream.
+    fn delivering(&self, event: &Event) {
+        debug!(
+            component = "service",
+            event = "deliver",
+            participant = %self.participant,
+            seq = event.seq,
+            lamport = event.lamport,
+        );
+    }
+
+    /// Marks the subscription ended, writes its `broadcast_end` line, and gives back the abrupt reason.
+    fn finish(&mut self, abrupt: Option<EndReason>) -> Option<EndReason> {
         self.finished = true;
         info!(
             component = "service",
@@ -408,7 +460,7 @@ impl Subscription {
             participant = %self.participant,
             reason = %abrupt.unwrap_or(EndReason::Left),
         );
-        abrupt.map(Err)
+        abrupt
     }
 }
 
@@ -424,5 +476,154 @@ impl Drop for Subscription {
                 reason = %self.end.reason().unwrap_or(EndReason::Disconnected),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Retention;
+    use chitty_core::EventDraft;
+    use std::time::Duration;
+
+    fn keyed(seq: u64) -> KeyedEvent {
+        KeyedEvent {
+            event: Arc::new(
+                EventDraft::Message {
+                    participant: "p".into(),
+                    text: format!("message {seq}"),
+                }
+                .into_event(seq, seq),
+            ),
+            idempotency_key: None,
+        }
+    }
+
+    /// A fan-out that holds 100 events and gives each subscriber a mailbox of `queue_capacity`.
+    fn fanout(queue_capacity: usize) -> Fanout {
+        let retention = Retention {
+            events: 100,
+            bytes: usize::MAX,
+        };
+        Fanout::new(History::new(retention, 0), queue_capacity)
+    }
+
+    /// Publishes the events `seqs`, as one batch, ending nobody's stream.
+    fn publish(fanout: &Fanout, seqs: std::ops::RangeInclusive<u64>) {
+        fanout.publish(seqs.map(|seq| (keyed(seq), None)).collect());
+    }
+
+    /// What `next_batch` gives with `limit`, within 5 s: the batch's seqs, or how the stream ended.
+    async fn next_batch(
+        subscription: &mut Subscription,
+        limit: usize,
+    ) -> Option<Result<Vec<u64>, EndReason>> {
+        let mut batch = vec![keyed(0).event];
+        let next = tokio::time::timeout(
+            Duration::from_secs(5),
+            subscription.next_batch(&mut batch, limit),
+        )
+        .await
+        .expect("an answer within 5 s");
+        let seqs = batch.iter().map(|event| event.seq).collect::<Vec<_>>();
+        match next {
+            Some(Ok(())) => {
+                assert!(!seqs.is_empty(), "a batch is never empty");
+                Some(Ok(seqs))
+            }
+            ended => {
+                assert_eq!(seqs, Vec::<u64>::new(), "an end comes with an empty batch");
+                ended.map(|ended| ended.map(|()| Vec::new()))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_replay_then_live_events_in_order_within_the_limit() {
+        let fanout = fanout(16);
+        publish(&fanout, 1..=5);
+        let mut subscription = fanout.subscribe("a".into(), 0).expect("subscribe");
+        publish(&fanout, 6..=8);
+        publish(&fanout, 9..=9);
+        assert_eq!(
+            next_batch(&mut subscription, 3).await,
+            Some(Ok(vec![1, 2, 3]))
+        );
+        assert_eq!(
+            next_batch(&mut subscription, 3).await,
+            Some(Ok(vec![4, 5])),
+            "the rest of the replay"
+        );
+        assert_eq!(
+            next_batch(&mut subscription, 64).await,
+            Some(Ok(vec![6, 7, 8, 9])),
+            "every live event queued, across batches"
+        );
+        publish(&fanout, 10..=12);
+        assert_eq!(
+            next_batch(&mut subscription, 2).await,
+            Some(Ok(vec![10, 11]))
+        );
+        assert_eq!(
+            subscription.next().await,
+            Some(Ok(keyed(12).event)),
+            "next and next_batch share one queue"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clean_end_comes_after_the_queued_events_and_an_abrupt_one_before_them() {
+        let fanout = fanout(16);
+        let mut leaver = fanout.subscribe("leaver".into(), 0).expect("subscribe");
+        let mut replaced = fanout.subscribe("replaced".into(), 0).expect("subscribe");
+        publish(&fanout, 1..=3);
+        fanout.end(leaver.id(), EndReason::Left);
+        fanout.end(replaced.id(), EndReason::Replaced);
+        assert_eq!(next_batch(&mut leaver, 64).await, Some(Ok(vec![1, 2, 3])));
+        assert_eq!(
+            next_batch(&mut leaver, 64).await,
+            None,
+            "then the clean end"
+        );
+        assert_eq!(next_batch(&mut leaver, 64).await, None, "which stays");
+        assert_eq!(
+            next_batch(&mut replaced, 64).await,
+            Some(Err(EndReason::Replaced)),
+            "at once, ahead of the queued events"
+        );
+        assert_eq!(next_batch(&mut replaced, 64).await, None, "reported once");
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_is_cut_off_and_told_so() {
+        let fanout = fanout(4);
+        let mut slow = fanout.subscribe("slow".into(), 0).expect("subscribe");
+        publish(&fanout, 1..=3);
+        assert_eq!(next_batch(&mut slow, 2).await, Some(Ok(vec![1, 2])));
+        publish(&fanout, 4..=6);
+        publish(&fanout, 7..=8);
+        assert_eq!(
+            fanout.subscribers(),
+            0,
+            "cut off: 3 + 2 events do not fit in 4"
+        );
+        assert_eq!(
+            next_batch(&mut slow, 64).await,
+            Some(Err(EndReason::FellBehind { queue_capacity: 4 }))
+        );
+        assert_eq!(next_batch(&mut slow, 64).await, None);
+    }
+
+    #[tokio::test]
+    async fn shutting_down_ends_a_waiting_batch() {
+        let fanout = Arc::new(fanout(4));
+        let mut waiting = fanout.subscribe("waiting".into(), 0).expect("subscribe");
+        let reader = tokio::spawn(async move { next_batch(&mut waiting, 64).await });
+        tokio::task::yield_now().await;
+        fanout.close();
+        assert_eq!(
+            reader.await.expect("the reader finishes"),
+            Some(Err(EndReason::ShuttingDown))
+        );
     }
 }

@@ -6,7 +6,7 @@
 //!   (group commit), keeps it in the [`history`], and fans it out to every open Broadcast stream through
 //!   bounded queues, cutting off a subscriber that falls behind: a single node's sequencer, behind which
 //!   its store sits.
-//! - [`mailbox`]: a subscriber's bounded queue, filled a batch at a time.
+//! - [`mailbox`]: a subscriber's bounded queue, filled and drained a batch at a time.
 //! - [`store`]: the durable state in an embedded redb database: events, sessions, and the Lamport floor.
 //! - [`fanout`]: the history a node holds and its open Broadcast streams, fed a batch at a time by
 //!   whatever orders the events.
@@ -20,7 +20,8 @@
 //!   and a local [`fanout`] serves the node's streams.
 //! - [`node`]: the seam: [`ChatNode`] is either a single node ([`chat`]) or a cluster node ([`cluster`]),
 //!   and the gRPC layer and the server see only it.
-//! - [`grpc`]: the thin tonic layer: protobuf to domain types and domain errors to status codes.
+//! - [`grpc`]: the thin tonic layer: protobuf to domain types and domain errors to status codes, and the
+//!   Broadcast body that sends each batch of events as one chunk.
 //! - [`server`]: opens the store, runs the gRPC server (with its transport limits and optional TLS) and
 //!   the task that announces vanished participants, and shuts all of it down promptly.
 
