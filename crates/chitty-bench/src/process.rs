@@ -311,6 +311,11 @@ impl ClusterProcesses {
             ];
             node_flags.extend(flags(index));
             let node = ServiceProcess::start(binary, listening_prefix, &node_flags).await?;
+            // A node listens before it has joined the cluster, and answers calls only once it has:
+            // participants connecting meanwhile would queue in the listen backlog, and some fail.
+            if let Err(why) = wait_serving(node.address, NODE_READY_WITHIN).await {
+                return Err(node.process.failed(why));
+            }
             cluster.nodes.push(node);
         }
         Ok(cluster)
@@ -323,6 +328,45 @@ impl ClusterProcesses {
         nats.process.stop().await;
         drop(store);
     }
+}
+
+/// How long a cluster node may take to join the cluster and serve: connecting to NATS and finding or
+/// creating the stream and buckets takes well under a second on loopback.
+const NODE_READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// Waits until the service at `address` says, through the standard gRPC health service, that it serves
+/// Chitty-Chat, at most `within`. Polls: the health service's watch would need a connection that the
+/// node does not answer yet. Returns the last answer if it never does.
+async fn wait_serving(address: SocketAddr, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = String::from("no answer yet");
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), health_of(address)).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => last = "it is not serving yet".to_owned(),
+            Ok(Err(error)) => last = error,
+            Err(_) => last = "its health check had no answer within 2 s".to_owned(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("it did not serve within {within:?}: {last}"))
+}
+
+/// Whether the service at `address` serves Chitty-Chat, by its health service.
+async fn health_of(address: SocketAddr) -> Result<bool, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| error.to_string())?
+        .connect()
+        .await
+        .map_err(|error| format!("cannot connect: {error}"))?;
+    let response = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "chittychat.v1.ChittyChat".to_owned(),
+        })
+        .await
+        .map_err(|status| format!("health check failed: {}", status.message()))?;
+    Ok(response.into_inner().status
+        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
 }
 
 /// A loopback address with a port that was free a moment ago.
