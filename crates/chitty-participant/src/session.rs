@@ -741,6 +741,12 @@ impl<F: Frontend> Engine<'_, F> {
                 self.witness_error(&error);
                 info!(component = %self.name, event = "reconnect_failed", reason = %error);
                 return match error.kind {
+                    // Only joining again meets a taken name, and the session that holds it may be
+                    // this participant's own, still being announced left (in a cluster that takes a
+                    // few round trips, more while NATS recovers): worth a few more tries.
+                    ErrorKind::NameTaken if down_for(&link) < REJOIN_PATIENCE => {
+                        self.lost(link, error, false).await
+                    }
                     ErrorKind::NameTaken | ErrorKind::Replaced => {
                         Err(ParticipantError::Lost(error))
                     }
@@ -1020,6 +1026,18 @@ async fn rejoin(
         },
         presence: present,
     })
+}
+
+/// How long a participant whose session ended keeps trying to join again under its name while the
+/// service says the name is taken: its own ended session may hold the name a little longer.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long `link` has been down; zero while it is up.
+fn down_for(link: &Link) -> Duration {
+    match link {
+        Link::Up { .. } => Duration::ZERO,
+        Link::Down { since, .. } => since.elapsed(),
+    }
 }
 
 /// A fresh idempotency key: 128 random bits in hex.
