@@ -55,23 +55,63 @@ async fn node(nats: &NatsCluster, dir: &Path, prefix: &str, index: usize) -> Ser
         .await
         .expect("the node starts");
     // A node listens before it has joined the cluster; it serves once it has.
-    let health = tokio::time::timeout(
-        WAIT * 2,
-        tokio::process::Command::new(binary())
-            .args(["health", "--server", &node.url(), "--timeout", "25s"])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the health check finishes within the bound")
-    .expect("the health check runs");
-    assert!(
-        health.status.success(),
-        "node {index} does not serve: {}\n{}",
-        String::from_utf8_lossy(&health.stderr),
-        node.stderr().join("\n")
-    );
+    if let Err(error) = await_health(&node, "serving", WAIT * 2).await {
+        panic!(
+            "node {index} does not serve: {error}\n{}",
+            node.stderr().join("\n")
+        );
+    }
     node
+}
+
+/// Three nodes of the chat with `prefix`, and one participant of `names` on each (the first on node 0),
+/// each waiting for its own join.
+async fn three_nodes_one_participant_each(
+    nats: &NatsCluster,
+    dir: &Path,
+    prefix: &str,
+    names: [&str; 3],
+) -> ([ServiceProcess; 3], Vec<ParticipantProcess>) {
+    let nodes = [
+        node(nats, dir, prefix, 0).await,
+        node(nats, dir, prefix, 1).await,
+        node(nats, dir, prefix, 2).await,
+    ];
+    let mut people = Vec::new();
+    for (node, name) in nodes.iter().zip(names) {
+        people.push(participant_of(&[node], dir, name).await);
+    }
+    (nodes, people)
+}
+
+/// How often the tests reread a log file or ask for a node's health: neither offers an event to await.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Waits until `chitty-chat health` on `node` prints `want` ("serving" or "not serving"), at most
+/// `within`. The health service is polled: the test has no stream of its changes.
+async fn await_health(node: &ServiceProcess, want: &str, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let mut got = String::new();
+    while Instant::now() < deadline {
+        let output = tokio::time::timeout(
+            WAIT,
+            tokio::process::Command::new(binary())
+                .args(["health", "--server", &node.url(), "--timeout", "5s"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        got = match output {
+            Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            Ok(Err(error)) => format!("cannot run the health check: {error}"),
+            Err(_) => "no answer".to_owned(),
+        };
+        if got == want {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL * 2).await;
+    }
+    Err(format!("got health {got:?}, want {want:?}"))
 }
 
 /// Starts a participant that may connect to any of `services`, in that order, with a JSON log in
@@ -132,15 +172,9 @@ async fn participants_on_three_nodes_see_one_order_and_the_checker_passes() {
     };
     let dir = log_dir();
     let prefix = unique_prefix();
-    let nodes = [
-        node(&nats, dir.path(), &prefix, 0).await,
-        node(&nats, dir.path(), &prefix, 1).await,
-        node(&nats, dir.path(), &prefix, 2).await,
-    ];
-    let mut people = Vec::new();
-    for (index, name) in ["alice", "bob", "carol"].into_iter().enumerate() {
-        people.push(participant_of(&[&nodes[index]], dir.path(), name).await);
-    }
+    let (nodes, mut people) =
+        three_nodes_one_participant_each(&nats, dir.path(), &prefix, ["alice", "bob", "carol"])
+            .await;
     for person in &mut people {
         person
             .wait_for_event(
@@ -434,9 +468,6 @@ async fn the_chat_goes_on_when_one_nats_server_of_three_is_killed() {
     }
 }
 
-/// How often the outage test rereads a log file: a file offers no event to await.
-const POLL: Duration = Duration::from_millis(100);
-
 /// How many JSON lines of `path` have `event` equal to `name`. A line being written as we read, not
 /// yet whole, is not counted.
 fn count_events(path: &Path, name: &str) -> usize {
@@ -593,33 +624,6 @@ async fn not_back(
     )
 }
 
-/// Waits until `chitty-chat health` on `node` prints `want` ("serving" or "not serving"), at most
-/// `within`. The health service is polled: the test has no stream of its changes.
-async fn await_health(node: &ServiceProcess, want: &str, within: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    let mut got = String::new();
-    while Instant::now() < deadline {
-        let output = tokio::time::timeout(
-            WAIT,
-            tokio::process::Command::new(binary())
-                .args(["health", "--server", &node.url(), "--timeout", "5s"])
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await;
-        got = match output {
-            Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-            Ok(Err(error)) => format!("cannot run the health check: {error}"),
-            Err(_) => "no answer".to_owned(),
-        };
-        if got == want {
-            return Ok(());
-        }
-        tokio::time::sleep(POLL * 2).await;
-    }
-    Err(format!("got health {got:?}, want {want:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participants_rejoin_after_nats_loses_its_quorum_for_longer_than_the_grace_period() {
     const NAMES: [&str; 3] = ["alice", "bob", "carol"];
@@ -637,15 +641,8 @@ async fn participants_rejoin_after_nats_loses_its_quorum_for_longer_than_the_gra
     let prefix = unique_prefix();
     // Node i talks to nats-server i first: nodes 1 and 2 lose theirs and fail over to server 0, which
     // is left without a quorum; node 0 keeps its connection to it.
-    let nodes = [
-        node(&nats, dir.path(), &prefix, 0).await,
-        node(&nats, dir.path(), &prefix, 1).await,
-        node(&nats, dir.path(), &prefix, 2).await,
-    ];
-    let mut people = Vec::new();
-    for (index, name) in NAMES.into_iter().enumerate() {
-        people.push(participant_of(&[&nodes[index]], dir.path(), name).await);
-    }
+    let (nodes, mut people) =
+        three_nodes_one_participant_each(&nats, dir.path(), &prefix, NAMES).await;
     for person in &mut people {
         person
             .say(&format!("{} before", person.name()))
