@@ -234,13 +234,6 @@ impl Ending {
     pub fn left_key(&self) -> String {
         format!("session-end/{}", hex(&self.token_hash))
     }
-
-    /// Whether the record shows the session's join in the log. A record without a join seq may still
-    /// have joined, if the node admitting it lost the answer to its append; the ending node must then
-    /// look in the log itself before deciding not to announce it left.
-    pub fn announce(&self) -> bool {
-        self.record.join_seq != 0
-    }
 }
 
 /// Two clock readings taken together, for [`Members::vanished`].
@@ -696,8 +689,8 @@ impl Members {
     /// Claims the right to end the session of `token_hash`, if it is still at `revision`: for a
     /// vanished session (the revision from [`Members::vanished`]) or a Leave (the revision from
     /// [`Members::session`]). Of all nodes claiming one revision, exactly one gets `Some` (but see
-    /// the module documentation on nats-server before 2.9.21); it then appends the left event (if
-    /// [`Ending::announce`]) with [`Ending::left_key`] and calls [`Members::finish_end`].
+    /// the module documentation on nats-server before 2.9.21); it then appends the left event (if the
+    /// session joined) with [`Ending::left_key`] and calls [`Members::finish_end`].
     ///
     /// A claim whose answer was lost is made again with the same expected revision; if that is
     /// refused because the first one was stored, the record then holds exactly this claim, and the
@@ -1386,15 +1379,12 @@ mod tests {
     }
 
     #[test]
-    fn an_ending_announces_only_a_session_that_joined() {
-        let mut ending = Ending {
+    fn an_endings_left_event_is_keyed_by_the_session() {
+        let ending = Ending {
             token_hash: [1; 32],
             record: SessionRecord::joining("alice", "n"),
             revision: 3,
         };
-        assert!(!ending.announce());
-        ending.record.join_seq = 7;
-        assert!(ending.announce());
         assert_eq!(
             ending.left_key(),
             format!("session-end/{}", "01".repeat(32))
