@@ -173,6 +173,14 @@ struct ServeArgs {
     /// How long a ping may go unanswered before the connection is declared dead.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     keepalive_timeout: Duration,
+    /// The most calls one connection may have in flight at once (concurrent HTTP/2 streams). A
+    /// participant needs two; raise it for clients that pipeline calls, such as the load harness.
+    #[arg(
+        long,
+        default_value_t = chitty_service::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        value_parser = clap::value_parser!(u32).range(2..=1024)
+    )]
+    max_streams_per_connection: u32,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +323,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls,
         keepalive_interval: args.keepalive_interval,
         keepalive_timeout: args.keepalive_timeout,
+        max_streams_per_connection: args.max_streams_per_connection,
     };
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{}{address}", crate::harness::LISTENING)

@@ -274,3 +274,47 @@ async fn malformed_frames_a_4_gb_length_and_thousands_of_resets_are_answered_cle
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut sink)).await;
     control(&mut alice, &mut bob).await;
 }
+
+/// The `SETTINGS_MAX_CONCURRENT_STREAMS` that a service started with `extra` announces to a client.
+async fn announced_stream_limit(extra: &[&str]) -> usize {
+    let dir = log_dir();
+    let service = service(dir.path(), extra).await;
+    let tcp = tokio::net::TcpStream::connect(service.address())
+        .await
+        .expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    // A request answered means the service's SETTINGS, which precede its first frame, have arrived.
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/chittychat.v1.ChittyChat/Publish",
+            service.address()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a request");
+    client = tokio::time::timeout(WAIT, client.ready())
+        .await
+        .expect("ready in time")
+        .expect("ready");
+    let (response, mut send) = client.send_request(request, false).expect("send headers");
+    send.send_data(frame(0, &[]).into(), true)
+        .expect("send the body");
+    tokio::time::timeout(WAIT, response)
+        .await
+        .expect("an answer in time")
+        .expect("a response");
+    client.current_max_send_streams()
+}
+
+#[tokio::test]
+async fn a_connection_may_have_16_calls_in_flight_unless_the_operator_allows_more() {
+    assert_eq!(announced_stream_limit(&[]).await, 16, "the default");
+    assert_eq!(
+        announced_stream_limit(&["--max-streams-per-connection", "200"]).await,
+        200,
+        "--max-streams-per-connection 200"
+    );
+}

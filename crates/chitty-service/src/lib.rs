@@ -43,4 +43,6 @@ pub use cluster::ClusterChat;
 pub use history::Retention;
 pub use hub::HubConfig;
 pub use node::ChatNode;
-pub use server::{ServeConfig, ServeError, Storage, TlsFiles, serve};
+pub use server::{
+    DEFAULT_MAX_STREAMS_PER_CONNECTION, ServeConfig, ServeError, Storage, TlsFiles, serve,
+};

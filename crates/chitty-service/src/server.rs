@@ -18,7 +18,10 @@
 //!
 //! - [`MAX_REQUEST_BYTES`]: a request larger than this is refused before it is decoded. The largest valid
 //!   request (128 characters of 4 bytes, a 64-byte key) is about 600 bytes.
-//! - [`MAX_STREAMS_PER_CONNECTION`]: concurrent HTTP/2 streams per connection. A participant uses two.
+//! - [`ServeConfig::max_streams_per_connection`] (by default [`DEFAULT_MAX_STREAMS_PER_CONNECTION`]):
+//!   concurrent HTTP/2 streams per connection. A participant uses two, its Broadcast stream and one call
+//!   at a time. A client that pipelines many calls on one connection (the load harness's publisher)
+//!   needs more, and the operator who runs one raises it.
 //! - [`MAX_HEADER_LIST_BYTES`]: the size of a request's headers, which bounds CONTINUATION floods: h2 stops
 //!   reading a header block past this size and resets the stream.
 //! - [`MAX_PENDING_RESETS`] and [`MAX_LOCAL_ERROR_RESETS`]: how many streams a client may reset, or make the
@@ -53,8 +56,9 @@ pub const SHUTDOWN_BACKSTOP: Duration = Duration::from_secs(3);
 /// The largest request accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
 
-/// The most concurrent HTTP/2 streams on one connection.
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// The most concurrent HTTP/2 streams on one connection, unless configured otherwise: a participant
+/// needs two, and every stream in flight holds up to [`MAX_REQUEST_BYTES`] of its request.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 /// The most bytes of headers one request may carry.
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
@@ -98,6 +102,8 @@ pub struct ServeConfig {
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is declared dead and closed.
     pub keepalive_timeout: Duration,
+    /// The most concurrent HTTP/2 streams (calls) one connection may have open.
+    pub max_streams_per_connection: u32,
 }
 
 /// Why the service could not start, or stopped other than by being asked to.
@@ -172,7 +178,7 @@ pub async fn serve(
     let router = builder
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_concurrent_streams(config.max_streams_per_connection)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
