@@ -1,7 +1,7 @@
 //! `chitty-chat bench`: a load generator that measures a Chitty-Chat service, side by side with NATS.
 //!
 //! It starts its own service (the current binary's `serve`, in memory, with the per-participant publish
-//! rate and the participant cap lifted), or targets one given with `--server`, and drives it over real
+//! rate, the participant cap and the calls per connection lifted), or targets one given with `--server`, and drives it over real
 //! gRPC connections, one HTTP/2 connection per participant as real participants have. With `--nodes K`
 //! (K of 2 or more, or `--cluster`) it starts the service in cluster mode instead: one nats-server with
 //! JetStream and K nodes sharing one chat through it, with the participants spread round-robin over the
@@ -114,10 +114,13 @@ pub struct BenchArgs {
     /// waits for it. Keep it under the service's --stream-queue (1024), or slow listeners are cut off.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
-    /// In `fanout`: how many Publish calls are in flight at once. The default is the most the service
-    /// allows on one connection (16 concurrent streams): each call waits for its event to be durable,
-    /// so fewer calls in flight cap the publisher below what the service could accept.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=16))]
+    /// In `fanout`: how many Publish calls are in flight at once. Each call waits for its event to be
+    /// durable, so the publisher can only run ahead of the service by what it has in flight. With too
+    /// few, the service is idle between its batches and hands each stream a handful of events per write.
+    /// The service the harness starts allows this many calls on one connection
+    /// (`--max-streams-per-connection`); a service given by `--server` must allow as many, or the
+    /// client queues the rest.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=MAX_IN_FLIGHT))]
     pub in_flight: u32,
     /// How long to wait after publishing stops for the last messages to arrive; what has not arrived
     /// by then is counted missing.
@@ -264,9 +267,13 @@ enum ServiceStorage<'a> {
     Cluster,
 }
 
-/// The flags of the service the harness starts: its storage, nothing limiting the load generator's rate
-/// or count of participants, a grace period longer than any run (participants join before their streams
-/// open), and a JSON log at `log`.
+/// The most Publish calls the fanout publisher may keep in flight (`--in-flight`), and so the most calls
+/// the service the harness starts allows on one connection.
+const MAX_IN_FLIGHT: i64 = 256;
+
+/// The flags of the service the harness starts: its storage, nothing limiting the load generator's rate,
+/// count of participants or calls in flight on one connection, a grace period longer than any run
+/// (participants join before their streams open), and a JSON log at `log`.
 fn service_flags(log: &Path, storage: ServiceStorage<'_>, extra: &[String]) -> Vec<String> {
     let mut flags: Vec<String> = match storage {
         ServiceStorage::Memory => vec!["--in-memory".to_owned()],
@@ -292,6 +299,8 @@ fn service_flags(log: &Path, storage: ServiceStorage<'_>, extra: &[String]) -> V
         .map(str::to_owned),
     );
     flags.push(log.display().to_string());
+    flags.push("--max-streams-per-connection".to_owned());
+    flags.push(MAX_IN_FLIGHT.to_string());
     flags.extend(extra.iter().cloned());
     flags
 }
