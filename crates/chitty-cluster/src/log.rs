@@ -88,8 +88,9 @@
 //!    leader names instead of before it, keeping its own uncommitted entry there under the new term,
 //!    and applies it once the leader's commit index passes it. Its store then holds, at that seq, an
 //!    event that was never acknowledged and that no other server holds; it skips the leader's event
-//!    there as one it already has, and refuses later ones that no longer follow its own last seq.
-//!    (nats-server fixed this in its Raft layer after 2.9, nats-io/nats-server#5957 and #6027.)
+//!    there as one it already has, and from then on may store or refuse later events otherwise than
+//!    the others. (nats-server fixed its Raft layer in late 2024, nats-io/nats-server#5957 and
+//!    #6027.)
 //!
 //! A node whose consumer lived on that server delivered the stale event where every other node
 //! delivered the committed one. So with more than one replica, the consumer task compares every
