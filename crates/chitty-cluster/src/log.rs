@@ -99,8 +99,11 @@
 //! costs about one round trip more) and takes in only the leader's copy. If the two differ it logs
 //! `history_diverged` and replaces the consumer; if the leader does not hold the seq, or cannot be
 //! asked in time, it takes in nothing from there on and replaces the consumer too, and a catch-up
-//! reads from the leader. Catch-ups, [`EventLog::read`] and the reads of an append read from the
-//! leader alone. With one replica there is one store, the leader's, and nothing is compared.
+//! reads from the leader. A diverged replica also stops storing events that do not follow its own
+//! last seq, and a consumer on it then sends nothing but heartbeats; so a consumer that delivered
+//! nothing for 2 s has the leader asked how far the stream goes, and counts as stalled if the
+//! stream holds more. Catch-ups, [`EventLog::read`] and the reads of an append read from the leader
+//! alone. With one replica there is one store, the leader's, and nothing is compared or asked.
 //!
 //! What this guarantees: every event a node applies, and so delivers, at a seq is the one the
 //! stream's leader held there when the node asked. Nodes therefore deliver the same event at each seq
@@ -118,8 +121,9 @@
 //! - nothing at all (not even a heartbeat) arrived for 2 s;
 //! - a consumer sequence arrived out of turn, or a heartbeat reports more events sent than arrived:
 //!   events were lost in transit, for example while the client reconnected to another server;
-//! - an event known to exist (an append was acknowledged past it) has not arrived after
-//!   [`STALL_TIMEOUT`].
+//! - an event known to exist (an append was acknowledged past it, or, with more than one replica,
+//!   the stream's leader said it holds it when asked after 2 s without a delivery) has not arrived
+//!   after [`STALL_TIMEOUT`].
 //!
 //! Creating a consumer needs the JetStream meta leader; if that was on the dead server, none can be
 //! created until the survivors elect a new one, seconds later (a Raft follower waits out an
@@ -942,6 +946,10 @@ fn classify(error: jetstream::context::PublishError) -> Attempt {
     }
 }
 
+/// How long a consumer of a stream with more than one replica may deliver nothing before the stream's
+/// leader is asked how far the stream goes; see `apply_loop`.
+const TAIL_CHECK: Duration = Duration::from_secs(2);
+
 /// How often a consumer with nothing to deliver sends a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -1362,6 +1370,14 @@ where
                 // Set while an event known to exist has not arrived: when the consumer counts as
                 // stalled.
                 let mut stall_at: Option<Instant> = None;
+                // With more than one replica, the stream's leader is asked how far the stream goes
+                // whenever the consumer delivered nothing for a while: a consumer on a replica that
+                // stopped storing events (see "Only what the stream's leader holds") sends its
+                // heartbeats and nothing else, and this node may append nothing to learn otherwise.
+                let mut tail_check =
+                    tokio::time::interval_at(Instant::now() + TAIL_CHECK, TAIL_CHECK);
+                tail_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut delivered_since_check = false;
                 let lost = loop {
                     let behind = *wanted.borrow_and_update() >= applier.next_seq;
                     stall_at = match (behind, stall_at) {
@@ -1403,10 +1419,23 @@ where
                                 backoff.reset();
                                 // Progress: a stall is counted from the last event delivered.
                                 stall_at = None;
+                                delivered_since_check = true;
                             }
                             Err(lost) => break lost.to_string(),
                         },
                         _ = wanted.changed() => {}
+                        _ = tail_check.tick(), if applier.shared.confirm_with_leader => {
+                            if !std::mem::take(&mut delivered_since_check) {
+                                let held = tokio::select! {
+                                    held = applier.shared.bounds(Deadline::after(TAIL_CHECK)) => held,
+                                    _ = stop.changed() => return,
+                                };
+                                // Unanswered, it is asked again at the next tick.
+                                if let Ok(held) = held {
+                                    applier.shared.want(held.last_seq);
+                                }
+                            }
+                        }
                         () = stalled => {
                             break format!(
                                 "seq {} exists but nothing arrived for {STALL_TIMEOUT:?}",
