@@ -13,7 +13,8 @@
 //! - [`log`]: the event log, one JetStream stream whose sequence number *is* the event's seq.
 //!   [`EventLog::append`] stamps and stores an event so that Lamport times strictly increase along seq
 //!   across all nodes (the expected-last-sequence check), and a consumer task applies every event in
-//!   order to the node: it witnesses the event's Lamport time on the node clock and hands it over.
+//!   order to the node, as the stream's leader holds it: it witnesses the event's Lamport time on the
+//!   node clock and hands it over.
 //! - [`members`]: who is present, in three buckets: names (claimed with an atomic create, so two nodes
 //!   never admit one name twice), sessions (a token works on any node) and node heartbeats. From a
 //!   local mirror kept by KV watches it computes which sessions vanished, and lets exactly one node

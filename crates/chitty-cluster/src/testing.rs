@@ -4,10 +4,12 @@
 //! store directory in a temporary directory, routes to every other server), starts the servers, and
 //! waits until JetStream can place a stream with one replica on each server: then a meta leader is
 //! elected and every peer is known. Dropping the cluster kills every server it started (by its own
-//! child handle, never by name) and removes the directory.
+//! child handle, never by name) and removes the directory, unless `CHITTY_KEEP_LOGS=1` ([`keep_logs`]):
+//! then the servers log at debug level and the directory stays, to study a failure.
 //!
 //! [`NatsCluster::kill`] crashes one server; [`NatsCluster::restart`] starts it again with the same
 //! configuration, store directory, ports and log, as an operator bringing a crashed server back would.
+//! [`NatsCluster::lead`] moves a stream's leadership to a chosen server.
 //!
 //! Tests call [`NatsCluster::start_or_skip`], which prints `SKIPPED <test>: apt-get install -y
 //! nats-server` and returns `None` when no nats-server is installed, so a machine without it reports
@@ -59,6 +61,12 @@ pub fn nats_server_binary() -> Option<PathBuf> {
         .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
         .map(|directory| directory.join("nats-server"))
         .find(|candidate| candidate.is_file())
+}
+
+/// Whether `CHITTY_KEEP_LOGS=1` asks tests to keep their logs and the servers' stores after they end,
+/// to study a failure.
+pub fn keep_logs() -> bool {
+    std::env::var_os("CHITTY_KEEP_LOGS").is_some_and(|value| value == "1")
 }
 
 /// A unique name for a test's stream and buckets: `t<pid>x<counter>`.
@@ -140,13 +148,20 @@ impl NatsCluster {
     }
 
     async fn start_once(binary: &Path, size: usize) -> Result<Self, HarnessError> {
-        let directory = tempfile::Builder::new()
+        let mut directory = tempfile::Builder::new()
             .prefix("chitty-nats-")
             .tempdir()
             .map_err(|source| HarnessError::Io {
                 what: "cannot create a temporary directory".to_owned(),
                 source,
             })?;
+        if keep_logs() {
+            directory.disable_cleanup(true);
+            println!(
+                "keeping the nats-servers' logs and stores in {}",
+                directory.path().display()
+            );
+        }
         let ports = free_ports(2 * size)?;
         let (client_ports, route_ports) = ports.split_at(size);
         let cluster_name = format!("chitty-{}", crate::testing::unique_prefix());
@@ -176,6 +191,11 @@ impl NatsCluster {
                 client = client_ports[index],
                 store = server_directory.join("store").display(),
             );
+            // Logs kept to study a failure say more with the servers' debug lines: Raft elections,
+            // votes and truncations of each stream's log.
+            if keep_logs() {
+                config.push_str("debug: true\n");
+            }
             // A lone server runs JetStream without clustering: nats-server refuses a cluster of one.
             if size > 1 {
                 config.push_str(&format!(
@@ -347,6 +367,49 @@ impl NatsCluster {
         }
     }
 
+    /// Makes server `index` the leader of the stream named `stream`, as an operator can: asks the
+    /// leader to step down until that server is elected, at most [`READY_TIMEOUT`]. A test uses it to
+    /// put the leader where a failure will hit it. JetStream announces no election to a plain
+    /// client, so this polls the stream's state every 100 ms.
+    pub async fn lead(&self, stream: &str, index: usize) -> Result<(), HarnessError> {
+        let not_ready = |last_error: String| HarnessError::NotReady { last_error };
+        let want = self
+            .servers
+            .get(index)
+            .map(|server| server.name.clone())
+            .ok_or_else(|| not_ready(format!("there is no server {index} to lead {stream}")))?;
+        let client = async_nats::connect(self.url(index))
+            .await
+            .map_err(|error| not_ready(error.to_string()))?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut leader = stream_leader(&client, stream).await;
+        while leader.as_deref() != Some(want.as_str()) {
+            if Instant::now() >= deadline {
+                return Err(not_ready(format!(
+                    "server {want} did not become the leader of {stream}; the leader is {leader:?}"
+                )));
+            }
+            if leader.is_some() {
+                // The answer says nothing useful: whether it worked shows in the next state.
+                let _ = client
+                    .request(
+                        format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                        bytes::Bytes::new(),
+                    )
+                    .await;
+            }
+            let before = leader;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                leader = stream_leader(&client, stream).await;
+                if leader != before || Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The last `lines` lines of every server's log, for a failure message.
     pub fn logs_tail(&self, lines: usize) -> String {
         let mut out = String::new();
@@ -423,4 +486,18 @@ fn free_ports(count: usize) -> Result<Vec<u16>, HarnessError> {
             what: "cannot read a bound port".to_owned(),
             source,
         })
+}
+
+/// The name of the server that leads the stream named `stream`, as the stream's state says, or `None`
+/// while it has no leader (or does not answer within 2 s).
+async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<String> {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request(format!("$JS.API.STREAM.INFO.{stream}"), bytes::Bytes::new()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&answer.payload).ok()?;
+    state["cluster"]["leader"].as_str().map(str::to_owned)
 }

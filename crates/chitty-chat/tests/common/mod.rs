@@ -77,9 +77,18 @@ pub fn has(line: &serde_json::Value, field: &str, value: impl Into<serde_json::V
     line.get(field) == Some(&value.into())
 }
 
-/// A temporary directory for one test's logs.
+/// A temporary directory for one test's logs, removed when the test ends, unless `CHITTY_KEEP_LOGS=1`:
+/// then it is kept, and its path printed, to study a failure afterwards.
 pub fn log_dir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
+    let mut dir = tempfile::Builder::new()
+        .prefix("chitty-test-")
+        .tempdir()
+        .expect("a temporary directory");
+    if chitty_cluster::testing::keep_logs() {
+        dir.disable_cleanup(true);
+        println!("keeping the logs in {}", dir.path().display());
+    }
+    dir
 }
 
 /// Runs `chitty-chat check` on the logs in `dir`.
