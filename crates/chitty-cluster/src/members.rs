@@ -232,8 +232,15 @@ impl Ending {
     /// The idempotency key for the session's left event: the same on every node, so a takeover after
     /// a crash cannot announce it twice.
     pub fn left_key(&self) -> String {
-        format!("session-end/{}", hex(&self.token_hash))
+        left_key(&self.token_hash)
     }
+}
+
+/// The idempotency key of the left event of the session of `token_hash`, whoever appends it: the
+/// node that ends the session, one that takes the ending over, or the node whose join the session's
+/// ending overtook.
+pub fn left_key(token_hash: &[u8; 32]) -> String {
+    format!("session-end/{}", hex(token_hash))
 }
 
 /// Two clock readings taken together, for [`Members::vanished`].
@@ -608,17 +615,27 @@ impl Members {
     }
 
     /// Records that the session's stream on this node closed at `now_ms` (wall clock). Does nothing if
-    /// the session is attached to another node meanwhile (it reconnected there) or is being ended.
+    /// the session is attached to another node meanwhile (it reconnected there), is being ended, or if
+    /// `attached_here_again()` says that this node is attaching it again or holds an open stream of it.
     /// Returns the entry as it is after the call, or `None` if the session does not exist.
+    ///
+    /// `attached_here_again` is asked after each read of the record and before the write, which is
+    /// conditional on the revision read: an attach that starts after the question changes the
+    /// revision if its write lands first, and then this write does not land over it.
     pub async fn detach(
         &self,
         token_hash: &[u8; 32],
         now_ms: u64,
+        attached_here_again: impl Fn() -> bool,
     ) -> Result<Option<SessionEntry>, ClusterError> {
         let node = self.shared.node_id.clone();
         self.shared
             .update_session(token_hash, |record| {
-                if record.node != node || !record.stream_open || record.is_ending() {
+                if record.node != node
+                    || !record.stream_open
+                    || record.is_ending()
+                    || attached_here_again()
+                {
                     return Change::Keep;
                 }
                 record.stream_open = false;

@@ -495,7 +495,7 @@ async fn detached_sessions_vanish_after_the_grace_period_and_a_stalled_ending_is
     members.attach(&token).await.expect("attach");
     // The stream on a ends; a participant reconnecting to b would attach there instead.
     let detached = members
-        .detach(&token, chitty_cluster::wall_clock_ms())
+        .detach(&token, chitty_cluster::wall_clock_ms(), || false)
         .await
         .expect("detach")
         .expect("the session exists");

@@ -90,6 +90,35 @@ struct LocalStream {
     end: Arc<StreamEnd>,
 }
 
+/// Marks the session of `token` as being attached on this node for as long as it lives (see
+/// `NodeState::attaching`).
+struct Attaching<'a> {
+    /// The node state that holds the mark.
+    state: &'a Mutex<NodeState>,
+    /// The session being attached.
+    token: TokenHash,
+}
+
+impl<'a> Attaching<'a> {
+    /// Marks the session of `token` as being attached.
+    fn start(state: &'a Mutex<NodeState>, token: TokenHash) -> Self {
+        *lock(state).attaching.entry(token).or_default() += 1;
+        Self { state, token }
+    }
+}
+
+impl Drop for Attaching<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(self.state);
+        if let Some(count) = state.attaching.get_mut(&self.token) {
+            *count -= 1;
+            if *count == 0 {
+                state.attaching.remove(&self.token);
+            }
+        }
+    }
+}
+
 /// What the log's consumer and the calls share, under one lock taken before the fan-out's.
 #[derive(Debug, Default)]
 struct NodeState {
@@ -104,9 +133,22 @@ struct NodeState {
     /// are detached in the cluster by the next sweep, and kept for the one after if that fails, so
     /// that their grace period runs; a stream opened here again cancels the entry.
     owed_detaches: HashMap<TokenHash, u64>,
+    /// Sessions this node is attaching a stream to right now (how many calls are at it): a sweep
+    /// must not detach them, since a detach that lands after the attach would mark the new stream
+    /// closed, and the session would be announced left a grace period later while it is here.
+    attaching: HashMap<TokenHash, usize>,
 }
 
 impl NodeState {
+    /// Whether this node is attaching a stream of the session of `token`, or holds an open one.
+    fn is_attached_here(&self, token: &TokenHash) -> bool {
+        self.attaching.contains_key(token)
+            || self
+                .streams
+                .get(token)
+                .is_some_and(|stream| stream.end.ended_at().is_none())
+    }
+
     /// Whether `known` is the session present under its name.
     fn is_current(&self, known: &Known) -> bool {
         self.present
@@ -369,20 +411,83 @@ impl ClusterChat {
                 return Err(unavailable(error));
             }
         };
-        // Were this to fail, the session would stay unknown to other nodes, and the participant's
-        // stream would be refused there: it joins again. Here the session is known already.
-        if let Err(error) = members.set_join_seq(&hash.0, event.seq).await {
-            warn!(component = "cluster", event = "join_seq_not_recorded", participant = %name, error = %error);
-        }
-        self.known().insert(
-            hash,
-            Known {
-                name: participant,
-                key,
-                join_seq: event.seq,
-            },
-        );
+        let known = Known {
+            name: participant,
+            key,
+            join_seq: event.seq,
+        };
+        self.complete_join(hash, known).await?;
         Ok((token, event))
+    }
+
+    /// Records the join seq of the session of `hash`, whose joined event is in the log, and makes the
+    /// session known here; or, if the session was ended meanwhile, announces it left and refuses the
+    /// join.
+    async fn complete_join(&self, hash: TokenHash, known: Known) -> Result<(), ChatError> {
+        let members = self.cluster.members();
+        match members.set_join_seq(&hash.0, known.join_seq).await {
+            Ok(Some(_)) => {}
+            // The session was ended while its join was in flight: see `end_overtaken_join`.
+            Ok(None) => {
+                self.end_overtaken_join(&hash, &known).await;
+                return Err(ChatError::Unavailable(
+                    "the cluster ended this session while it was joining, since the join took longer \
+                     than the grace period; join again"
+                        .to_owned(),
+                ));
+            }
+            // Were this to fail, the session would stay unknown to other nodes, and the participant's
+            // stream would be refused there: it joins again. Here the session is known already.
+            Err(error) => {
+                warn!(component = "cluster", event = "join_seq_not_recorded", participant = %known.name, error = %error);
+            }
+        }
+        self.known().insert(hash, known);
+        Ok(())
+    }
+
+    /// Announces as left a participant whose joined event went into the log after its session had
+    /// been ended: a session record counts as vanished once it has been joining for the grace period
+    /// (its node may have died mid-join), and a join slowed down by NATS (a leader election, say)
+    /// can take longer. The node that ended the session announced it left only if it found the joined
+    /// event in the log; if the event landed after it looked, the roster would hold the name forever,
+    /// with no session to end it. So the joining node appends the left event itself, under the same
+    /// idempotency key and only if the session is still present, so that it is announced once
+    /// whichever node gets there first. Failures are logged: the name then stays taken.
+    async fn end_overtaken_join(&self, hash: &TokenHash, session: &Known) {
+        let left_key = chitty_cluster::members::left_key(&hash.0);
+        let appended = self
+            .log
+            .append_if(
+                EventDraft::Left {
+                    participant: Arc::clone(&session.name),
+                },
+                Some(&left_key),
+                || self.check_current(session),
+            )
+            .await;
+        match appended {
+            Ok(Ok(appended)) if !appended.duplicate => info!(
+                component = "service",
+                event = "join_overtaken",
+                participant = %session.name,
+                join_seq = session.join_seq,
+                seq = appended.event.seq,
+                lamport = appended.event.lamport,
+                node = self.node_id(),
+            ),
+            // Announced by the node that ended the session.
+            Ok(_) => info!(
+                component = "service",
+                event = "join_overtaken",
+                participant = %session.name,
+                join_seq = session.join_seq,
+                node = self.node_id(),
+            ),
+            Err(error) => {
+                warn!(component = "cluster", event = "join_overtaken_failed", participant = %session.name, error = %error);
+            }
+        }
     }
 
     /// Whether a participant with name key `key` could be admitted now.
@@ -561,20 +666,43 @@ impl ClusterChat {
             let hash = token_hash(credential)?;
             let session = self.session_of(credential).await?;
             name = Some(Arc::clone(&session.name));
+            // Until the stream is registered below, or this call fails and owes a detach.
+            let _attaching = Attaching::start(&self.state, hash);
             let attached = self.cluster.members().attach(&hash.0).await;
-            if attached.is_err() {
+            // Attached (or perhaps, when the answer was lost): from here on a failure leaves the
+            // record saying a stream is open here, and the next sweep must say it is not.
+            let owe_detach = || {
                 self.state()
                     .owed_detaches
                     .insert(hash, chitty_cluster::wall_clock_ms());
+            };
+            match attached {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(AuthError::Unknown.into()),
+                Err(error) => {
+                    owe_detach();
+                    return Err(unavailable(error));
+                }
             }
-            attached.map_err(unavailable)?.ok_or(AuthError::Unknown)?;
-            self.catch_up_to(after_seq).await?;
+            if let Err(error) = self.catch_up_to(after_seq).await {
+                owe_detach();
+                return Err(error);
+            }
             let mut state = self.state();
             if !state.is_current(&session) {
+                drop(state);
+                owe_detach();
                 return Err(AuthError::Unknown.into());
             }
             let from = after_seq.max(session.join_seq - 1);
-            let subscription = self.fanout.subscribe(Arc::clone(&session.name), from)?;
+            let subscription = match self.fanout.subscribe(Arc::clone(&session.name), from) {
+                Ok(subscription) => subscription,
+                Err(error) => {
+                    drop(state);
+                    owe_detach();
+                    return Err(error.into());
+                }
+            };
             state.owed_detaches.remove(&hash);
             let replaced = state.streams.insert(
                 hash,
@@ -697,7 +825,13 @@ impl ClusterChat {
         };
         let owed_count = owed.len();
         for (token, ended_ms) in owed {
-            match self.cluster.members().detach(&token.0, ended_ms).await {
+            let attached_here_again = || self.state().is_attached_here(&token);
+            match self
+                .cluster
+                .members()
+                .detach(&token.0, ended_ms, attached_here_again)
+                .await
+            {
                 Ok(_) => {
                     let mut state = self.state();
                     if state.owed_detaches.get(&token) == Some(&ended_ms) {
@@ -976,4 +1110,202 @@ fn lock(state: &Mutex<NodeState>) -> MutexGuard<'_, NodeState> {
 /// A cluster failure, as the participant sees it: the service is unavailable for now, so it retries.
 fn unavailable(error: ClusterError) -> ChatError {
     ChatError::Unavailable(format!("the chat's cluster cannot answer now: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Races between a node's own calls and the cluster's bookkeeping, against a real nats-server (a
+    //! test without one prints `SKIPPED <name>: apt-get install -y nats-server` and returns).
+
+    use super::*;
+    use std::num::NonZeroU32;
+
+    use chitty_cluster::SessionRecord;
+    use chitty_cluster::testing::{NatsCluster, unique_prefix};
+
+    use crate::chat::Rate;
+    use crate::history::Retention;
+    use crate::hub::HubConfig;
+
+    /// Node `id` of the chat `prefix` on `nats`, with a grace period longer than any test, so that no
+    /// session vanishes unless a test ends it.
+    async fn node(nats: &NatsCluster, id: &str, prefix: &str) -> ClusterChat {
+        let config = ChatConfig {
+            grace: Duration::from_secs(600),
+            hub: HubConfig {
+                retention: Retention {
+                    events: 1_000,
+                    bytes: usize::MAX,
+                },
+                queue_capacity: 64,
+            },
+            max_participants: 10,
+            publish_rate: Rate {
+                per_second: NonZeroU32::new(100).expect("non-zero"),
+                burst: NonZeroU32::new(100).expect("non-zero"),
+            },
+            join_secret: None,
+        };
+        let mut cluster = ClusterConfig::new(nats.urls(), id);
+        cluster.prefix = prefix.to_owned();
+        ClusterChat::connect(config, cluster)
+            .await
+            .expect("the node joins the cluster")
+    }
+
+    /// Whether the cluster's record of the session of `hash` says its stream is open.
+    async fn stream_open(node: &ClusterChat, hash: &TokenHash) -> bool {
+        node.cluster
+            .members()
+            .session(&hash.0)
+            .await
+            .expect("the sessions bucket answers")
+            .expect("the session exists")
+            .record
+            .stream_open
+    }
+
+    /// The left events of `name` in the log, by seq.
+    async fn left_events(node: &ClusterChat, name: &str) -> Vec<u64> {
+        node.log
+            .read(0, 1_000)
+            .await
+            .expect("the log reads")
+            .into_iter()
+            .filter(|logged| {
+                logged.event.kind == EventKind::Left && &*logged.event.participant == name
+            })
+            .map(|logged| logged.event.seq)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_does_not_record_as_closed_a_stream_opened_again_since() {
+        let Some(nats) = NatsCluster::start_or_skip(
+            "a_sweep_does_not_record_as_closed_a_stream_opened_again_since",
+            1,
+        )
+        .await
+        else {
+            return;
+        };
+        let node = node(&nats, "a", &unique_prefix()).await;
+        let joined = node.join("alice", "", None, 0).await.expect("alice joins");
+        let credential = Credential::Bearer(joined.token.as_str());
+        let hash = token_hash(credential).expect("a bearer token");
+        let stream = node
+            .open_stream(credential, 0, 0)
+            .await
+            .expect("alice's stream opens");
+        assert!(stream_open(&node, &hash).await, "attached once open");
+
+        // A detach owed from before the stream opened (an earlier stream closed here, or an attach's
+        // answer was lost), which a sweep took up just before the stream opened again.
+        node.state()
+            .owed_detaches
+            .insert(hash, chitty_cluster::wall_clock_ms() - 10_000);
+        node.report_closed_streams().await;
+        assert!(
+            stream_open(&node, &hash).await,
+            "got the stream recorded as closed, want it open: it is open here"
+        );
+
+        // Once it closes, the next sweep records that.
+        drop(stream);
+        node.report_closed_streams().await;
+        assert!(
+            !stream_open(&node, &hash).await,
+            "got the stream recorded as open, want it closed"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_join_whose_session_was_ended_meanwhile_is_announced_left_once_and_refused() {
+        let Some(nats) = NatsCluster::start_or_skip(
+            "a_join_whose_session_was_ended_meanwhile_is_announced_left_once_and_refused",
+            1,
+        )
+        .await
+        else {
+            return;
+        };
+        let prefix = unique_prefix();
+        let a = node(&nats, "a", &prefix).await;
+        let b = node(&nats, "b", &prefix).await;
+
+        // Node a admits alice as `try_admit` does, up to her joined event in the log.
+        let token = SessionToken::generate();
+        let hash = TokenHash::of(token.as_str());
+        let key = name_key("alice");
+        let members = a.cluster.members();
+        members
+            .put_session(&hash.0, &SessionRecord::joining("alice", "a"))
+            .await
+            .expect("the session is stored");
+        members
+            .claim_name("alice", &hash.0)
+            .await
+            .expect("the name is claimed");
+        let joined = a
+            .log
+            .append_if(
+                EventDraft::Joined {
+                    participant: "alice".into(),
+                },
+                None,
+                || a.check_admissible(&key),
+            )
+            .await
+            .expect("the log appends")
+            .expect("alice is admissible")
+            .event;
+
+        // Meanwhile node b found her session joining for a grace period, looked for her joined
+        // event before it was in the log, and ended the session announcing nothing.
+        let entry = b
+            .cluster
+            .members()
+            .session(&hash.0)
+            .await
+            .expect("the sessions bucket answers")
+            .expect("the session exists");
+        let ending = b
+            .cluster
+            .members()
+            .claim_end(&hash.0, entry.revision)
+            .await
+            .expect("the claim is answered")
+            .expect("b wins the claim");
+        b.cluster
+            .members()
+            .finish_end(&ending)
+            .await
+            .expect("the session is deleted");
+
+        let session = Known {
+            name: "alice".into(),
+            key: key.clone(),
+            join_seq: joined.seq,
+        };
+        let outcome = a.complete_join(hash, session.clone()).await;
+        assert!(
+            matches!(outcome, Err(ChatError::Unavailable(_))),
+            "got {outcome:?}, want the join refused as unavailable"
+        );
+        let left = left_events(&a, "alice").await;
+        assert_eq!(left.len(), 1, "got left events at {left:?}, want one");
+        assert!(
+            left[0] > joined.seq,
+            "left at {left:?}, joined at {}",
+            joined.seq
+        );
+
+        // Announced once, however often it is tried.
+        a.end_overtaken_join(&hash, &session).await;
+        assert_eq!(left_events(&a, "alice").await, left, "announced once");
+
+        // Her name is free again, on either node.
+        let again = b.join("alice", "", None, 0).await;
+        assert!(again.is_ok(), "got {again:?}, want alice admitted again");
+    }
 }
