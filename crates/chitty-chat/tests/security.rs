@@ -137,22 +137,36 @@ fn frame(claimed_length: u32, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Sends a raw HTTP/2 request to Publish with `body` and returns the grpc-status and message it gets.
-async fn raw_publish(address: std::net::SocketAddr, body: Vec<u8>) -> (String, String) {
+/// A raw HTTP/2 connection to the service at `address`, driven by a task of its own.
+async fn raw_connection(
+    address: std::net::SocketAddr,
+) -> h2::client::SendRequest<prost::bytes::Bytes> {
     let tcp = tokio::net::TcpStream::connect(address)
         .await
         .expect("connect");
-    let (mut client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
     tokio::spawn(connection);
-    let request = http::Request::builder()
+    client
+}
+
+/// The headers of a Publish request to the service at `address`, with a token it never issued.
+fn publish_headers(address: std::net::SocketAddr) -> http::Request<()> {
+    http::Request::builder()
         .method("POST")
         .uri(format!("http://{address}/chittychat.v1.ChittyChat/Publish"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("authorization", "Bearer not-a-real-token")
         .body(())
-        .expect("a request");
-    let (response, mut send) = client.send_request(request, false).expect("send headers");
+        .expect("a request")
+}
+
+/// Sends a raw HTTP/2 request to Publish with `body` and returns the grpc-status and message it gets.
+async fn raw_publish(address: std::net::SocketAddr, body: Vec<u8>) -> (String, String) {
+    let mut client = raw_connection(address).await;
+    let (response, mut send) = client
+        .send_request(publish_headers(address), false)
+        .expect("send headers");
     send.send_data(body.into(), true).expect("send the body");
     let response = tokio::time::timeout(WAIT, response)
         .await
@@ -279,27 +293,15 @@ async fn malformed_frames_a_4_gb_length_and_thousands_of_resets_are_answered_cle
 async fn announced_stream_limit(extra: &[&str]) -> usize {
     let dir = log_dir();
     let service = service(dir.path(), extra).await;
-    let tcp = tokio::net::TcpStream::connect(service.address())
-        .await
-        .expect("connect");
-    let (mut client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
-    tokio::spawn(connection);
+    let client = raw_connection(service.address()).await;
     // A request answered means the service's SETTINGS, which precede its first frame, have arrived.
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{}/chittychat.v1.ChittyChat/Publish",
-            service.address()
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("a request");
-    client = tokio::time::timeout(WAIT, client.ready())
+    let mut client = tokio::time::timeout(WAIT, client.ready())
         .await
         .expect("ready in time")
         .expect("ready");
-    let (response, mut send) = client.send_request(request, false).expect("send headers");
+    let (response, mut send) = client
+        .send_request(publish_headers(service.address()), false)
+        .expect("send headers");
     send.send_data(frame(0, &[]).into(), true)
         .expect("send the body");
     tokio::time::timeout(WAIT, response)
