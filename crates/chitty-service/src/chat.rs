@@ -861,11 +861,13 @@ impl JoinGate {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::history::Retention;
 
-    fn config() -> ChatConfig {
+    /// A small chat for tests: 3 participants, a 5 s grace period, 100 events of history, queues of
+    /// 16, and a publish rate no test reaches.
+    pub(crate) fn config() -> ChatConfig {
         ChatConfig {
             grace: Duration::from_secs(5),
             hub: HubConfig {

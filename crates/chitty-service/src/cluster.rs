@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chitty_cluster::{
-    Cluster, ClusterConfig, ClusterError, EventLog, LogEvent, Now, members::ClaimError,
+    Appended, Cluster, ClusterConfig, ClusterError, EventLog, LogEvent, Now, members::ClaimError,
 };
 use chitty_core::lamport::MAX_ACCEPTED_TIME;
 use chitty_core::validate::{self, name_key};
@@ -456,38 +456,46 @@ impl ClusterChat {
     /// whichever node gets there first. Failures are logged: the name then stays taken.
     async fn end_overtaken_join(&self, hash: &TokenHash, session: &Known) {
         let left_key = chitty_cluster::members::left_key(&hash.0);
-        let appended = self
-            .log
-            .append_if(
-                EventDraft::Left {
-                    participant: Arc::clone(&session.name),
-                },
-                Some(&left_key),
-                || self.check_current(session),
-            )
-            .await;
-        match appended {
-            Ok(Ok(appended)) if !appended.duplicate => info!(
-                component = "service",
-                event = "join_overtaken",
-                participant = %session.name,
-                join_seq = session.join_seq,
-                seq = appended.event.seq,
-                lamport = appended.event.lamport,
-                node = self.node_id(),
-            ),
-            // Announced by the node that ended the session.
-            Ok(_) => info!(
-                component = "service",
-                event = "join_overtaken",
-                participant = %session.name,
-                join_seq = session.join_seq,
-                node = self.node_id(),
-            ),
+        match self.append_left(session, &left_key).await {
+            Ok(appended) => {
+                // None if the node that ended the session announced it.
+                let announced = appended
+                    .ok()
+                    .filter(|appended| !appended.duplicate)
+                    .map(|appended| appended.event);
+                info!(
+                    component = "service",
+                    event = "join_overtaken",
+                    participant = %session.name,
+                    join_seq = session.join_seq,
+                    seq = announced.as_ref().map(|event| event.seq),
+                    lamport = announced.as_ref().map(|event| event.lamport),
+                    node = self.node_id(),
+                );
+            }
             Err(error) => {
                 warn!(component = "cluster", event = "join_overtaken_failed", participant = %session.name, error = %error);
             }
         }
+    }
+
+    /// Appends the left event of `session` with the idempotency key `left_key`, if the session is still
+    /// present: every way a session ends (a Leave, a vanishing, a join overtaken by its ending) uses
+    /// the key of its token, so it is announced once, whichever node gets there first.
+    async fn append_left(
+        &self,
+        session: &Known,
+        left_key: &str,
+    ) -> Result<Result<Appended, NotNow>, ClusterError> {
+        self.log
+            .append_if(
+                EventDraft::Left {
+                    participant: Arc::clone(&session.name),
+                },
+                Some(left_key),
+                || self.check_current(session),
+            )
+            .await
     }
 
     /// Whether a participant with name key `key` could be admitted now.
@@ -590,14 +598,7 @@ impl ClusterChat {
             name = Some(Arc::clone(&session.name));
             let ending = self.claim_end(&hash).await?;
             let appended = self
-                .log
-                .append_if(
-                    EventDraft::Left {
-                        participant: Arc::clone(&session.name),
-                    },
-                    Some(&ending.left_key()),
-                    || self.check_current(&session),
-                )
+                .append_left(&session, &ending.left_key())
                 .await
                 .map_err(unavailable)?
                 .map_err(|_| ChatError::Unauthenticated(AuthError::Unknown))?;
@@ -666,56 +667,21 @@ impl ClusterChat {
             let hash = token_hash(credential)?;
             let session = self.session_of(credential).await?;
             name = Some(Arc::clone(&session.name));
-            // Until the stream is registered below, or this call fails and owes a detach.
+            // Until the stream is registered, or this call fails and owes a detach.
             let _attaching = Attaching::start(&self.state, hash);
-            let attached = self.cluster.members().attach(&hash.0).await;
-            // Attached (or perhaps, when the answer was lost): from here on a failure leaves the
-            // record saying a stream is open here, and the next sweep must say it is not.
-            let owe_detach = || {
+            let registered = match self.cluster.members().attach(&hash.0).await {
+                Ok(Some(_)) => self.register_stream(hash, &session, after_seq).await,
+                Ok(None) => return Err(AuthError::Unknown.into()),
+                // Perhaps attached all the same: the answer may have been lost.
+                Err(error) => Err(unavailable(error)),
+            };
+            // The record may say a stream is open here, and none is: the next sweep must say so.
+            if registered.is_err() {
                 self.state()
                     .owed_detaches
                     .insert(hash, chitty_cluster::wall_clock_ms());
-            };
-            match attached {
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(AuthError::Unknown.into()),
-                Err(error) => {
-                    owe_detach();
-                    return Err(unavailable(error));
-                }
             }
-            if let Err(error) = self.catch_up_to(after_seq).await {
-                owe_detach();
-                return Err(error);
-            }
-            let mut state = self.state();
-            if !state.is_current(&session) {
-                drop(state);
-                owe_detach();
-                return Err(AuthError::Unknown.into());
-            }
-            let from = after_seq.max(session.join_seq - 1);
-            let subscription = match self.fanout.subscribe(Arc::clone(&session.name), from) {
-                Ok(subscription) => subscription,
-                Err(error) => {
-                    drop(state);
-                    owe_detach();
-                    return Err(error.into());
-                }
-            };
-            state.owed_detaches.remove(&hash);
-            let replaced = state.streams.insert(
-                hash,
-                LocalStream {
-                    key: session.key.clone(),
-                    subscriber: subscription.id(),
-                    end: subscription.end_signal(),
-                },
-            );
-            if let Some(replaced) = &replaced {
-                self.fanout.end(replaced.subscriber, EndReason::Replaced);
-            }
-            Ok::<_, ChatError>((from, subscription, replaced.is_some()))
+            registered
         }
         .await;
         match outcome {
@@ -744,6 +710,38 @@ impl ClusterChat {
                 ))
             }
         }
+    }
+
+    /// Opens the subscription of `session` (of token `hash`), attached in the cluster to this node,
+    /// after `after_seq` but from its join at the earliest, and registers it as the session's stream
+    /// here, replacing any open one. Returns where the replay starts, the subscription, and whether
+    /// it replaced a stream.
+    async fn register_stream(
+        &self,
+        hash: TokenHash,
+        session: &Known,
+        after_seq: u64,
+    ) -> Result<(u64, Subscription, bool), ChatError> {
+        self.catch_up_to(after_seq).await?;
+        let mut state = self.state();
+        if !state.is_current(session) {
+            return Err(AuthError::Unknown.into());
+        }
+        let from = after_seq.max(session.join_seq - 1);
+        let subscription = self.fanout.subscribe(Arc::clone(&session.name), from)?;
+        state.owed_detaches.remove(&hash);
+        let replaced = state.streams.insert(
+            hash,
+            LocalStream {
+                key: session.key.clone(),
+                subscriber: subscription.id(),
+                end: subscription.end_signal(),
+            },
+        );
+        if let Some(replaced) = &replaced {
+            self.fanout.end(replaced.subscriber, EndReason::Replaced);
+        }
+        Ok((from, subscription, replaced.is_some()))
     }
 
     /// Who is present, as of the newest event this node applied.
@@ -872,16 +870,7 @@ impl ClusterChat {
                 join_seq,
             };
             self.log.wait_applied(session.join_seq).await?;
-            let appended = self
-                .log
-                .append_if(
-                    EventDraft::Left {
-                        participant: Arc::clone(&session.name),
-                    },
-                    Some(&ending.left_key()),
-                    || self.check_current(&session),
-                )
-                .await?;
+            let appended = self.append_left(&session, &ending.left_key()).await?;
             if let Ok(appended) = appended
                 && !appended.duplicate
             {
@@ -1118,33 +1107,16 @@ mod tests {
     //! test without one prints `SKIPPED <name>: apt-get install -y nats-server` and returns).
 
     use super::*;
-    use std::num::NonZeroU32;
 
     use chitty_cluster::SessionRecord;
     use chitty_cluster::testing::{NatsCluster, unique_prefix};
-
-    use crate::chat::Rate;
-    use crate::history::Retention;
-    use crate::hub::HubConfig;
 
     /// Node `id` of the chat `prefix` on `nats`, with a grace period longer than any test, so that no
     /// session vanishes unless a test ends it.
     async fn node(nats: &NatsCluster, id: &str, prefix: &str) -> ClusterChat {
         let config = ChatConfig {
             grace: Duration::from_secs(600),
-            hub: HubConfig {
-                retention: Retention {
-                    events: 1_000,
-                    bytes: usize::MAX,
-                },
-                queue_capacity: 64,
-            },
-            max_participants: 10,
-            publish_rate: Rate {
-                per_second: NonZeroU32::new(100).expect("non-zero"),
-                burst: NonZeroU32::new(100).expect("non-zero"),
-            },
-            join_secret: None,
+            ..crate::chat::tests::config()
         };
         let mut cluster = ClusterConfig::new(nats.urls(), id);
         cluster.prefix = prefix.to_owned();
