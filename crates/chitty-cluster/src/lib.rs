@@ -52,6 +52,7 @@ pub mod members;
 mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timeline;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,6 +204,19 @@ pub enum ClusterError {
     /// The event log's consumer stopped, so nothing can be confirmed as applied any more.
     #[error("the event log stopped")]
     Stopped,
+    /// The stream lost events that no checkpoint covers, so the times of the events after them cannot
+    /// be computed: someone cut the stream by hand, or deleted the checkpoint bucket.
+    #[error(
+        "the event stream starts at seq {first_seq}, but the Lamport checkpoint covers only up to seq \
+         {checkpoint}: the times of the events in between are lost; start the chat afresh with \
+         another --nats-prefix"
+    )]
+    TimesUnknown {
+        /// The last seq the checkpoint covers.
+        checkpoint: u64,
+        /// The first seq the stream holds.
+        first_seq: u64,
+    },
 }
 
 impl ClusterError {
@@ -218,7 +232,8 @@ impl ClusterError {
             | ClusterError::Connect { .. }
             | ClusterError::Decode { .. }
             | ClusterError::OutOfRange { .. }
-            | ClusterError::Stopped => false,
+            | ClusterError::Stopped
+            | ClusterError::TimesUnknown { .. } => false,
         }
     }
 
@@ -243,6 +258,8 @@ pub struct Cluster {
     jetstream: jetstream::Context,
     /// The event stream.
     events: jetstream::stream::Stream,
+    /// Where the time of the last event cut from the stream is kept.
+    checkpoints: jetstream::kv::Store,
     /// Names, sessions and nodes.
     members: Members,
 }
@@ -271,6 +288,7 @@ impl Cluster {
             .build(client);
         let deadline = retry::Deadline::after(config.timeout);
         let events = log::get_or_create_stream(&jetstream, &config, deadline).await?;
+        let checkpoints = log::get_or_create_checkpoints(&jetstream, &config, deadline).await?;
         let members = Members::start(&jetstream, &config, deadline).await?;
         info!(
             component = "cluster",
@@ -283,6 +301,7 @@ impl Cluster {
             config,
             jetstream,
             events,
+            checkpoints,
             members,
         })
     }
@@ -300,6 +319,16 @@ impl Cluster {
     /// The first and last seq the stream holds now.
     pub async fn bounds(&self) -> Result<Bounds, ClusterError> {
         log::bounds(&self.events, retry::Deadline::after(self.config.timeout)).await
+    }
+
+    /// What the stream holds once any cut that the Lamport checkpoint records is done: its first seq
+    /// is then the first event whose time a node can compute, where a new node starts applying. See
+    /// "Compaction" in [`log`].
+    pub async fn settled_bounds(&self) -> Result<Bounds, ClusterError> {
+        let deadline = retry::Deadline::after(self.config.timeout);
+        Ok(log::settle(&self.events, &self.checkpoints, deadline)
+            .await?
+            .0)
     }
 
     /// Starts the node's event log: a consumer that applies every event from `from_seq` on, in order,
@@ -322,6 +351,7 @@ impl Cluster {
         EventLog::start(
             self.jetstream.clone(),
             self.events.clone(),
+            self.checkpoints.clone(),
             &self.config,
             clock,
             from_seq,

@@ -139,18 +139,18 @@
 //! responders, no leader) are retried within that bound; a refusal that another try cannot change
 //! fails the append at once.
 
-use std::convert::Infallible;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, stream};
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use chitty_core::validate::name_key;
-use chitty_core::{Event, EventDraft, EventKind, LamportClock};
+use chitty_core::{Event, EventDraft, LamportClock};
 use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -158,13 +158,15 @@ use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
-use crate::retry::{Backoff, Deadline, is_permanent, retry_until};
+use crate::retry::{Backoff, Deadline, is_in_flight_conflict, is_permanent, retry_until};
+use crate::timeline::{Checkpoint, Timeline};
 use crate::{ClusterConfig, ClusterError, Task, hex};
 
 /// How long JetStream remembers message ids to drop duplicates.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// How many times in a row one append may lose the race to other nodes before it gives up with
+/// How many times in a row one append may find its participant's presence changed under it (or, with
+/// more than one replica, another check of it in flight) before it gives up with
 /// [`ClusterError::Contended`].
 pub const MAX_CONFLICTS: u32 = 100;
 
@@ -172,18 +174,49 @@ pub const MAX_CONFLICTS: u32 = 100;
 /// before it counts as lost and is replaced; see "When a nats-server dies" above.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The version written in every stored event's `v`.
-const FORMAT_VERSION: u32 = 1;
+/// The version written in every stored event's `v`. Version 1 stored the event's final Lamport time
+/// and used one subject for the whole stream; version 2 stores the appender's stamp.
+const FORMAT_VERSION: u32 = 2;
 
 /// The stream's name for a prefix.
 pub fn stream_name(prefix: &str) -> String {
     format!("{prefix}-events")
 }
 
-/// The subject events are published on, for a prefix.
-pub fn subject(prefix: &str) -> String {
-    format!("{prefix}.events")
+/// The subjects of the stream, for a prefix: every participant's presence and messages.
+pub fn subjects(prefix: &str) -> String {
+    format!("{prefix}.events.>")
 }
+
+/// The subject of a participant's joined and left events, for a prefix: `<prefix>.events.p.<id>`,
+/// where the id is the same for look-alike names (see [`participant_id`]). An append that depends on
+/// whether the participant is present expects this subject's last seq to be what the node last
+/// applied on it.
+pub fn presence_subject(prefix: &str, participant: &str) -> String {
+    format!("{prefix}.events.p.{}", participant_id(participant))
+}
+
+/// The subject of a participant's messages, for a prefix: `<prefix>.events.m.<id>`. Kept apart from
+/// the presence subject so that the participant's messages do not conflict with each other.
+pub fn message_subject(prefix: &str, participant: &str) -> String {
+    format!("{prefix}.events.m.{}", participant_id(participant))
+}
+
+/// A participant's token in subjects: hex of the first 16 bytes of the SHA-256 of its name key, the
+/// same for look-alike names and safe in a subject whatever the name holds.
+fn participant_id(participant: &str) -> String {
+    let digest = Sha256::digest(format!("chitty-chat/1\0{}", name_key(participant)).as_bytes());
+    hex(&digest[..16])
+}
+
+/// The checkpoint bucket's name, for a prefix: where the time of the last event cut from the stream
+/// is kept (see "Compaction" in the module documentation).
+pub fn checkpoint_bucket(prefix: &str) -> String {
+    format!("{prefix}-checkpoint")
+}
+
+/// The key of the checkpoint in its bucket.
+const CHECKPOINT_KEY: &str = "lamport";
 
 /// The seqs the stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,9 +296,11 @@ struct Shared {
     jetstream: jetstream::Context,
     /// The event stream.
     stream: stream::Stream,
-    /// Where events are published.
-    subject: String,
-    /// The node clock: ticked for each event stamped, witnessing each event applied.
+    /// The prefix of subjects: events are published on each participant's own subjects.
+    prefix: String,
+    /// Where the time of the last event cut from the stream is kept.
+    checkpoints: kv::Store,
+    /// The node clock: ticked for each event stamped, witnessing each event's time as it is applied.
     clock: Arc<LamportClock>,
     /// The bound on each append or read, retries included.
     timeout: Duration,
@@ -273,9 +308,24 @@ struct Shared {
     origin_prefix: String,
     /// Numbers the appends of this process.
     next_origin: AtomicU64,
-    /// Serialises this node's publishes, and holds the last seq this node appended itself: with the
-    /// applied seq, the last seq the clock is known to cover.
-    append_lock: Mutex<u64>,
+    /// With more than one replica, one lock per participant (by [`participant_id`]) that an append
+    /// depending on the participant's presence holds until JetStream answered: a replicated stream
+    /// refuses a second check of one subject while the first is in flight, so appends of one
+    /// participant would only conflict with each other. `None` with one replica, where they need not
+    /// wait for each other. An entry is removed when nobody holds or waits for its lock.
+    per_participant: Option<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// The time of each event this node applied that the stream still holds, for the answers to
+    /// appends and reads, and to decide when to cut the stream.
+    times: std::sync::Mutex<Times>,
+    /// The first seq the stream is known to hold: an append expecting a participant's last presence
+    /// event before it expects none, since the stream was cut after that event.
+    first_held: AtomicU64,
+    /// The stream is cut once it holds more than twice this many events or bytes, down to this many.
+    retain_events: u64,
+    /// See `retain_events`.
+    retain_bytes: u64,
+    /// Whether a cut is in progress on this node, so that only one is.
+    cutting: AtomicBool,
     /// The last seq the consumer applied; the sender lives in the consumer task.
     applied: watch::Receiver<u64>,
     /// The highest seq known to exist (acknowledged or reported by JetStream): the consumer is
@@ -296,10 +346,13 @@ struct Shared {
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
     v: u32,
-    lamport: u64,
+    stamp: u64,
     kind: RecordKind,
     participant: String,
-    text: String,
+    /// A message's text; joined and left events have none, since their sentence names the time
+    /// every node computes when it applies them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key: Option<String>,
     origin: String,
@@ -313,42 +366,25 @@ enum RecordKind {
     Left,
 }
 
-impl From<EventKind> for RecordKind {
-    fn from(kind: EventKind) -> Self {
-        match kind {
-            EventKind::Message => RecordKind::Message,
-            EventKind::Joined => RecordKind::Joined,
-            EventKind::Left => RecordKind::Left,
-        }
-    }
-}
-
-impl From<RecordKind> for EventKind {
-    fn from(kind: RecordKind) -> Self {
-        match kind {
-            RecordKind::Message => EventKind::Message,
-            RecordKind::Joined => EventKind::Joined,
-            RecordKind::Left => EventKind::Left,
-        }
-    }
-}
-
 impl Record {
-    /// The payload of `draft` stamped at `lamport`.
+    /// The payload of `draft` stamped `stamp`.
     fn encode(
         draft: &EventDraft,
-        lamport: u64,
+        stamp: u64,
         key: Option<&str>,
         origin: &str,
     ) -> Result<Vec<u8>, ClusterError> {
-        // Only the text of the event is needed; the seq given here is not stored.
-        let event = draft.clone().into_event(0, lamport);
+        let (kind, text) = match draft {
+            EventDraft::Message { text, .. } => (RecordKind::Message, Some(text.clone())),
+            EventDraft::Joined { .. } => (RecordKind::Joined, None),
+            EventDraft::Left { .. } => (RecordKind::Left, None),
+        };
         serde_json::to_vec(&Record {
             v: FORMAT_VERSION,
-            lamport,
-            kind: event.kind.into(),
-            participant: event.participant.to_string(),
-            text: event.text,
+            stamp,
+            kind,
+            participant: draft.participant().to_string(),
+            text,
             key: key.map(str::to_owned),
             origin: origin.to_owned(),
         })
@@ -360,30 +396,37 @@ impl Record {
 
     /// Decodes the message stored at `seq`.
     fn decode(seq: u64, payload: &[u8]) -> Result<Self, ClusterError> {
+        let decode_error = |reason: String| ClusterError::Decode {
+            what: format!("event {seq}"),
+            reason,
+        };
         let record: Record =
-            serde_json::from_slice(payload).map_err(|error| ClusterError::Decode {
-                what: format!("event {seq}"),
-                reason: error.to_string(),
-            })?;
+            serde_json::from_slice(payload).map_err(|error| decode_error(error.to_string()))?;
         if record.v != FORMAT_VERSION {
-            return Err(ClusterError::Decode {
-                what: format!("event {seq}"),
-                reason: format!("format version {} is not {FORMAT_VERSION}", record.v),
-            });
+            return Err(decode_error(format!(
+                "format version {} is not {FORMAT_VERSION}",
+                record.v
+            )));
+        }
+        if matches!(record.kind, RecordKind::Message) && record.text.is_none() {
+            return Err(decode_error("a message without text".to_owned()));
         }
         Ok(record)
     }
 
-    /// The event at `seq`.
-    fn into_log_event(self, seq: u64) -> LogEvent {
-        LogEvent {
-            event: Event {
-                seq,
-                lamport: self.lamport,
-                kind: self.kind.into(),
-                participant: self.participant.into(),
-                text: self.text,
+    /// The event at `seq`, whose time the node computed as `lamport`.
+    fn into_log_event(self, seq: u64, lamport: u64) -> LogEvent {
+        let participant: Arc<str> = self.participant.into();
+        let draft = match self.kind {
+            RecordKind::Message => EventDraft::Message {
+                participant,
+                text: self.text.unwrap_or_default(),
             },
+            RecordKind::Joined => EventDraft::Joined { participant },
+            RecordKind::Left => EventDraft::Left { participant },
+        };
+        LogEvent {
+            event: draft.into_event(seq, lamport),
             idempotency_key: self.key.map(Into::into),
         }
     }
@@ -418,13 +461,13 @@ fn reported_last_sequence(error: &str) -> Option<u64> {
 
 /// What one publish of an append came to.
 enum Attempt {
-    /// The append's check refused it; nothing was published.
-    Declined,
-    /// Stored as new at `seq`, stamped `lamport`.
-    Stored { seq: u64, lamport: u64 },
+    /// Stored as new at `seq`.
+    Stored { seq: u64 },
     /// The message id was already stored, at `seq`.
     Duplicate { seq: u64 },
-    /// Another node appended first; the stream's last seq, if JetStream said.
+    /// The participant's presence subject did not end where the append expected: its last seq, if
+    /// JetStream said (a replicated stream refuses a check of a subject that another check in flight
+    /// holds without saying more).
     Conflict { last_seq: Option<u64> },
     /// Failed in a way worth retrying; `maybe_stored` if the message may have been stored anyway.
     Transient {
@@ -436,29 +479,91 @@ enum Attempt {
 }
 
 /// Gets the event stream, or creates it if no node has yet. Retries until `deadline`: a cluster that
-/// has just started may not have elected a JetStream leader yet.
+/// has just started may not have elected a JetStream leader yet. Refuses a stream made by a version of
+/// Chitty-Chat that stored another format.
+///
+/// The stream has no limit that discards events: nodes cut its head themselves, after recording the
+/// checkpoint (see "Compaction" in the module documentation). Its limits, four times the retention,
+/// only refuse new events if cutting stopped working, rather than let JetStream discard events whose
+/// time no checkpoint records.
 pub(crate) async fn get_or_create_stream(
     jetstream: &jetstream::Context,
     config: &ClusterConfig,
     deadline: Deadline,
 ) -> Result<stream::Stream, ClusterError> {
+    let name = stream_name(&config.prefix);
     let stream_config = stream::Config {
-        name: stream_name(&config.prefix),
-        description: Some("Chitty-Chat events; the stream sequence is the event's seq".to_owned()),
-        subjects: vec![subject(&config.prefix)],
+        name: name.clone(),
+        description: Some(
+            "Chitty-Chat events; the stream sequence is the event's seq (format 2)".to_owned(),
+        ),
+        subjects: vec![subjects(&config.prefix)],
         storage: stream::StorageType::File,
         num_replicas: config.replicas,
-        max_messages: i64::try_from(config.retain_events).unwrap_or(i64::MAX),
-        max_bytes: i64::try_from(config.retain_bytes).unwrap_or(i64::MAX),
-        discard: stream::DiscardPolicy::Old,
+        max_messages: i64::try_from(config.retain_events.saturating_mul(4)).unwrap_or(i64::MAX),
+        max_bytes: i64::try_from(config.retain_bytes.saturating_mul(4)).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::New,
         duplicate_window: DUPLICATE_WINDOW,
         allow_direct: true,
         ..Default::default()
     };
-    retry_until(deadline, "get or create the event stream", || {
+    let stream = retry_until(deadline, "get or create the event stream", || {
         jetstream.get_or_create_stream(stream_config.clone())
     })
+    .await?;
+    let made_with = &stream.cached_info().config.subjects;
+    if *made_with != stream_config.subjects {
+        return Err(ClusterError::Config(format!(
+            "the event stream {name} was made by an older Chitty-Chat (its subjects are {made_with:?}, \
+             not {:?}); give the nodes another --nats-prefix, or delete the stream and its buckets",
+            stream_config.subjects
+        )));
+    }
+    Ok(stream)
+}
+
+/// Gets the checkpoint bucket, or creates it if no node has yet, retrying until `deadline`.
+pub(crate) async fn get_or_create_checkpoints(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+    deadline: Deadline,
+) -> Result<kv::Store, ClusterError> {
+    crate::members::get_or_create_bucket(
+        jetstream,
+        kv::Config {
+            bucket: checkpoint_bucket(&config.prefix),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+        deadline,
+    )
     .await
+}
+
+/// The checkpoint the bucket holds, with its revision (0 if there is none yet), retrying until
+/// `deadline`.
+async fn read_checkpoint(
+    checkpoints: &kv::Store,
+    deadline: Deadline,
+) -> Result<(Checkpoint, u64), ClusterError> {
+    let entry = retry_until(deadline, "read the Lamport checkpoint", || {
+        checkpoints.entry(CHECKPOINT_KEY)
+    })
+    .await?;
+    match entry {
+        None => Ok((Checkpoint::default(), 0)),
+        Some(entry) if entry.value.is_empty() => Ok((Checkpoint::default(), entry.revision)),
+        Some(entry) => {
+            let checkpoint =
+                serde_json::from_slice(&entry.value).map_err(|error| ClusterError::Decode {
+                    what: "the Lamport checkpoint".to_owned(),
+                    reason: error.to_string(),
+                })?;
+            Ok((checkpoint, entry.revision))
+        }
+    }
 }
 
 /// What the stream holds now, asked of its leader, retrying until `deadline`.
@@ -467,6 +572,43 @@ pub(crate) async fn bounds(
     deadline: Deadline,
 ) -> Result<Bounds, ClusterError> {
     Ok(Bounds::of(&stream_info(stream, deadline).await?.state))
+}
+
+/// Where a node may start applying the stream, once any cut a checkpoint records is done: the first
+/// seq the stream holds and the time of the event before it. A node that finds the checkpoint ahead of
+/// the stream's head (a node recorded it and has not cut yet, or died before it could) cuts the stream
+/// there itself. Fails if the stream lost events that no checkpoint covers.
+pub(crate) async fn settle(
+    stream: &stream::Stream,
+    checkpoints: &kv::Store,
+    deadline: Deadline,
+) -> Result<(Bounds, Checkpoint), ClusterError> {
+    let (checkpoint, _) = read_checkpoint(checkpoints, deadline).await?;
+    let mut held = bounds(stream, deadline).await?;
+    if checkpoint.seq + 1 > held.first_seq {
+        cut_through(stream, checkpoint.seq, deadline).await?;
+        held = bounds(stream, deadline).await?;
+    }
+    if checkpoint.seq + 1 < held.first_seq {
+        return Err(ClusterError::TimesUnknown {
+            checkpoint: checkpoint.seq,
+            first_seq: held.first_seq,
+        });
+    }
+    Ok((held, checkpoint))
+}
+
+/// Removes every event up to and including `seq` from the stream, retrying until `deadline`.
+async fn cut_through(
+    stream: &stream::Stream,
+    seq: u64,
+    deadline: Deadline,
+) -> Result<(), ClusterError> {
+    retry_until(deadline, "cut the event stream's head", || async move {
+        stream.purge().sequence(seq + 1).await
+    })
+    .await?;
+    Ok(())
 }
 
 /// The stream's configuration and state, asked of its leader, retrying until `deadline`.
@@ -485,6 +627,7 @@ impl EventLog {
     pub(crate) async fn start<F>(
         jetstream: jetstream::Context,
         stream: stream::Stream,
+        checkpoints: kv::Store,
         config: &ClusterConfig,
         clock: Arc<LamportClock>,
         from_seq: u64,
@@ -494,20 +637,27 @@ impl EventLog {
         F: FnMut(Vec<LogEvent>) + Send + 'static,
     {
         let deadline = Deadline::after(config.timeout);
+        let (held, checkpoint) = settle(&stream, &checkpoints, deadline).await?;
         let info = stream_info(&stream, deadline).await?;
-        let held = Bounds::of(&info.state);
-        let from_seq = from_seq.clamp(1, held.last_seq + 1);
+        let from_seq = from_seq.clamp(held.first_seq, held.last_seq + 1);
         let (applied_sender, applied) = watch::channel(from_seq - 1);
+        let replicated = info.config.num_replicas > 1;
         let shared = Arc::new(Shared {
-            subject: subject(&config.prefix),
+            prefix: config.prefix.clone(),
+            checkpoints,
             clock,
             timeout: config.timeout,
             origin_prefix: format!("{}.{:016x}", config.node_id, rand::random::<u64>()),
             next_origin: AtomicU64::new(0),
-            append_lock: Mutex::new(0),
+            per_participant: replicated.then(|| std::sync::Mutex::new(HashMap::new())),
+            times: std::sync::Mutex::new(Times::default()),
+            first_held: AtomicU64::new(held.first_seq),
+            retain_events: config.retain_events,
+            retain_bytes: config.retain_bytes,
+            cutting: AtomicBool::new(false),
             applied,
             wanted: watch::Sender::new(from_seq - 1),
-            confirm_with_leader: info.config.num_replicas > 1,
+            confirm_with_leader: replicated,
             appends: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             transient_retries: AtomicU64::new(0),
@@ -515,19 +665,24 @@ impl EventLog {
             jetstream,
             stream,
         });
-        // The events before `from_seq` are not applied here, but the clock must be past them all
-        // before this node stamps anything: the one just before is above every earlier one.
-        if from_seq > held.first_seq {
-            let before = shared.event_at(from_seq - 1, deadline).await?;
-            shared.clock.witness(before.event.lamport);
+        // The events from the checkpoint to `from_seq` are not applied here, but their times are
+        // needed for the first event that is: they are read and placed on the timeline.
+        let mut timeline = Timeline::after(checkpoint.lamport);
+        for seq in held.first_seq..from_seq {
+            let (record, bytes) = shared.record_at(seq, deadline).await?;
+            let lamport = timeline.place(record.stamp);
+            shared.times().push(seq, lamport, bytes);
         }
+        shared.clock.witness(timeline.last());
         let (stop, stopped) = watch::channel(false);
         let applier = Applier {
             shared: Arc::clone(&shared),
             next_seq: from_seq,
+            timeline,
             applied: applied_sender,
             on_event,
             batch: Vec::new(),
+            cut: None,
         };
         let consumer = Task::spawn(apply_loop(applier, stopped));
         Ok(Self {
@@ -537,10 +692,10 @@ impl EventLog {
         })
     }
 
-    /// Stamps `draft` with a tick of the node clock and stores it as the next event of the chat; see the
-    /// module documentation for the protocol. Returns once JetStream has stored it and this node has
-    /// applied it. While the stream has no leader (its server died and the others are electing a new
-    /// one) the append keeps trying, within [`crate::ClusterConfig::timeout`].
+    /// Stores `draft` as an event of the chat, stamped with a tick of the node clock, with no condition
+    /// on the chat's state. Returns once JetStream has stored it and this node has applied it (and so
+    /// computed its time). While the stream has no leader (its server died and the others are electing
+    /// a new one) the append keeps trying, within [`crate::ClusterConfig::timeout`].
     ///
     /// With an `idempotency_key` that the same participant already used for the same kind of event
     /// within [`DUPLICATE_WINDOW`], on any node, nothing new is stored and the first event comes back
@@ -554,54 +709,48 @@ impl EventLog {
         idempotency_key: Option<&str>,
     ) -> Result<Appended, ClusterError> {
         let appended = self
-            .append_if(draft, idempotency_key, || Ok::<(), Infallible>(()))
+            .append_checked(
+                draft,
+                idempotency_key,
+                None::<&mut (dyn FnMut() -> Result<u64, ()> + Send)>,
+            )
             .await?;
-        Ok(appended.unwrap_or_else(|never| match never {}))
+        Ok(
+            appended
+                .unwrap_or_else(|()| unreachable!("an append without a check is never refused")),
+        )
     }
 
-    /// Like [`EventLog::append`], but only if `check` passes against everything up to the stream's
-    /// tail: a condition on the whole chat that holds across all nodes, such as "this participant is
-    /// present". Returns `Ok(Err(refusal))`, with nothing stored, when `check` refuses.
+    /// Like [`EventLog::append`], but only if `check` passes, and only if what it checked of the
+    /// draft's participant still holds when JetStream stores the event: a condition on the
+    /// participant's presence (present with this join, or absent) that holds across all nodes.
+    /// Returns `Ok(Err(refusal))`, with nothing stored, when `check` refuses.
     ///
-    /// `check` runs just before each publish, under the node's append lock, once this node has
-    /// applied every event up to the seq the publish expects to follow (so what the `on_event`
-    /// callback built from them is there to check). JetStream stores the event only if that seq is
-    /// still the stream's last, so no event can have come in between the check and the append: if one
-    /// did, the publish conflicts, and `check` runs again after it is applied. `check` may see events
-    /// beyond that seq (the callback runs before the applied seq moves on); then the publish
-    /// conflicts too. It must be quick and must not block: it runs while other appends of this node
-    /// wait.
+    /// `check` answers from what this node applied, and returns the seq of the participant's last
+    /// joined or left event it relied on (0 if none). The event is published with the condition that
+    /// this is still the last event on the participant's presence subject (see "Conditions per
+    /// participant" in the module documentation), so no joined or left event of the participant can
+    /// have come in between the check and the append. If one did, JetStream says which seq is last;
+    /// the append waits until this node applied it, runs `check` again, and expects that seq. `check`
+    /// must be quick and must not block.
     pub async fn append_if<E: Send>(
         &self,
         draft: EventDraft,
         idempotency_key: Option<&str>,
-        mut check: impl FnMut() -> Result<(), E> + Send,
+        mut check: impl FnMut() -> Result<u64, E> + Send,
     ) -> Result<Result<Appended, E>, ClusterError> {
-        let mut refusal = None;
-        let mut checked = || match check() {
-            Ok(()) => true,
-            Err(error) => {
-                refusal = Some(error);
-                false
-            }
-        };
-        let appended = self
-            .append_checked(draft, idempotency_key, &mut checked)
-            .await?;
-        Ok(match (appended, refusal) {
-            (Some(appended), _) => Ok(appended),
-            (None, Some(refusal)) => Err(refusal),
-            (None, None) => unreachable!("an append is declined only when its check refused"),
-        })
+        self.append_checked(draft, idempotency_key, Some(&mut check))
+            .await
     }
 
-    /// The loop of [`EventLog::append_if`]; `None` if `check` declined.
-    async fn append_checked(
+    /// The loop of [`EventLog::append`] and [`EventLog::append_if`]: publishes, and retries what can
+    /// be retried, until the event is stored and applied, `check` refuses, or the deadline passes.
+    async fn append_checked<E>(
         &self,
         draft: EventDraft,
         idempotency_key: Option<&str>,
-        check: &mut (dyn FnMut() -> bool + Send),
-    ) -> Result<Option<Appended>, ClusterError> {
+        mut check: Option<&mut (dyn FnMut() -> Result<u64, E> + Send)>,
+    ) -> Result<Result<Appended, E>, ClusterError> {
         let shared = &self.shared;
         let deadline = Deadline::after(shared.timeout);
         let origin = format!(
@@ -613,26 +762,56 @@ impl EventLog {
             Some(key) => keyed_message_id(&draft, key),
             None => origin.clone(),
         };
+        // Held until JetStream answered the last publish; see `Shared::per_participant`.
+        let _turn = match (&check, &shared.per_participant) {
+            (Some(_), Some(_)) => Some(
+                shared
+                    .participant_turn(draft.participant(), deadline)
+                    .await?,
+            ),
+            _ => None,
+        };
+        // The last seq of the participant's presence subject as JetStream reported it, once it did.
+        let mut reported: Option<u64> = None;
         let mut conflicts = 0;
         let mut maybe_stored_before = false;
         let mut backoff = Backoff::default();
         loop {
+            let condition = match check.as_mut() {
+                None => None,
+                Some(check) => {
+                    if let Some(reported) = reported {
+                        shared.wait_applied(reported, deadline).await?;
+                    }
+                    match check() {
+                        Err(refusal) => return Ok(Err(refusal)),
+                        Ok(relied_on) => Some(reported.unwrap_or_else(|| {
+                            // Cut from the stream since: the participant has no presence event left.
+                            if relied_on < shared.first_held.load(Ordering::Relaxed) {
+                                0
+                            } else {
+                                relied_on
+                            }
+                        })),
+                    }
+                }
+            };
             let attempt = shared
                 .publish(
                     &draft,
                     idempotency_key,
                     &origin,
                     &message_id,
-                    check,
+                    condition,
                     deadline,
                 )
                 .await?;
             match attempt {
-                Attempt::Declined => return Ok(None),
-                Attempt::Stored { seq, lamport } => {
+                Attempt::Stored { seq } => {
                     shared.wait_applied(seq, deadline).await?;
                     shared.appends.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Some(Appended {
+                    let lamport = shared.time_of(seq)?;
+                    return Ok(Ok(Appended {
                         event: draft.into_event(seq, lamport),
                         duplicate: false,
                     }));
@@ -646,7 +825,7 @@ impl EventLog {
                     if !ours {
                         shared.duplicates.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Ok(Some(Appended {
+                    return Ok(Ok(Appended {
                         event: stored.event,
                         duplicate: !ours,
                     }));
@@ -657,11 +836,15 @@ impl EventLog {
                     if conflicts > MAX_CONFLICTS {
                         return Err(ClusterError::Contended { conflicts });
                     }
-                    let last_seq = match last_seq {
-                        Some(last_seq) => last_seq,
-                        None => shared.bounds(deadline).await?.last_seq,
-                    };
-                    shared.wait_applied(last_seq, deadline).await?;
+                    match last_seq {
+                        Some(last_seq) => reported = Some(last_seq),
+                        // Another check of the subject is in flight: try again shortly.
+                        None => {
+                            if !backoff.pause_before(deadline.at).await {
+                                return Err(ClusterError::Contended { conflicts });
+                            }
+                        }
+                    }
                 }
                 Attempt::Transient {
                     maybe_stored,
@@ -687,7 +870,9 @@ impl EventLog {
 
     /// Up to `limit` events after `after_seq`, in order, read from the stream's leader (at most
     /// [`LEADER_READS_IN_FLIGHT`] requests at a time): for a replay beyond what the node holds in
-    /// memory. Fails with [`ClusterError::OutOfRange`] if some of them are no longer retained.
+    /// memory. Fails with [`ClusterError::OutOfRange`] if some of them are no longer retained, or
+    /// are older than the first event this node applied (their times are computed where they are
+    /// applied). Waits until this node applied the last of them.
     ///
     /// Every event comes from the leader, never from a consumer on another replica: a replica may
     /// hold a history of its own (see "Only what the stream's leader holds" in the module
@@ -704,13 +889,17 @@ impl EventLog {
         }
         let limit = u64::try_from(limit).unwrap_or(u64::MAX);
         let end = held.last_seq.min(after_seq.saturating_add(limit));
+        shared.wait_applied(end, deadline).await?;
         let mut reads = futures_util::stream::iter(after_seq.saturating_add(1)..=end)
             .map(|seq| async move { (seq, shared.held_by_leader(seq, deadline).await) })
             .buffered(LEADER_READS_IN_FLIGHT);
         let mut events = Vec::new();
         while let Some((seq, payload)) = reads.next().await {
             match payload? {
-                Some(payload) => events.push(Record::decode(seq, &payload)?.into_log_event(seq)),
+                Some(payload) => {
+                    let lamport = shared.time_of(seq)?;
+                    events.push(Record::decode(seq, &payload)?.into_log_event(seq, lamport));
+                }
                 // Retention discarded events between the check above and the read.
                 None => {
                     return Err(ClusterError::OutOfRange {
@@ -781,39 +970,43 @@ impl EventLog {
 }
 
 impl Shared {
-    /// One publish of an append, under the node's append lock.
+    /// One publish of an append: stamps `draft` with a tick of the node clock and publishes it on its
+    /// participant's subject, with the `condition` that the participant's presence subject still ends
+    /// at that seq, if there is one.
     async fn publish(
         &self,
         draft: &EventDraft,
         key: Option<&str>,
         origin: &str,
         message_id: &str,
-        check: &mut (dyn FnMut() -> bool + Send),
+        condition: Option<u64>,
         deadline: Deadline,
     ) -> Result<Attempt, ClusterError> {
-        let operation = "append the event";
-        let mut own_last = deadline.run(operation, self.append_lock.lock()).await?;
-        // The check must see every event up to the one this publish follows, this node's own last
-        // append included, which may not be applied yet.
-        self.wait_applied(*own_last, deadline).await?;
-        let expected = (*own_last).max(*self.applied.borrow());
-        if !check() {
-            return Ok(Attempt::Declined);
-        }
-        let lamport = self.clock.tick();
-        let payload = Record::encode(draft, lamport, key, origin)?;
+        let participant = draft.participant();
+        let presence = presence_subject(&self.prefix, participant);
+        let subject = match draft {
+            EventDraft::Message { .. } => message_subject(&self.prefix, participant),
+            EventDraft::Joined { .. } | EventDraft::Left { .. } => presence.clone(),
+        };
+        let stamp = self.clock.tick();
+        let payload = Record::encode(draft, stamp, key, origin)?;
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-            expected.to_string().as_str(),
-        );
+        if let Some(last_seq) = condition {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                last_seq.to_string().as_str(),
+            );
+            if subject != presence {
+                headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, presence.as_str());
+            }
+        }
         // Each publish waits for its acknowledgment at most the request timeout (see
         // `crate::request_timeout`); only the deadline of the whole append is checked here.
         let acknowledged = deadline
-            .run(operation, async {
+            .run("append the event", async {
                 self.jetstream
-                    .publish_with_headers(self.subject.clone(), headers, payload.into())
+                    .publish_with_headers(subject, headers, payload.into())
                     .await?
                     .await
             })
@@ -823,25 +1016,122 @@ impl Shared {
             Err(error) => return Ok(classify(error)),
         };
         self.want(ack.sequence);
-        if ack.duplicate {
-            return Ok(Attempt::Duplicate { seq: ack.sequence });
-        }
-        if ack.sequence == expected + 1 {
-            *own_last = ack.sequence;
+        Ok(if ack.duplicate {
+            Attempt::Duplicate { seq: ack.sequence }
         } else {
-            // JetStream checked the expected last sequence, so this cannot happen; if it did, this
-            // event's Lamport time may not exceed its predecessor's.
-            error!(
-                component = "cluster",
-                event = "unexpected_seq",
-                seq = ack.sequence,
-                expected_last_seq = expected,
-            );
-        }
-        Ok(Attempt::Stored {
-            seq: ack.sequence,
-            lamport,
+            Attempt::Stored { seq: ack.sequence }
         })
+    }
+
+    /// Waits for this node's turn to append for `participant`; see `Shared::per_participant`. Only
+    /// called with more than one replica.
+    async fn participant_turn(
+        &self,
+        participant: &str,
+        deadline: Deadline,
+    ) -> Result<ParticipantTurn<'_>, ClusterError> {
+        let id = participant_id(participant);
+        let lock = {
+            let mut locks = self.participant_locks();
+            Arc::clone(locks.entry(id.clone()).or_default())
+        };
+        let guard = deadline
+            .run(
+                "wait for this participant's append",
+                lock.clone().lock_owned(),
+            )
+            .await?;
+        Ok(ParticipantTurn {
+            shared: self,
+            id,
+            guard: Some(guard),
+        })
+    }
+
+    /// The per-participant locks; only with more than one replica.
+    fn participant_locks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<()>>>> {
+        self.per_participant
+            .as_ref()
+            .expect("per-participant locks exist with more than one replica")
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The times of the events this node applied.
+    fn times(&self) -> std::sync::MutexGuard<'_, Times> {
+        // Nothing panics while holding this lock, so a poisoned lock still guards consistent times.
+        self.times
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The time this node computed for the event at `seq`, which it applied; fails with
+    /// [`ClusterError::OutOfRange`] for an event before the first it applied, or cut since.
+    fn time_of(&self, seq: u64) -> Result<u64, ClusterError> {
+        let times = self.times();
+        times.time_of(seq).ok_or(ClusterError::OutOfRange {
+            after_seq: seq.saturating_sub(1),
+            bounds: times.bounds(),
+        })
+    }
+
+    /// The record stored at `seq` and its size, read from the stream's leader.
+    async fn record_at(&self, seq: u64, deadline: Deadline) -> Result<(Record, u64), ClusterError> {
+        match self.held_by_leader(seq, deadline).await? {
+            Some(payload) => Ok((Record::decode(seq, &payload)?, payload_size(&payload))),
+            None => Err(ClusterError::OutOfRange {
+                after_seq: seq.saturating_sub(1),
+                bounds: self.bounds(deadline).await?,
+            }),
+        }
+    }
+
+    /// Records the checkpoint `checkpoint` (unless one at least as far is there), then cuts the
+    /// stream through its seq; see "Compaction" in the module documentation.
+    async fn cut(&self, checkpoint: Checkpoint, deadline: Deadline) -> Result<(), ClusterError> {
+        let value = serde_json::to_vec(&checkpoint).map_err(|error| ClusterError::Decode {
+            what: "the Lamport checkpoint".to_owned(),
+            reason: error.to_string(),
+        })?;
+        let mut backoff = Backoff::default();
+        loop {
+            let (stored, revision) = read_checkpoint(&self.checkpoints, deadline).await?;
+            if stored.seq >= checkpoint.seq {
+                break;
+            }
+            let written: Result<u64, async_nats::Error> = deadline
+                .run("record the Lamport checkpoint", async {
+                    if revision == 0 {
+                        Ok(self
+                            .checkpoints
+                            .create(CHECKPOINT_KEY, value.clone().into())
+                            .await?)
+                    } else {
+                        Ok(self
+                            .checkpoints
+                            .update(CHECKPOINT_KEY, value.clone().into(), revision)
+                            .await?)
+                    }
+                })
+                .await?;
+            match written {
+                Ok(_) => break,
+                // Another node wrote first, or the answer was lost, or NATS failed: read it again.
+                Err(error) => {
+                    if !backoff.pause_before(deadline.at).await {
+                        return Err(ClusterError::jetstream(
+                            "record the Lamport checkpoint",
+                            error,
+                        ));
+                    }
+                }
+            }
+        }
+        cut_through(&self.stream, checkpoint.seq, deadline).await?;
+        self.first_held
+            .fetch_max(checkpoint.seq + 1, Ordering::Relaxed);
+        self.times().cut_through(checkpoint.seq);
+        Ok(())
     }
 
     /// Tells the consumer that `seq` exists, so that it is recreated if it stays silent.
@@ -879,8 +1169,8 @@ impl Shared {
         Ok(self.stored_at(seq, deadline).await?.0)
     }
 
-    /// The event stored at `seq`, and the origin of the append that stored it. Asked of the
-    /// stream's leader, which holds every acknowledged event.
+    /// The event stored at `seq`, which this node applied, and the origin of the append that stored
+    /// it. Asked of the stream's leader, which holds every acknowledged event.
     async fn stored_at(
         &self,
         seq: u64,
@@ -892,7 +1182,8 @@ impl Shared {
         .await?;
         let mut record = Record::decode(seq, &message.payload)?;
         let origin = std::mem::take(&mut record.origin);
-        Ok((record.into_log_event(seq), origin))
+        let lamport = self.time_of(seq)?;
+        Ok((record.into_log_event(seq, lamport), origin))
     }
 
     /// The payload the stream's leader holds at `seq`, or `None` if it holds nothing there (retention
@@ -923,12 +1214,19 @@ impl Shared {
     }
 }
 
+/// The header that makes `Nats-Expected-Last-Subject-Sequence` check another subject than the one
+/// published on (nats-server 2.11 and later).
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+
 /// Sorts a failed publish into what the append does next.
 fn classify(error: jetstream::context::PublishError) -> Attempt {
     match error.kind() {
         PublishErrorKind::WrongLastSequence => Attempt::Conflict {
             last_seq: reported_last_sequence(&error.to_string()),
         },
+        // A replicated stream's "wrong last sequence" with no seq: another check of the subject is
+        // in flight.
+        _ if is_in_flight_conflict(&error) => Attempt::Conflict { last_seq: None },
         // The acknowledgment was lost: the message may be stored.
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => Attempt::Transient {
             maybe_stored: true,
@@ -1156,28 +1454,154 @@ struct Applier<F> {
     shared: Arc<Shared>,
     /// The seq of the next event to apply.
     next_seq: u64,
+    /// The time of the last event applied, from which the next one's follows.
+    timeline: Timeline,
     /// The last seq applied; the log's `applied` receiver follows it.
     applied: watch::Sender<u64>,
     /// The node's callback.
     on_event: F,
     /// Events taken in but not yet handed to the callback, in seq order.
     batch: Vec<LogEvent>,
+    /// The last cut of the stream this node started, if any; aborted when the applier goes.
+    cut: Option<Task>,
+}
+
+/// The time of each event a node applied that the stream still holds, oldest first, and their sizes:
+/// what an append answers with, and what tells when to cut the stream.
+#[derive(Debug, Default)]
+struct Times {
+    /// The events, in seq order.
+    events: VecDeque<Timed>,
+    /// The sum of their sizes.
+    bytes: u64,
+}
+
+/// One event in [`Times`].
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    /// Its seq.
+    seq: u64,
+    /// The time computed for it.
+    lamport: u64,
+    /// The size of its stored payload.
+    bytes: u64,
+}
+
+impl Times {
+    /// Adds the event at `seq`, after every event held.
+    fn push(&mut self, seq: u64, lamport: u64, bytes: u64) {
+        self.events.push_back(Timed {
+            seq,
+            lamport,
+            bytes,
+        });
+        self.bytes += bytes;
+    }
+
+    /// The time of the event at `seq`, if held.
+    fn time_of(&self, seq: u64) -> Option<u64> {
+        let index = self
+            .events
+            .binary_search_by_key(&seq, |timed| timed.seq)
+            .ok()?;
+        Some(self.events[index].lamport)
+    }
+
+    /// The seqs held, as [`Bounds`].
+    fn bounds(&self) -> Bounds {
+        let last_seq = self.events.back().map_or(0, |timed| timed.seq);
+        Bounds {
+            first_seq: self.events.front().map_or(last_seq + 1, |timed| timed.seq),
+            last_seq,
+        }
+    }
+
+    /// Where to cut the stream once it holds more than twice `keep_events` events or `keep_bytes`
+    /// bytes: the checkpoint of the last event to cut so that at most that many remain. `None` while
+    /// it holds no more than twice as much, so that the stream is cut now and then, not after every
+    /// event.
+    fn cut_point(&self, keep_events: u64, keep_bytes: u64) -> Option<Checkpoint> {
+        let mut count = u64::try_from(self.events.len()).unwrap_or(u64::MAX);
+        let mut bytes = self.bytes;
+        if count <= keep_events.saturating_mul(2) && bytes <= keep_bytes.saturating_mul(2) {
+            return None;
+        }
+        let mut last = None;
+        for timed in &self.events {
+            if count <= keep_events && bytes <= keep_bytes {
+                break;
+            }
+            count -= 1;
+            bytes -= timed.bytes;
+            last = Some(Checkpoint {
+                seq: timed.seq,
+                lamport: timed.lamport,
+            });
+        }
+        last
+    }
+
+    /// Forgets every event up to and including `seq`.
+    fn cut_through(&mut self, seq: u64) {
+        while let Some(first) = self.events.front()
+            && first.seq <= seq
+        {
+            self.bytes -= first.bytes;
+            self.events.pop_front();
+        }
+    }
+}
+
+/// The size of a stored payload, as [`Times`] counts it.
+fn payload_size(payload: &[u8]) -> u64 {
+    u64::try_from(payload.len()).unwrap_or(u64::MAX)
+}
+
+/// Holds this node's turn to append for one participant (see `Shared::per_participant`), and removes
+/// the participant's lock when nobody else holds or waits for it.
+struct ParticipantTurn<'a> {
+    /// Where the lock lives.
+    shared: &'a Shared,
+    /// The participant's id.
+    id: String,
+    /// The turn; taken on drop, before the lock's entry may be removed.
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for ParticipantTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.shared.participant_locks();
+        // Only the map holds it: nobody waits for it.
+        if locks
+            .get(&self.id)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.id);
+        }
+    }
 }
 
 impl<F> Applier<F>
 where
     F: FnMut(Vec<LogEvent>),
 {
-    /// Takes in the event stored at `seq`: witnesses its Lamport time and adds it to the batch for
-    /// [`Applier::hand_over`]. An event before the next seq (delivered twice) is ignored.
+    /// Takes in the event stored at `seq`: computes its time (see [`crate::timeline`]), witnesses it
+    /// on the node clock and adds the event to the batch for [`Applier::hand_over`]. An event before
+    /// the next seq (delivered twice) is ignored. The caller has called [`Applier::resync`] if `seq`
+    /// is past the next seq.
     fn apply(&mut self, seq: u64, payload: &[u8]) {
         if seq < self.next_seq {
             return;
         }
         match Record::decode(seq, payload) {
             Ok(record) => {
-                self.shared.clock.witness(record.lamport);
-                self.batch.push(record.into_log_event(seq));
+                let lamport = self.timeline.place(record.stamp);
+                self.shared.clock.witness(lamport);
+                self.shared
+                    .times()
+                    .push(seq, lamport, payload_size(payload));
+                self.batch.push(record.into_log_event(seq, lamport));
             }
             // A message this version cannot read is skipped rather than stopping the chat for every
             // node; it is logged for the operator.
@@ -1189,6 +1613,80 @@ where
             ),
         }
         self.next_seq = seq + 1;
+    }
+
+    /// Makes the event at `seq`, past the next seq, the next one to apply: the events in between were
+    /// cut from the stream before this node read them (it lagged behind the other nodes by more than
+    /// the stream keeps). Their times are lost with them, so the timeline goes on from the checkpoint
+    /// recorded before the cut, skipping any event up to it. Fails if the checkpoint cannot be read
+    /// (the consumer is then replaced and this is tried again); logs an error if it does not cover the
+    /// gap, which only an operator cutting the stream by hand can cause.
+    async fn resync(&mut self, seq: u64) -> Result<(), ClusterError> {
+        if seq <= self.next_seq {
+            return Ok(());
+        }
+        self.hand_over();
+        let deadline = Deadline::after(self.shared.timeout);
+        let (checkpoint, _) = read_checkpoint(&self.shared.checkpoints, deadline).await?;
+        if checkpoint.seq + 1 >= seq {
+            warn!(
+                component = "cluster",
+                event = "events_cut_unread",
+                from_seq = self.next_seq,
+                to_seq = checkpoint.seq,
+            );
+            self.timeline = Timeline::after(checkpoint.lamport);
+            self.next_seq = self.next_seq.max(checkpoint.seq + 1);
+            self.shared.times().cut_through(checkpoint.seq);
+            self.shared
+                .first_held
+                .fetch_max(checkpoint.seq + 1, Ordering::Relaxed);
+        } else {
+            error!(
+                component = "cluster",
+                event = "times_unknown",
+                from_seq = self.next_seq,
+                to_seq = seq - 1,
+                checkpoint_seq = checkpoint.seq,
+            );
+            self.next_seq = seq;
+        }
+        Ok(())
+    }
+
+    /// Starts cutting the stream if it holds more than twice what it keeps and no cut is under way;
+    /// see "Compaction" in the module documentation.
+    fn maybe_cut(&mut self) {
+        if self.shared.cutting.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(checkpoint) = self
+            .shared
+            .times()
+            .cut_point(self.shared.retain_events, self.shared.retain_bytes)
+        else {
+            return;
+        };
+        self.shared.cutting.store(true, Ordering::Release);
+        let shared = Arc::clone(&self.shared);
+        self.cut = Some(Task::spawn(async move {
+            let deadline = Deadline::after(shared.timeout);
+            match shared.cut(checkpoint, deadline).await {
+                Ok(()) => debug!(
+                    component = "cluster",
+                    event = "stream_cut",
+                    through_seq = checkpoint.seq,
+                    lamport = checkpoint.lamport,
+                ),
+                Err(error) => warn!(
+                    component = "cluster",
+                    event = "stream_cut_failed",
+                    through_seq = checkpoint.seq,
+                    error = %error,
+                ),
+            }
+            shared.cutting.store(false, Ordering::Release);
+        }));
     }
 
     /// Whether the batch is as large as one callback may take.
@@ -1204,6 +1702,15 @@ where
     /// the batch if the consumer's copy of any event differed from the leader's: in each case the
     /// consumer is to be replaced, and a catch-up reads what the leader holds.
     async fn apply_delivered(&mut self, delivered: Vec<(u64, Bytes)>) -> Result<(), String> {
+        let delivered: Vec<(u64, Bytes)> = delivered
+            .into_iter()
+            .filter(|(seq, _)| *seq >= self.next_seq)
+            .collect();
+        if let Some((first, _)) = delivered.first() {
+            self.resync(*first)
+                .await
+                .map_err(|error| format!("cannot resume after a gap: {error}"))?;
+        }
         let delivered: Vec<(u64, Bytes)> = delivered
             .into_iter()
             .filter(|(seq, _)| *seq >= self.next_seq)
@@ -1262,6 +1769,7 @@ where
         if *self.applied.borrow() < taken {
             self.applied.send_replace(taken);
         }
+        self.maybe_cut();
     }
 
     /// Applies what the stream holds past the applied seq (at most [`CATCH_UP_BATCH`] events), one
@@ -1276,8 +1784,8 @@ where
             .await
             .map_err(|error| ClusterError::jetstream("read the event stream's state", error))?;
         let held = Bounds::of(&info.state);
-        // Discarded by retention before this node read them: the jump is visible in the seqs.
-        self.next_seq = self.next_seq.max(held.first_seq);
+        // Cut from the stream before this node read them.
+        self.resync(held.first_seq).await?;
         let last_seq = held
             .last_seq
             .min(self.next_seq.saturating_add(CATCH_UP_BATCH - 1));
@@ -1311,19 +1819,19 @@ fn report_divergence(seq: u64, delivered: &[u8], leader: &[u8]) {
     let facts = |payload: &[u8]| {
         Record::decode(seq, payload).map_or_else(
             |error| (error.to_string(), 0),
-            |record| (record.origin, record.lamport),
+            |record| (record.origin, record.stamp),
         )
     };
-    let (delivered_origin, delivered_lamport) = facts(delivered);
-    let (leader_origin, leader_lamport) = facts(leader);
+    let (delivered_origin, delivered_stamp) = facts(delivered);
+    let (leader_origin, leader_stamp) = facts(leader);
     error!(
         component = "cluster",
         event = "history_diverged",
         seq,
         delivered_origin = %delivered_origin,
-        delivered_lamport,
+        delivered_stamp,
         leader_origin = %leader_origin,
-        leader_lamport,
+        leader_stamp,
     );
 }
 
@@ -1490,15 +1998,18 @@ mod tests {
     }
 
     #[test]
-    fn an_event_survives_encoding_with_its_key_and_sentence() {
+    fn an_event_survives_encoding_with_its_key_and_the_sentence_of_its_computed_time() {
         let joined = EventDraft::Joined {
             participant: "alice".into(),
         };
         let payload = Record::encode(&joined, 17, Some("k"), "n.1.2").expect("encodes");
         let decoded = Record::decode(5, &payload).expect("decodes");
         assert_eq!(decoded.origin, "n.1.2");
-        let logged = decoded.into_log_event(5);
-        assert_eq!(logged.event, joined.into_event(5, 17));
+        assert_eq!(decoded.stamp, 17);
+        // The sentence names the time the node computed, not the stamp.
+        let logged = decoded.into_log_event(5, 23);
+        assert_eq!(logged.event, joined.into_event(5, 23));
+        assert!(logged.event.text.ends_with("Lamport time 23"));
         assert_eq!(logged.idempotency_key.as_deref(), Some("k"));
     }
 
@@ -1509,21 +2020,84 @@ mod tests {
         let text = String::from_utf8(payload).expect("json is utf-8");
         assert_eq!(
             text,
-            r#"{"v":1,"lamport":17,"kind":"message","participant":"alice","text":"hi","key":"k-41","origin":"node-1.4f.12"}"#
+            r#"{"v":2,"stamp":17,"kind":"message","participant":"alice","text":"hi","key":"k-41","origin":"node-1.4f.12"}"#
         );
         let without_key = Record::encode(&message("bob", "yo"), 3, None, "o").expect("encodes");
         assert!(!String::from_utf8_lossy(&without_key).contains("key"));
+        let left = EventDraft::Left {
+            participant: "bob".into(),
+        };
+        let left = Record::encode(&left, 4, None, "o").expect("encodes");
+        assert_eq!(
+            String::from_utf8(left).expect("json is utf-8"),
+            r#"{"v":2,"stamp":4,"kind":"left","participant":"bob","origin":"o"}"#
+        );
     }
 
     #[test]
-    fn a_record_of_another_version_or_garbage_is_refused() {
-        let future =
-            br#"{"v":2,"lamport":1,"kind":"message","participant":"a","text":"t","origin":"o"}"#;
+    fn a_record_of_another_version_a_message_without_text_or_garbage_is_refused() {
+        let old =
+            br#"{"v":1,"lamport":1,"kind":"message","participant":"a","text":"t","origin":"o"}"#;
         assert!(matches!(
-            Record::decode(9, future),
+            Record::decode(9, old),
             Err(ClusterError::Decode { .. })
         ));
+        let textless = br#"{"v":2,"stamp":1,"kind":"message","participant":"a","origin":"o"}"#;
+        assert!(Record::decode(9, textless).is_err());
         assert!(Record::decode(9, b"not json").is_err());
+    }
+
+    #[test]
+    fn a_participants_subjects_are_shared_by_look_alike_names_and_safe_whatever_the_name() {
+        let presence = presence_subject("chat", "Alice");
+        assert_eq!(presence, presence_subject("chat", "alice"));
+        assert_ne!(presence, presence_subject("chat", "bob"));
+        assert_ne!(presence, message_subject("chat", "alice"));
+        assert!(presence.starts_with("chat.events.p."));
+        assert!(message_subject("chat", "alice").starts_with("chat.events.m."));
+        let hostile = presence_subject("chat", "a.b *>\r\n");
+        let token = hostile.rsplit('.').next().expect("a last token");
+        assert_eq!(token.len(), 32);
+        assert!(token.bytes().all(|byte| byte.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn times_answer_by_seq_and_say_where_to_cut_once_twice_the_retention_is_held() {
+        let mut times = Times::default();
+        for seq in 1..=20 {
+            times.push(seq, seq * 10, 100);
+        }
+        assert_eq!(times.time_of(7), Some(70));
+        assert_eq!(times.time_of(21), None);
+        // 20 events of 100 bytes: twice 10 events is not exceeded, nor twice 1,000 bytes.
+        assert_eq!(times.cut_point(10, 1_000), None);
+        // Over twice 8 events: cut down to 8, through seq 12.
+        assert_eq!(
+            times.cut_point(8, 10_000),
+            Some(Checkpoint {
+                seq: 12,
+                lamport: 120
+            })
+        );
+        // Over twice 900 bytes: cut down to 9 events (900 bytes), through seq 11.
+        assert_eq!(
+            times.cut_point(100, 900),
+            Some(Checkpoint {
+                seq: 11,
+                lamport: 110
+            })
+        );
+        times.cut_through(12);
+        assert_eq!(times.time_of(12), None);
+        assert_eq!(times.time_of(13), Some(130));
+        assert_eq!(
+            times.bounds(),
+            Bounds {
+                first_seq: 13,
+                last_seq: 20
+            }
+        );
+        assert_eq!(times.bytes, 800);
     }
 
     #[test]

@@ -95,7 +95,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::retry::{Backoff, Deadline, is_permanent, retry_until};
+use crate::retry::{Backoff, Deadline, is_in_flight_conflict, is_permanent, retry_until};
 use crate::{ClusterConfig, ClusterError, Task, hex, wall_clock_ms};
 
 /// How often a node puts its heartbeat.
@@ -1168,7 +1168,7 @@ impl Shared {
 /// The bucket's stream is created here with the configuration async-nats would give it, because
 /// async-nats's own `create_key_value` first asks for account information in a form nats-server 2.9
 /// does not send.
-async fn get_or_create_bucket(
+pub(crate) async fn get_or_create_bucket(
     jetstream: &jetstream::Context,
     config: kv::Config,
     deadline: Deadline,
@@ -1206,7 +1206,10 @@ fn written(
 ) -> Result<Written, ClusterError> {
     match answer {
         Ok(revision) => Ok(Written::Done(revision)),
-        Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+        Err(error)
+            if error.kind() == kv::UpdateErrorKind::WrongLastRevision
+                || is_in_flight_conflict(&error) =>
+        {
             Ok(Written::Conflict)
         }
         Err(error) if is_permanent(&error) => Err(ClusterError::jetstream(operation, error)),

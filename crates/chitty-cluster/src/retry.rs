@@ -151,6 +151,25 @@ where
 /// Whether another try cannot change the outcome of a request that failed with `error`; see the
 /// module documentation. Looks through the whole chain of sources, so it sees the same through any
 /// wrapping.
+/// The JetStream error code in `error`'s chain, if the server refused something.
+pub(crate) fn jetstream_code(error: &(dyn StdError + 'static)) -> Option<jetstream::ErrorCode> {
+    let mut link = Some(error);
+    while let Some(error) = link {
+        if let Some(refusal) = error.downcast_ref::<jetstream::Error>() {
+            return Some(refusal.error_code());
+        }
+        link = error.source();
+    }
+    None
+}
+
+/// Whether `error` is a replicated stream's "wrong last sequence" without a seq: a conditional write
+/// (an expected last sequence of a subject, as a KV update or create has) refused because another
+/// one on the same subject was still in flight. It lost to that one, as if it had come second.
+pub(crate) fn is_in_flight_conflict(error: &(dyn StdError + 'static)) -> bool {
+    jetstream_code(error) == Some(jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
+}
+
 pub(crate) fn is_permanent(error: &(dyn StdError + 'static)) -> bool {
     let mut link = Some(error);
     while let Some(error) = link {

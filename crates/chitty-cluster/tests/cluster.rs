@@ -676,9 +676,9 @@ async fn a_late_node_applies_and_reads_a_backlog_larger_than_the_flow_control_wi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_bounds_reads_and_a_late_node_starts_past_what_was_discarded() {
+async fn the_stream_is_cut_to_its_retention_and_a_late_node_computes_the_same_times() {
     let Some(nats) = NatsCluster::start_or_skip(
-        "retention_bounds_reads_and_a_late_node_starts_past_what_was_discarded",
+        "the_stream_is_cut_to_its_retention_and_a_late_node_computes_the_same_times",
         1,
     )
     .await
@@ -690,53 +690,71 @@ async fn retention_bounds_reads_and_a_late_node_starts_past_what_was_discarded()
     small.replicas = 1;
     small.retain_events = 10;
     let a = Node::start(small.clone()).await;
-    for index in 0..15 {
+    const EVENTS: u64 = 25;
+    for index in 0..EVENTS {
         a.log
             .append(message("alice", &format!("m{index}")), None)
             .await
             .expect("append");
     }
-    let bounds = a.log.bounds().await.expect("bounds");
-    assert_eq!((bounds.first_seq, bounds.last_seq), (6, 15));
-    match a.log.read(3, 100).await {
+    // Past twice the retention, node a records a checkpoint and cuts the stream down to it.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let bounds = loop {
+        let bounds = a.log.bounds().await.expect("bounds");
+        if bounds.first_seq > 1 || Instant::now() > give_up {
+            break bounds;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let held = bounds.last_seq + 1 - bounds.first_seq;
+    assert!(
+        bounds.first_seq > 1 && (10..=20).contains(&held) && bounds.last_seq == EVENTS,
+        "got the stream holding {} to {}, want it cut to between 10 and 20 of the {EVENTS} events",
+        bounds.first_seq,
+        bounds.last_seq
+    );
+    let first = bounds.first_seq;
+    match a.log.read(first - 2, 100).await {
         Err(chitty_cluster::ClusterError::OutOfRange { after_seq, bounds }) => {
-            assert_eq!((after_seq, bounds.first_seq, bounds.last_seq), (3, 6, 15));
+            assert_eq!((after_seq, bounds.first_seq), (first - 2, first));
         }
         other => panic!("got {other:?}, want OutOfRange"),
     }
     let read: Vec<u64> = a
         .log
-        .read(5, 4)
+        .read(first - 1, 4)
         .await
         .expect("read")
         .iter()
         .map(|logged| logged.event.seq)
         .collect();
-    assert_eq!(read, vec![6, 7, 8, 9]);
-    assert!(a.log.read(15, 10).await.expect("read").is_empty());
+    assert_eq!(read, (first..first + 4).collect::<Vec<_>>());
+    assert!(a.log.read(EVENTS, 10).await.expect("read").is_empty());
 
-    // A node starting from seq 1 gets what is retained, with the jump visible in the seqs.
+    // A node starting from seq 1 starts after the checkpoint, and computes every time as node a did.
     small.node_id = "node-b".to_owned();
     let b = Node::start(small).await;
-    b.log.wait_applied(15).await.expect("b catches up");
-    let seqs: Vec<u64> = b.applied().iter().map(|logged| logged.event.seq).collect();
-    assert_eq!(seqs, (6..=15).collect::<Vec<_>>());
-    // Its first own event is stamped above everything it read.
+    b.log.wait_applied(EVENTS).await.expect("b catches up");
+    let on_b = b.applied();
+    let seqs: Vec<u64> = on_b.iter().map(|logged| logged.event.seq).collect();
+    assert_eq!(seqs, (first..=EVENTS).collect::<Vec<_>>());
+    let on_a: Vec<LogEvent> = a
+        .applied()
+        .into_iter()
+        .filter(|logged| logged.event.seq >= first)
+        .collect();
+    assert_eq!(on_b, on_a, "node b computed other times than node a");
+    // Its first own event is placed above everything it read.
     let next = b
         .log
         .append(message("bob", "hi"), None)
         .await
         .expect("append on b");
-    let last_before = a
-        .applied()
-        .iter()
-        .find(|logged| logged.event.seq == 15)
-        .map(|logged| logged.event.lamport)
-        .expect("a applied seq 15");
+    let last_before = on_a.last().expect("a applied the last event").event.lamport;
     assert!(next.event.lamport > last_before);
-    assert_eq!(next.event.seq, 16);
+    assert_eq!(next.event.seq, EVENTS + 1);
 
-    // A node starting from the present witnesses the last event before stamping its own.
+    // A node starting from the present reads the times up to it, and its clock is past them.
     let mut late = config(&nats, 0, "node-c", &prefix);
     late.replicas = 1;
     late.retain_events = 10;
@@ -746,13 +764,13 @@ async fn retention_bounds_reads_and_a_late_node_starts_past_what_was_discarded()
         .start_log(Arc::clone(&clock), u64::MAX, |_| {})
         .await
         .expect("start from the present");
-    assert_eq!(log.applied_seq(), 16);
-    assert!(clock.now() > next.event.lamport);
+    assert_eq!(log.applied_seq(), EVENTS + 1);
+    assert!(clock.now() >= next.event.lamport);
     let own = log
         .append(message("carol", "late"), None)
         .await
         .expect("append on c");
-    assert_eq!(own.event.seq, 17);
+    assert_eq!(own.event.seq, EVENTS + 2);
     assert!(own.event.lamport > next.event.lamport);
 }
 

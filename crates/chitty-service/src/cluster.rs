@@ -231,7 +231,7 @@ impl ClusterChat {
     ) -> Result<Self, ClusterError> {
         cluster_config.grace = config.grace;
         let cluster = Cluster::connect(cluster_config).await?;
-        let bounds = cluster.bounds().await?;
+        let bounds = cluster.settled_bounds().await?;
         let from_seq = bounds.first_seq.max(1);
         let clock = Arc::new(LamportClock::new());
         let mut state = NodeState {
@@ -498,15 +498,23 @@ impl ClusterChat {
             .await
     }
 
-    /// Whether a participant with name key `key` could be admitted now.
-    fn check_admissible(&self, key: &str) -> Result<(), NotNow> {
+    /// Whether a participant with name key `key` could be admitted now, as the check of its joined
+    /// event's append: the name must be absent, and JetStream then makes sure no joined event of the
+    /// name came in between. The roster does not keep the seq of an absent name's last left event,
+    /// so this relies on none (0); if there is one, the append learns its seq from JetStream, and
+    /// checks again once it applied it (see [`EventLog::append_if`]).
+    ///
+    /// The participant limit is checked against the roster too, but joins of different names on
+    /// different nodes at the same moment do not exclude each other, so the chat may hold a few more
+    /// than the limit: as many as were joining at once.
+    fn check_admissible(&self, key: &str) -> Result<u64, NotNow> {
         let state = self.state();
         if state.present.contains_key(key) {
             Err(NotNow::Taken)
         } else if state.present.len() >= self.max_participants {
             Err(NotNow::Full)
         } else {
-            Ok(())
+            Ok(0)
         }
     }
 
@@ -1019,9 +1027,12 @@ impl ClusterChat {
         Ok(())
     }
 
-    fn check_current(&self, session: &Known) -> Result<(), NotNow> {
+    /// Whether `session` is the one present under its name, as the check of an append of its message
+    /// or its left event: relies on its joined event, which JetStream then makes sure is still the
+    /// participant's last joined or left event when it stores the append.
+    fn check_current(&self, session: &Known) -> Result<u64, NotNow> {
         if self.state().is_current(session) {
-            Ok(())
+            Ok(session.join_seq)
         } else {
             Err(NotNow::Gone)
         }
