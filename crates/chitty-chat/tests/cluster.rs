@@ -850,3 +850,154 @@ async fn participants_rejoin_after_nats_loses_its_quorum_for_longer_than_the_gra
     assert_checked(&check(dir.path()).await);
     println!("took {:?}", started.elapsed());
 }
+
+/// Whether the events a participant received hold `name` present twice at any moment: a joined event
+/// of it while it was present, or a left event while it was not. Returns how many times it joined.
+fn joins_alternating_with_leaves(received: &[EventLine], name: &str) -> Result<usize, String> {
+    let mut present = false;
+    let mut joins = 0;
+    for line in received {
+        if line.body.starts_with(&joined_prefix(name)) {
+            if present {
+                return Err(format!(
+                    "{name} joined again at seq {} while present",
+                    line.seq
+                ));
+            }
+            present = true;
+            joins += 1;
+        } else if line.body.starts_with(&left_prefix(name)) {
+            if !present {
+                return Err(format!("{name} left at seq {} while absent", line.seq));
+            }
+            present = false;
+        }
+    }
+    Ok(joins)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nine_publishers_on_three_nodes_while_one_name_is_claimed_left_and_claimed_again() {
+    const MESSAGES_EACH: usize = 30;
+    const CLAIMS: usize = 6;
+    let Some(nats) = NatsCluster::start_or_skip(
+        "nine_publishers_on_three_nodes_while_one_name_is_claimed_left_and_claimed_again",
+        3,
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = log_dir();
+    let prefix = unique_prefix();
+    let nodes = [
+        node(&nats, dir.path(), &prefix, 0).await,
+        node(&nats, dir.path(), &prefix, 1).await,
+        node(&nats, dir.path(), &prefix, 2).await,
+    ];
+    let names: Vec<String> = (0..9).map(|index| format!("p{index}")).collect();
+    let mut people = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        people.push(participant_of(&[&nodes[index % 3]], dir.path(), name).await);
+    }
+    let last_name = names.last().expect("nine names").clone();
+    for person in &mut people {
+        person
+            .wait_for_event(
+                "the last join",
+                |line| line.body.starts_with(&joined_prefix(&last_name)),
+                WAIT,
+            )
+            .await
+            .expect("everyone is present");
+    }
+    let urls: Vec<String> = nodes.iter().map(ServiceProcess::url).collect();
+    // The name "rex" is claimed on two nodes at once, left through the third, and claimed again,
+    // while everyone publishes as fast as they can.
+    let claims = tokio::spawn(async move {
+        let mut clients = Vec::new();
+        for url in &urls {
+            clients.push(
+                v1::chitty_chat_client::ChittyChatClient::connect(url.clone())
+                    .await
+                    .expect("connect"),
+            );
+        }
+        for round in 0..CLAIMS {
+            let request = || v1::JoinRequest {
+                name: "rex".to_owned(),
+                lamport: 1,
+                ..Default::default()
+            };
+            let (mut first, mut second) =
+                (clients[round % 3].clone(), clients[(round + 1) % 3].clone());
+            let (a, b) = tokio::join!(first.join(request()), second.join(request()));
+            let admitted: Vec<_> = [&a, &b]
+                .into_iter()
+                .filter_map(|outcome| outcome.as_ref().ok())
+                .collect();
+            assert_eq!(admitted.len(), 1, "round {round}: got {a:?} and {b:?}");
+            let token = admitted[0].get_ref().session_token.clone();
+            let mut leave = tonic::Request::new(v1::LeaveRequest { lamport: 1 });
+            leave.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ASCII"),
+            );
+            clients[(round + 2) % 3]
+                .leave(leave)
+                .await
+                .expect("rex leaves through another node");
+        }
+    });
+    for message in 0..MESSAGES_EACH {
+        for person in &mut people {
+            let text = format!("{} says {message}", person.name());
+            person.say(&text).await.expect("type");
+        }
+    }
+    tokio::time::timeout(WAIT * 4, claims)
+        .await
+        .expect("the claims end in time")
+        .expect("every claim admitted exactly one and every leave succeeded");
+    // Sent once every claim and leave was acknowledged, so ordered after all of them.
+    people[0].say("after the claims").await.expect("type");
+    let after_claims = message_body("p0", "after the claims");
+    for person in &mut people {
+        for name in &names {
+            let last = message_body(name, &format!("{name} says {}", MESSAGES_EACH - 1));
+            person
+                .wait_for_event("the last message", |line| line.body == last, WAIT * 2)
+                .await
+                .expect("every message reaches every participant");
+        }
+        person
+            .wait_for_event(
+                "the message after the claims",
+                |line| line.body == after_claims,
+                WAIT,
+            )
+            .await
+            .expect("every message reaches every participant");
+    }
+    for person in &people {
+        let joins = joins_alternating_with_leaves(person.received(), "rex")
+            .unwrap_or_else(|error| panic!("{} saw {error}", person.name()));
+        assert_eq!(
+            joins,
+            CLAIMS,
+            "{} saw rex join {joins} times",
+            person.name()
+        );
+    }
+    for mut person in people {
+        person.close_input();
+        person.wait(WAIT).await.expect("leaves and exits");
+    }
+    for node in &nodes {
+        node.terminate().expect("SIGTERM");
+    }
+    for mut node in nodes {
+        assert!(node.wait(WAIT).await.expect("stops").success());
+    }
+    assert_checked(&check(dir.path()).await);
+}

@@ -11,10 +11,12 @@
 //!   key-value buckets (idempotently, so every node may start first), starts the node's heartbeat and
 //!   the local mirror of the membership, and hands out the two halves below.
 //! - [`log`]: the event log, one JetStream stream whose sequence number *is* the event's seq.
-//!   [`EventLog::append`] stamps and stores an event so that Lamport times strictly increase along seq
-//!   across all nodes (the expected-last-sequence check), and a consumer task applies every event in
-//!   order to the node, as the stream's leader holds it: it witnesses the event's Lamport time on the
-//!   node clock and hands it over.
+//!   [`EventLog::append`] stamps and stores an event, with a condition on its participant's presence
+//!   where the caller needs one, and a consumer task applies every event in order to the node, as the
+//!   stream's leader holds it: it computes the event's Lamport time, witnesses it on the node clock and
+//!   hands the event over. Nodes cut the stream's head as it grows, after recording a checkpoint.
+//! - [`timeline`]: the rule that gives each event its Lamport time where it is applied, the same on
+//!   every node and strictly increasing along seq.
 //! - [`members`]: who is present, in three buckets: names (claimed with an atomic create, so two nodes
 //!   never admit one name twice), sessions (a token works on any node) and node heartbeats. From a
 //!   local mirror kept by KV watches it computes which sessions vanished, and lets exactly one node
@@ -24,8 +26,9 @@
 //!
 //! # Names in NATS
 //!
-//! With [`ClusterConfig::prefix`] `P`, the node uses the stream `P-events` on the subject `P.events`,
-//! and the buckets `P-names`, `P-sessions` and `P-nodes`. Tests use a unique prefix each, so they can
+//! With [`ClusterConfig::prefix`] `P`, the node uses the stream `P-events` on the subjects
+//! `P.events.>` (each participant's presence and messages), and the buckets `P-names`, `P-sessions`,
+//! `P-nodes` and `P-checkpoint`. Tests use a unique prefix each, so they can
 //! share a NATS cluster without seeing each other.
 //!
 //! # Timeouts and failover
@@ -78,9 +81,10 @@ pub struct ClusterConfig {
     /// How many JetStream servers keep a copy of the stream and buckets (1 to 5). With 3, the chat goes
     /// on while any one server is down: a write needs a quorum of 2.
     pub replicas: usize,
-    /// The stream keeps at most this many events; older ones are discarded.
+    /// The stream keeps about this many events: once a node applied twice as many that it still holds,
+    /// it cuts the oldest (see "Compaction" in [`log`]).
     pub retain_events: u64,
-    /// The stream keeps at most this many bytes of events; older ones are discarded.
+    /// The stream keeps about this many bytes of events, cut as `retain_events` is.
     pub retain_bytes: u64,
     /// How long a session may be without a Broadcast stream, or on a node that stopped heartbeating,
     /// before it counts as vanished and is announced left.
@@ -332,13 +336,14 @@ impl Cluster {
     }
 
     /// Starts the node's event log: a consumer that applies every event from `from_seq` on, in order,
-    /// by witnessing its Lamport time on `clock` and then calling `on_event` with it, in batches of
-    /// what has arrived together; and the
-    /// [`EventLog`] handle to append and read with. See [`log`] for what `on_event` may do.
+    /// by computing its Lamport time, witnessing it on `clock` and then calling `on_event` with it, in
+    /// batches of what has arrived together; and the [`EventLog`] handle to append and read with. See
+    /// [`log`] for what `on_event` may do.
     ///
-    /// `from_seq` is clamped to what the stream holds (at most its last seq + 1). Before anything is
-    /// applied, the clock witnesses the event just before `from_seq`, so the node never stamps an event
-    /// below one it did not read.
+    /// `from_seq` is clamped to what the stream holds once any recorded cut is done (see
+    /// [`Cluster::settled_bounds`]), at most its last seq + 1. The times of the events between the
+    /// checkpoint and `from_seq` are read and computed first, and the clock witnesses the last of them,
+    /// so the node never stamps an event below one it did not apply.
     pub async fn start_log<F>(
         &self,
         clock: Arc<LamportClock>,

@@ -1,59 +1,78 @@
 //! The event log: one JetStream stream shared by every node, whose sequence number is the event's seq.
 //!
-//! Every event (joined, message, left) of the chat is one message on the subject `<prefix>.events` of
-//! the stream `<prefix>-events`: file storage, [`crate::ClusterConfig::replicas`] copies, at most
-//! `retain_events` messages and `retain_bytes` bytes (the oldest are discarded first), and a duplicate
-//! window of [`DUPLICATE_WINDOW`]. JetStream numbers the messages 1, 2, 3, ... with no gaps, and that
-//! number is the event's `seq`: the one order that every participant on every node sees.
+//! Every event (joined, message, left) of the chat is one message of the stream `<prefix>-events`,
+//! on a subject of its participant's (see below): file storage, [`crate::ClusterConfig::replicas`]
+//! copies, and a duplicate window of [`DUPLICATE_WINDOW`]. JetStream numbers the messages 1, 2, 3, ...
+//! with no gaps, and that number is the event's `seq`: the one order that every participant on every
+//! node sees.
 //!
-//! # How an append keeps Lamport time increasing along seq
+//! # Lamport time is computed where events are applied
 //!
 //! With one node, seq and Lamport time are assigned under one lock, so Lamport times strictly increase
-//! along seq. With several nodes there is no shared lock, so [`EventLog::append`] uses JetStream's
-//! optimistic concurrency instead:
+//! along seq. Nodes of a cluster share no lock, and none needs one: a stored event carries only the
+//! *stamp* its appending node gave it (a tick of its clock, which witnessed the request), and every
+//! node computes the event's time as it applies the stream in order, as `max(previous time, stamp) +
+//! 1` (see [`crate::timeline`]). Every node computes the same time, strictly increasing along seq and
+//! above everything the appender had witnessed. So an append needs no condition on the stream's
+//! tail, and a node may have many in flight: JetStream acknowledges them in the order it stores them.
 //!
-//! 1. It ticks the node clock and publishes the event with `Nats-Expected-Last-Sequence` set to the
-//!    last seq this node's clock is known to cover: the last event its consumer applied (witnessed), or
-//!    the last event it appended itself, whichever is later.
-//! 2. JetStream stores the event only if that is still the stream's last seq. Then the event's seq is
-//!    exactly one more, and its Lamport time is above that of every earlier event, because the clock
-//!    witnessed (or stamped) the one just before, and that one is above all before it.
-//! 3. If another node appended first, JetStream answers "wrong last sequence" with the stream's real
-//!    last seq. The node waits until its consumer has applied up to it (so its clock has witnessed
-//!    those events), stamps the event afresh and tries again, at most [`MAX_CONFLICTS`] times.
+//! # Conditions per participant
 //!
-//! The cost: appends of the whole cluster are serialised through the stream. A node has one publish
-//! in flight at a time (appends on one node queue behind an async lock, since each would conflict with
-//! the one before it), and when nodes append at the same moment every one but the first pays one more
-//! round trip, plus the wait for its consumer. [`EventLog::stats`] counts the conflicts so the cost can
-//! be measured; the crate's test `measure_retries_per_append` prints it. The alternative, appending
-//! without the check, would make appends cheaper but let Lamport times go backwards along seq between
-//! events of different nodes (the clock condition would still hold, since concurrent events may carry
-//! any timestamps); Chitty-Chat keeps the single node's promise instead.
+//! What an append still has to be sure of concerns one participant: a name is admitted once, a
+//! participant's message is never stored after its own left event, and a session is announced left
+//! once. Each participant (by name key) has two subjects, `<prefix>.events.p.<id>` for its joined and
+//! left events ([`presence_subject`]) and `<prefix>.events.m.<id>` for its messages
+//! ([`message_subject`]). [`EventLog::append_if`] asks the caller's check, answered from the events
+//! this node applied, which joined or left event of the participant it relies on (its seq, 0 for none),
+//! and publishes with `Nats-Expected-Last-Subject-Sequence` set to that seq on the presence subject
+//! (for a message, `Nats-Expected-Last-Subject-Sequence-Subject` names the presence subject). JetStream
+//! stores the event only if no joined or left event of the participant came in between, so the check's
+//! verdict still holds; otherwise it answers with the subject's real last seq, and the append waits
+//! until this node applied it, checks again and expects that seq, at most [`MAX_CONFLICTS`] times.
+//!
+//! Only appends of the same participant can conflict, and messages do not change the presence
+//! subject, so a participant's messages do not conflict with each other. With more than one replica,
+//! nats-server refuses a check of a subject while another check of it is being replicated ("wrong last
+//! sequence" with no seq), so a node takes one participant's conditional appends one at a time until
+//! JetStream answers; with one replica it need not. [`EventLog::stats`] counts the conflicts. The
+//! header `Nats-Expected-Last-Subject-Sequence-Subject` needs nats-server 2.11 or later.
+//!
+//! # Compaction
+//!
+//! The rule above needs the time of the event before the first one a node applies. The stream has no
+//! limit that would discard events on its own (its limits, four times the retention, refuse new events
+//! instead, should cutting ever stop working). A node cuts it: once the events it applied that the
+//! stream still holds are more than twice `retain_events` (or their payloads more than twice
+//! `retain_bytes`), it records in the bucket `<prefix>-checkpoint` the seq and time of the last event
+//! it will cut ([`crate::timeline::Checkpoint`], written only if it moves the checkpoint forward), and
+//! then purges the stream up to it. A node that starts applies from just after the checkpoint, first
+//! finishing a cut that a node recorded but did not make; a node that lagged so far behind that events
+//! were cut before it read them (`events_cut_unread`) goes on from the checkpoint.
 //!
 //! # Durability and duplicates
 //!
 //! `append` returns only after JetStream acknowledged the store (with replicas, a quorum has it: the
 //! durability point) and this node's consumer has applied the event, so the node's own history already
-//! holds it when the caller answers. Each message carries a `Nats-Msg-Id`: for an event with an
-//! idempotency key, a digest of the kind, the participant's name key and the key, so a publisher's
-//! retry, on this node or any other, is stored once within [`DUPLICATE_WINDOW`] and answered with the
-//! first seq ([`Appended::duplicate`]); otherwise an id unique to this append, so that the node's own
-//! retry after a lost acknowledgment cannot store an event twice either.
+//! holds it, with its time, when the caller answers. Each message carries a `Nats-Msg-Id`: for an
+//! event with an idempotency key, a digest of the kind, the participant's name key and the key, so a
+//! publisher's retry, on this node or any other, is stored once within [`DUPLICATE_WINDOW`] and
+//! answered with the first seq ([`Appended::duplicate`]); otherwise an id unique to this append, so
+//! that the node's own retry after a lost acknowledgment cannot store an event twice either.
 //!
 //! # The stored message
 //!
 //! The payload is JSON, self-describing and small, for example
 //!
 //! ```json
-//! {"v":1,"lamport":17,"kind":"message","participant":"alice","text":"hi","key":"k-41","origin":"node-1.4f2a9c0d1e3b5a77.12"}
+//! {"v":2,"stamp":17,"kind":"message","participant":"alice","text":"hi","key":"k-41","origin":"node-1.4f2a9c0d1e3b5a77.12"}
 //! ```
 //!
-//! `v` is the format version, `kind` is `message`, `joined` or `left`, `text` is the chat text or the
-//! exact joined/left sentence, `key` the idempotency key (absent without one), and `origin` names the
-//! append call that made it (node, process incarnation, counter), so a node that retried after a lost
-//! acknowledgment can tell its own event from an earlier publisher's. The seq is not in the payload:
-//! it comes from the stream.
+//! `v` is the format version (2; version 1 stored final times on one subject, and a node refuses its
+//! stream), `stamp` the appending node's stamp, `kind` is `message`, `joined` or `left`, `text` is the
+//! chat text (joined and left events have none: their sentence names the computed time), `key` the
+//! idempotency key (absent without one), and `origin` names the append call that made it (node,
+//! process incarnation, counter), so a node that retried after a lost acknowledgment can tell its own
+//! event from an earlier publisher's. The seq is not in the payload: it comes from the stream.
 //!
 //! # Applying events
 //!
@@ -62,14 +81,15 @@
 //! second (a `Delivery`). async-nats's ordered consumer is not used: its own recovery pauses up to
 //! 10 s between attempts, and recreates a consumer that has delivered nothing yet from the stream's
 //! first event. For each event the task first makes sure it is the stream leader's (see below), then
-//! witnesses the event's Lamport time on the node clock; then it hands the node's `on_event` callback
+//! computes the event's Lamport time and witnesses it on the node clock; then it hands the node's
+//! `on_event` callback
 //! every event that has arrived so far (at most [`MAX_APPLY_BATCH`]) as one batch, in seq order, and
 //! only then advances the applied seq ([`EventLog::watch_applied`]) to the batch's last. The callback
 //! runs on the consumer task and must not block: it is where the service pushes the events into its
 //! history and fans them out, as the single node's writer does after a commit, so that a burst of
 //! events costs one lock and one wake-up per subscriber rather than one per event. Seqs handed over
-//! strictly increase; a jump means the events in between were discarded by retention before this
-//! node read them.
+//! strictly increase; a jump means the events in between were cut from the stream before this node
+//! read them (see "Compaction").
 //!
 //! # Only what the stream's leader holds
 //!
@@ -189,7 +209,7 @@ pub fn subjects(prefix: &str) -> String {
 }
 
 /// The subject of a participant's joined and left events, for a prefix: `<prefix>.events.p.<id>`,
-/// where the id is the same for look-alike names (see [`participant_id`]). An append that depends on
+/// where the id is the same for look-alike names (a digest of the name key). An append that depends on
 /// whether the participant is present expects this subject's last seq to be what the node last
 /// applied on it.
 pub fn presence_subject(prefix: &str, participant: &str) -> String {
@@ -1186,8 +1206,8 @@ impl Shared {
         Ok((record.into_log_event(seq, lamport), origin))
     }
 
-    /// The payload the stream's leader holds at `seq`, or `None` if it holds nothing there (retention
-    /// discarded it, or the leader has not stored it yet). A request for a message by seq is
+    /// The payload the stream's leader holds at `seq`, or `None` if it holds nothing there (a cut
+    /// removed it, or the leader has not stored it yet). A request for a message by seq is
     /// answered by the stream's leader only. Other failures are retried until `deadline`.
     async fn held_by_leader(
         &self,
@@ -1306,7 +1326,7 @@ impl fmt::Display for Lost {
 
 impl Delivery {
     /// Creates an ephemeral consumer of the stream from `start_seq` on (or from the first seq held, if
-    /// retention discarded `start_seq`) and subscribes to it. One attempt, bounded by the request
+    /// a cut removed `start_seq`) and subscribes to it. One attempt, bounded by the request
     /// timeout: creating a consumer needs the JetStream meta leader, which may be being elected.
     async fn start(shared: &Shared, start_seq: u64) -> Result<Self, ClusterError> {
         let client = shared.jetstream.client();
@@ -1697,8 +1717,8 @@ where
     /// Takes in what a consumer delivered, in seq order. With more than one replica, each event is
     /// first compared with the copy the stream's leader holds, and only the leader's copy is taken
     /// in (see "Only what the stream's leader holds" in the module documentation). Fails, having
-    /// taken in the events before it, at the first event the leader does not hold (retention
-    /// discarded it, or the leader has not stored it yet) or cannot be asked about in time, and after
+    /// taken in the events before it, at the first event the leader does not hold (a cut
+    /// removed it, or the leader has not stored it yet) or cannot be asked about in time, and after
     /// the batch if the consumer's copy of any event differed from the leader's: in each case the
     /// consumer is to be replaced, and a catch-up reads what the leader holds.
     async fn apply_delivered(&mut self, delivered: Vec<(u64, Bytes)>) -> Result<(), String> {

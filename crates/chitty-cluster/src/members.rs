@@ -315,6 +315,11 @@ struct Mirror {
     sessions: HashMap<[u8; 32], Mirrored>,
     /// Every node heard from, by id.
     nodes: HashMap<String, NodeSeen>,
+    /// Whether the nodes' watch has delivered every heartbeat the bucket held when it (re)started.
+    /// A watch restarted after a NATS failover delivers them one by one; until the last has come,
+    /// an other node's old heartbeat may still stand where a newer one is on its way, and nobody is
+    /// judged gone.
+    nodes_current: bool,
 }
 
 #[derive(Debug)]
@@ -341,6 +346,9 @@ impl Mirror {
         let seen = self.nodes.get(node);
         if let Some(left_at) = seen.and_then(|seen| seen.left_at) {
             return Some(left_at);
+        }
+        if !self.nodes_current {
+            return None;
         }
         let expired_at = seen.map_or(self.started, |seen| seen.heartbeat_at) + NODE_TTL;
         // Only a heartbeat of this node's own, seen after the other's expired, shows that the watch
@@ -383,6 +391,7 @@ impl Members {
                 started: Instant::now(),
                 sessions: HashMap::new(),
                 nodes: HashMap::new(),
+                nodes_current: false,
             }),
             last_beat: Mutex::new(Instant::now()),
         });
@@ -1315,6 +1324,9 @@ async fn watch_nodes(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         };
         let mut stall_at = Instant::now() + WATCH_STALL;
+        if watched.is_ok() {
+            shared.mirror().nodes_current = false;
+        }
         match watched {
             Ok(mut entries) => loop {
                 tokio::select! {
@@ -1325,6 +1337,9 @@ async fn watch_nodes(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                                 stall_at = now + WATCH_STALL;
                             }
                             shared.mirror_node(&entry, now);
+                            if entry.seen_current || entry.delta == 0 {
+                                shared.mirror().nodes_current = true;
+                            }
                             backoff.reset();
                         }
                         Some(Err(error)) => {
@@ -1416,6 +1431,7 @@ mod tests {
             started,
             sessions: HashMap::new(),
             nodes: HashMap::new(),
+            nodes_current: true,
         }
     }
 
@@ -1447,6 +1463,11 @@ mod tests {
             mirror.node_gone_since("stranger", "me", later),
             Some(start + NODE_TTL)
         );
+        // While a restarted watch has not delivered every heartbeat, nobody counts as gone.
+        mirror.nodes_current = false;
+        assert_eq!(mirror.node_gone_since("other", "me", later), None);
+        assert_eq!(mirror.node_gone_since("stranger", "me", later), None);
+        mirror.nodes_current = true;
         // A goodbye counts at once.
         let goodbye = start + Duration::from_millis(500);
         mirror.nodes.insert(
