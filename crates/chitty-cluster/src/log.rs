@@ -782,8 +782,8 @@ impl EventLog {
             Some(key) => keyed_message_id(&draft, key),
             None => origin.clone(),
         };
-        // Held until JetStream answered the last publish; see `Shared::per_participant`.
-        let _turn = match (&check, &shared.per_participant) {
+        // Held until JetStream stored the event; see `Shared::per_participant`.
+        let mut turn = match (&check, &shared.per_participant) {
             (Some(_), Some(_)) => Some(
                 shared
                     .participant_turn(draft.participant(), deadline)
@@ -826,6 +826,9 @@ impl EventLog {
                     deadline,
                 )
                 .await?;
+            if matches!(attempt, Attempt::Stored { .. } | Attempt::Duplicate { .. }) {
+                drop(turn.take());
+            }
             match attempt {
                 Attempt::Stored { seq } => {
                     shared.wait_applied(seq, deadline).await?;
