@@ -80,10 +80,8 @@
 //! from a start seq through an ephemeral push consumer with flow control and a heartbeat every
 //! second (a `Delivery`). async-nats's ordered consumer is not used: its own recovery pauses up to
 //! 10 s between attempts, and recreates a consumer that has delivered nothing yet from the stream's
-//! first event. For each event the task first makes sure it is the stream leader's (see below), then
-//! computes the event's Lamport time and witnesses it on the node clock; then it hands the node's
-//! `on_event` callback
-//! every event that has arrived so far (at most [`MAX_APPLY_BATCH`]) as one batch, in seq order, and
+//! first event. For each event the task computes the event's Lamport time and witnesses it on the
+//! node clock; then it hands the node's `on_event` callback every event that has arrived so far (at most [`MAX_APPLY_BATCH`]) as one batch, in seq order, and
 //! only then advances the applied seq ([`EventLog::watch_applied`]) to the batch's last. The callback
 //! runs on the consumer task and must not block: it is where the service pushes the events into its
 //! history and fans them out, as the single node's writer does after a commit, so that a burst of
@@ -91,47 +89,18 @@
 //! strictly increase; a jump means the events in between were cut from the stream before this node
 //! read them (see "Compaction").
 //!
-//! # Only what the stream's leader holds
+//! # Replicas agree with nats-server 2.11 and later
 //!
 //! A consumer reads the store of the one server it was placed on, which JetStream picks among the
-//! stream's replicas, leader or not. A replica normally holds a prefix of what the quorum committed,
-//! but nats-server 2.9.10 (Debian's) can leave one with a history of its own after a quorum outage,
-//! which Chitty-Chat's outage test reproduced (in 5 of 24 runs in which the surviving server led the
-//! stream; in none of 8 such runs with nats-server 2.15.1):
-//!
-//! 1. The stream's leader loses its quorum and keeps taking appends into its Raft log, where they
-//!    cannot be committed; their publishers never get an acknowledgment.
-//! 2. The other servers come back and elect a leader among themselves (the old one refuses its vote,
-//!    its log being longer), which commits other events at those positions, such as those
-//!    publishers' retries.
-//! 3. On the first append of the new leader, the old one truncates its log after the position the
-//!    leader names instead of before it, keeping its own uncommitted entry there under the new term,
-//!    and applies it once the leader's commit index passes it. Its store then holds, at that seq, an
-//!    event that was never acknowledged and that no other server holds; it skips the leader's event
-//!    there as one it already has, and from then on may store or refuse later events otherwise than
-//!    the others. (nats-server fixed its Raft layer in late 2024, nats-io/nats-server#5957 and
-//!    #6027.)
-//!
-//! A node whose consumer lived on that server delivered the stale event where every other node
-//! delivered the committed one. So with more than one replica, the consumer task compares every
-//! event a consumer delivers with the copy the stream's leader holds at that seq (a request for a
-//! message by seq is answered by the leader only; [`LEADER_READS_IN_FLIGHT`] at a time, so a batch
-//! costs about one round trip more) and takes in only the leader's copy. If the two differ it logs
-//! `history_diverged` and replaces the consumer; if the leader does not hold the seq, or cannot be
-//! asked in time, it takes in nothing from there on and replaces the consumer too, and a catch-up
-//! reads from the leader. A diverged replica also stops storing events that do not follow its own
-//! last seq, and a consumer on it then sends nothing but heartbeats; so a consumer that delivered
-//! nothing for 2 s has the leader asked how far the stream goes, and counts as stalled if the
-//! stream holds more. Catch-ups, [`EventLog::read`] and the reads of an append read from the leader
-//! alone. With one replica there is one store, the leader's, and nothing is compared or asked.
-//!
-//! What this guarantees: every event a node applies, and so delivers, at a seq is the one the
-//! stream's leader held there when the node asked. Nodes therefore deliver the same event at each seq
-//! for as long as the servers that lead the stream agree with each other, which JetStream's Raft
-//! promises and nats-server 2.9.10 breaks only for the replica described above; a stream led by that
-//! replica later would answer with its own history. The operator removes its copy of the stream
-//! (`nats stream cluster peer-remove`, after which JetStream copies the stream to it afresh) when a
-//! node logs `history_diverged`, or runs a nats-server without the bug.
+//! stream's replicas, leader or not. A replica holds a prefix of what the quorum committed. nats-server
+//! 2.9.10 (Debian's) broke that after a quorum outage: the server that led the stream when it lost its
+//! quorum could keep, at one seq, an append it took during the outage and never committed, where the
+//! others hold the event committed there afterwards, and a node whose consumer lived on it delivered
+//! that event (Chitty-Chat's outage test saw it in 5 of 24 runs). nats-server fixed its Raft layer in
+//! 2.11.0 (nats-io/nats-server#5957 and #6027), which is also the oldest version this log works with
+//! (see "Conditions per participant"), so a node reads whichever replica its consumer is on, and
+//! reads single events ([`EventLog::read`], catch-ups) with direct gets, which the stream's leader
+//! answers.
 //!
 //! # When a nats-server dies
 //!
@@ -141,9 +110,8 @@
 //! - nothing at all (not even a heartbeat) arrived for 2 s;
 //! - a consumer sequence arrived out of turn, or a heartbeat reports more events sent than arrived:
 //!   events were lost in transit, for example while the client reconnected to another server;
-//! - an event known to exist (an append was acknowledged past it, or, with more than one replica,
-//!   the stream's leader said it holds it when asked after 2 s without a delivery) has not arrived
-//!   after [`STALL_TIMEOUT`].
+//! - an event known to exist (an append was acknowledged past it) has not arrived after
+//!   [`STALL_TIMEOUT`].
 //!
 //! Creating a consumer needs the JetStream meta leader; if that was on the dead server, none can be
 //! created until the survivors elect a new one, seconds later (a Raft follower waits out an
@@ -351,10 +319,6 @@ struct Shared {
     /// The highest seq known to exist (acknowledged or reported by JetStream): the consumer is
     /// recreated if it stays silent while it has not applied this far.
     wanted: watch::Sender<u64>,
-    /// Whether the stream has more than one replica, so that a consumer may read a replica whose
-    /// history is not the leader's: then every event it delivers is compared with the leader's copy
-    /// before it is applied (see "Only what the stream's leader holds" in the module documentation).
-    confirm_with_leader: bool,
     /// Counters for [`AppendStats`].
     appends: AtomicU64,
     conflicts: AtomicU64,
@@ -677,7 +641,6 @@ impl EventLog {
             cutting: AtomicBool::new(false),
             applied,
             wanted: watch::Sender::new(from_seq - 1),
-            confirm_with_leader: replicated,
             appends: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             transient_retries: AtomicU64::new(0),
@@ -896,10 +859,6 @@ impl EventLog {
     /// memory. Fails with [`ClusterError::OutOfRange`] if some of them are no longer retained, or
     /// are older than the first event this node applied (their times are computed where they are
     /// applied). Waits until this node applied the last of them.
-    ///
-    /// Every event comes from the leader, never from a consumer on another replica: a replica may
-    /// hold a history of its own (see "Only what the stream's leader holds" in the module
-    /// documentation).
     pub async fn read(&self, after_seq: u64, limit: usize) -> Result<Vec<LogEvent>, ClusterError> {
         let shared = &self.shared;
         let deadline = Deadline::after(shared.timeout);
@@ -1266,10 +1225,6 @@ fn classify(error: jetstream::context::PublishError) -> Attempt {
         },
     }
 }
-
-/// How long a consumer of a stream with more than one replica may deliver nothing before the stream's
-/// leader is asked how far the stream goes; see `apply_loop`.
-const TAIL_CHECK: Duration = Duration::from_secs(2);
 
 /// How often a consumer with nothing to deliver sends a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -1717,13 +1672,9 @@ where
         self.batch.len() >= MAX_APPLY_BATCH
     }
 
-    /// Takes in what a consumer delivered, in seq order. With more than one replica, each event is
-    /// first compared with the copy the stream's leader holds, and only the leader's copy is taken
-    /// in (see "Only what the stream's leader holds" in the module documentation). Fails, having
-    /// taken in the events before it, at the first event the leader does not hold (a cut
-    /// removed it, or the leader has not stored it yet) or cannot be asked about in time, and after
-    /// the batch if the consumer's copy of any event differed from the leader's: in each case the
-    /// consumer is to be replaced, and a catch-up reads what the leader holds.
+    /// Takes in what a consumer delivered, in seq order, after a gap if the stream was cut past the
+    /// next seq (see [`Applier::resync`]). Fails if the checkpoint that covers the gap cannot be read:
+    /// the consumer is then replaced, and a catch-up tries again.
     async fn apply_delivered(&mut self, delivered: Vec<(u64, Bytes)>) -> Result<(), String> {
         let delivered: Vec<(u64, Bytes)> = delivered
             .into_iter()
@@ -1738,48 +1689,10 @@ where
             .into_iter()
             .filter(|(seq, _)| *seq >= self.next_seq)
             .collect();
-        if !self.shared.confirm_with_leader {
-            for (seq, payload) in delivered {
-                self.apply(seq, &payload);
-            }
-            return Ok(());
+        for (seq, payload) in delivered {
+            self.apply(seq, &payload);
         }
-        let deadline = Deadline::after(self.shared.timeout);
-        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
-        let shared = Arc::clone(&self.shared);
-        let mut leader_copies = futures_util::stream::iter(seqs)
-            .map(move |seq| {
-                let shared = Arc::clone(&shared);
-                async move { shared.held_by_leader(seq, deadline).await }
-            })
-            .buffered(LEADER_READS_IN_FLIGHT);
-        let mut diverged_at = None;
-        for (seq, payload) in &delivered {
-            let seq = *seq;
-            match leader_copies.next().await {
-                Some(Ok(Some(leader))) if leader == *payload => self.apply(seq, payload),
-                Some(Ok(Some(leader))) => {
-                    report_divergence(seq, payload, &leader);
-                    self.apply(seq, &leader);
-                    diverged_at.get_or_insert(seq);
-                }
-                Some(Ok(None)) => {
-                    return Err(format!("the stream's leader does not hold seq {seq}"));
-                }
-                Some(Err(error)) => {
-                    return Err(format!(
-                        "cannot compare seq {seq} with the stream's leader: {error}"
-                    ));
-                }
-                None => unreachable!("one answer is read for each event delivered"),
-            }
-        }
-        match diverged_at {
-            Some(seq) => Err(format!(
-                "the consumer's server holds another history than the stream's leader from seq {seq}"
-            )),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Hands the batch to the callback, then advances the applied seq past everything taken in
@@ -1836,28 +1749,6 @@ where
     }
 }
 
-/// Logs that a consumer delivered `delivered` at `seq` where the stream's leader holds `leader`: the
-/// consumer's server holds a history of its own, which no node must deliver.
-fn report_divergence(seq: u64, delivered: &[u8], leader: &[u8]) {
-    let facts = |payload: &[u8]| {
-        Record::decode(seq, payload).map_or_else(
-            |error| (error.to_string(), 0),
-            |record| (record.origin, record.stamp),
-        )
-    };
-    let (delivered_origin, delivered_stamp) = facts(delivered);
-    let (leader_origin, leader_stamp) = facts(leader);
-    error!(
-        component = "cluster",
-        event = "history_diverged",
-        seq,
-        delivered_origin = %delivered_origin,
-        delivered_stamp,
-        leader_origin = %leader_origin,
-        leader_stamp,
-    );
-}
-
 /// The consumer task: applies every event from the applier's next seq on, in order, until told to
 /// stop. It follows a [`Delivery`]; when that is lost, it catches up by reading from the stream's
 /// leader and starts a new one from the next seq, pausing with a [`Backoff`] in between.
@@ -1901,14 +1792,6 @@ where
                 // Set while an event known to exist has not arrived: when the consumer counts as
                 // stalled.
                 let mut stall_at: Option<Instant> = None;
-                // With more than one replica, the stream's leader is asked how far the stream goes
-                // whenever the consumer delivered nothing for a while: a consumer on a replica that
-                // stopped storing events (see "Only what the stream's leader holds") sends its
-                // heartbeats and nothing else, and this node may append nothing to learn otherwise.
-                let mut tail_check =
-                    tokio::time::interval_at(Instant::now() + TAIL_CHECK, TAIL_CHECK);
-                tail_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut delivered_since_check = false;
                 let lost = loop {
                     let behind = *wanted.borrow_and_update() >= applier.next_seq;
                     stall_at = match (behind, stall_at) {
@@ -1950,23 +1833,10 @@ where
                                 backoff.reset();
                                 // Progress: a stall is counted from the last event delivered.
                                 stall_at = None;
-                                delivered_since_check = true;
                             }
                             Err(lost) => break lost.to_string(),
                         },
                         _ = wanted.changed() => {}
-                        _ = tail_check.tick(), if applier.shared.confirm_with_leader => {
-                            if !std::mem::take(&mut delivered_since_check) {
-                                let held = tokio::select! {
-                                    held = applier.shared.bounds(Deadline::after(TAIL_CHECK)) => held,
-                                    _ = stop.changed() => return,
-                                };
-                                // Unanswered, it is asked again at the next tick.
-                                if let Ok(held) = held {
-                                    applier.shared.want(held.last_seq);
-                                }
-                            }
-                        }
                         () = stalled => {
                             break format!(
                                 "seq {} exists but nothing arrived for {STALL_TIMEOUT:?}",

@@ -315,11 +315,12 @@ struct Mirror {
     sessions: HashMap<[u8; 32], Mirrored>,
     /// Every node heard from, by id.
     nodes: HashMap<String, NodeSeen>,
-    /// Whether the nodes' watch has delivered every heartbeat the bucket held when it (re)started.
-    /// A watch restarted after a NATS failover delivers them one by one; until the last has come,
-    /// an other node's old heartbeat may still stand where a newer one is on its way, and nobody is
-    /// judged gone.
-    nodes_current: bool,
+    /// Since when the nodes' watch has been current: it delivered every heartbeat the bucket held
+    /// when it (re)started. `None` while it has not. Nobody is judged gone until it has been current
+    /// for [`NODE_TTL`]: a watch restarted after a NATS failover delivers the heartbeats one by one,
+    /// and after an outage every node's heartbeats resume within a second or so of each other, so
+    /// an other node's old heartbeat may still stand when this node's first new one comes through.
+    nodes_live_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -347,7 +348,8 @@ impl Mirror {
         if let Some(left_at) = seen.and_then(|seen| seen.left_at) {
             return Some(left_at);
         }
-        if !self.nodes_current {
+        let live_since = self.nodes_live_since?;
+        if now < live_since + NODE_TTL {
             return None;
         }
         let expired_at = seen.map_or(self.started, |seen| seen.heartbeat_at) + NODE_TTL;
@@ -391,7 +393,7 @@ impl Members {
                 started: Instant::now(),
                 sessions: HashMap::new(),
                 nodes: HashMap::new(),
-                nodes_current: false,
+                nodes_live_since: None,
             }),
             last_beat: Mutex::new(Instant::now()),
         });
@@ -1325,7 +1327,7 @@ async fn watch_nodes(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         };
         let mut stall_at = Instant::now() + WATCH_STALL;
         if watched.is_ok() {
-            shared.mirror().nodes_current = false;
+            shared.mirror().nodes_live_since = None;
         }
         match watched {
             Ok(mut entries) => loop {
@@ -1338,7 +1340,7 @@ async fn watch_nodes(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             }
                             shared.mirror_node(&entry, now);
                             if entry.seen_current || entry.delta == 0 {
-                                shared.mirror().nodes_current = true;
+                                shared.mirror().nodes_live_since.get_or_insert(now);
                             }
                             backoff.reset();
                         }
@@ -1431,7 +1433,7 @@ mod tests {
             started,
             sessions: HashMap::new(),
             nodes: HashMap::new(),
-            nodes_current: true,
+            nodes_live_since: Some(started),
         }
     }
 
@@ -1463,11 +1465,14 @@ mod tests {
             mirror.node_gone_since("stranger", "me", later),
             Some(start + NODE_TTL)
         );
-        // While a restarted watch has not delivered every heartbeat, nobody counts as gone.
-        mirror.nodes_current = false;
+        // While a restarted watch has not delivered every heartbeat, or has for less than the node
+        // TTL, nobody counts as gone.
+        mirror.nodes_live_since = None;
         assert_eq!(mirror.node_gone_since("other", "me", later), None);
         assert_eq!(mirror.node_gone_since("stranger", "me", later), None);
-        mirror.nodes_current = true;
+        mirror.nodes_live_since = Some(later - Duration::from_secs(1));
+        assert_eq!(mirror.node_gone_since("other", "me", later), None);
+        mirror.nodes_live_since = Some(start);
         // A goodbye counts at once.
         let goodbye = start + Duration::from_millis(500);
         mirror.nodes.insert(
