@@ -1,32 +1,40 @@
-//! `chitty-chat bench`: a load generator that measures a Chitty-Chat service, side by side with NATS.
+//! `chitty-chat bench`: a load generator that measures a Chitty-Chat service, side by side with NATS, and
+//! its deployments side by side with each other.
 //!
 //! It starts its own service (the current binary's `serve`, in memory, with the per-participant publish
-//! rate, the participant cap and the calls per connection lifted), or targets one given with `--server`, and drives it over real
-//! gRPC connections, one HTTP/2 connection per participant as real participants have. With `--nodes K`
-//! (K of 2 or more, or `--cluster`) it starts the service in cluster mode instead: one nats-server with
-//! JetStream and K nodes sharing one chat through it, with the participants spread round-robin over the
-//! nodes; the nodes' CPU is summed and the nats-server's reported beside it. With `--vs-nats`
-//! it runs the same load against a nats-server it starts on a free loopback port, through `async-nats`,
-//! one connection per subscriber. It reports throughput, publish-to-delivery latency from an HDR
-//! histogram, errors, the CPU time of the server and of the load generator separately, and memory per
-//! idle participant; as a table, as one JSON object (`--json`), and as an SVG chart (`--plot`).
+//! rate, the participant cap and the calls per connection lifted), or targets one given with `--server`,
+//! and drives it over real gRPC connections, one HTTP/2 connection per participant as real participants
+//! have. `--nodes` lists the deployments to measure, one after another in the same invocation: `1` is the
+//! single node with its embedded store; K of 2 or more (or `Kc`, or any entry with `--cluster`) runs the
+//! service in cluster mode: `--nats-servers` nats-servers with JetStream (a JetStream cluster when more
+//! than one) and K nodes sharing one chat through them with `--replicas` copies, the participants spread
+//! round-robin over the nodes; the nodes' CPU is summed and the nats-servers' reported beside it. The
+//! first entry is the baseline, and every other deployment's figures are also given as a ratio to it.
+//! With `--vs-nats` it runs the same load against a nats-server it starts on a free loopback port,
+//! through `async-nats`, one connection per subscriber. It reports messages accepted and deliveries per
+//! second, publish-to-delivery latency from an HDR histogram, errors, the CPU time of the server and of
+//! the load generator separately (per delivery and per message), which processes were saturated, and
+//! memory per idle participant; as a table, as one JSON object (`--json`), and as an SVG chart (`--plot`).
 //!
 //! # Layout
 //!
 //! - [`BenchArgs`] and [`Scenario`] (here): the command line, documented so that `--help` is the manual.
-//! - [`scenario`]: the four scenarios, `fanout`, `room`, `idle` and `churn`, each bounded in time.
+//! - [`scenario`]: the five scenarios, `fanout`, `ingest`, `room`, `idle` and `churn`, each bounded in
+//!   time.
 //! - [`load`]: one interface over both systems: admit, listen, publish, churn.
 //! - [`chitty`]: Chitty-Chat participants over the generated gRPC client, nothing more.
 //! - [`nats`]: the same participants on NATS core pub/sub.
-//! - [`process`]: starting and stopping the service, its cluster, and nats-server as child processes.
+//! - [`process`]: starting and stopping the service, its cluster nodes and their JetStream servers (through
+//!   `chitty_cluster::testing::NatsCluster`), and nats-server as child processes.
 //! - [`measure`]: `/proc` (CPU time, resident memory), the open-files limit, send times carried in the
 //!   message text, latency histograms and the listeners' shared counters.
-//! - [`report`]: the figures, the table and the JSON object; [`plot`]: the SVG chart.
+//! - [`report`]: the figures, the deployments compared with the baseline, the table and the JSON object;
+//!   [`plot`]: the SVG chart.
 //!
 //! # Time bounds
 //!
-//! Every run stops by itself: admitting and opening streams are bounded, the load runs for `--duration`
-//! (twice, in `churn`), the drain for at most `--drain`, every call for at most 10 s, and listeners are
+//! Every run stops by itself: starting each process is bounded, admitting and opening streams are bounded,
+//! the load runs for `--duration` (twice, in `churn`) per deployment and N, the drain for at most `--drain`, every call for at most 10 s, and listeners are
 //! abandoned 10 s after being told to stop. Every process it starts is killed when its handle is
 //! dropped: when a run fails, and when the harness gets SIGINT or SIGTERM.
 
@@ -85,10 +93,12 @@ impl std::fmt::Display for Scenario {
 
 /// Measure a Chitty-Chat service under load, optionally side by side with NATS.
 ///
-/// Prints a table per N; `--json` writes the figures as one JSON object, `--plot` an SVG chart against
-/// N. The CPU time of the server and of the load generator (this process) are reported separately: they
-/// share the machine's cores, and a process at 90% of a core or more is marked saturated. With --nodes
-/// 2 or more the service runs in cluster mode, on a nats-server with JetStream that the harness starts.
+/// Prints a table per deployment and N, then, with several --nodes entries, the main figures of each
+/// deployment side by side with their ratio to the first; `--json` writes the figures as one JSON
+/// object, `--plot` an SVG chart against N. The CPU time of the server and of the load generator (this
+/// process) are reported separately: they share the machine's cores, and a process at 90% of a core or
+/// more is marked saturated. A --nodes entry of 2 or more runs the service in cluster mode, on
+/// --nats-servers nats-servers with JetStream that the harness starts.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// What to measure.
@@ -198,14 +208,15 @@ pub struct BenchArgs {
     /// loopback port (Debian: apt-get install -y nats-server).
     #[arg(long)]
     pub vs_nats: bool,
-    /// The nats-server binary; by default found on PATH or in /usr/sbin.
+    /// The nats-server binary; by default $NATS_SERVER, else found on PATH or in /usr/sbin.
     #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
     /// Write the figures as one JSON object to FILE; `--json` alone or `--json -` writes it to standard
     /// output (and the table to standard error).
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<PathBuf>,
-    /// Draw deliveries/s and p99 latency against N (for `idle`, memory) for both systems, as SVG.
+    /// Draw deliveries/s and p99 latency against N (for `idle`, memory) for each deployment and NATS,
+    /// as SVG.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 }

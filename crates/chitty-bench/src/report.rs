@@ -4,26 +4,34 @@
 //!
 //! ```text
 //! {
-//!   "scenario": "fanout", "nodes": 1, "cluster": false, "n": 1000, "machine": {...}, "settings": {...},
-//!   <every figure of Chitty-Chat at the largest N, at the top level>,
+//!   "scenario": "ingest", "machine": {...}, "settings": {...},
+//!   <the first deployment (the baseline), as the object was before deployments could be listed:>
+//!   "nodes": 1, "cluster": false, "nats_servers": 0, "replicas": null, "n": 4,
+//!   <every figure of Chitty-Chat at the largest N>,
 //!   "nats": {<the same figures for NATS>} or null,
 //!   "ratio": {<figure>: Chitty-Chat / NATS, for each numeric figure} or null,
-//!   "runs": [ {"n": 100, <figures>, "nats": ..., "ratio": ...}, ... one per N, in the order given ]
+//!   "ratio_to_baseline": null,
+//!   "runs": [ {"n": 4, <figures>, "nats": ..., "ratio": ..., "ratio_to_baseline": ...}, ... one per N ],
+//!   "deployments": [ {<the same for each --nodes entry, in order, the baseline first>}, ... ]
 //! }
 //! ```
 //!
 //! The figures are named as issue 6 names them (`deliveries_per_sec`, `p50_us`, `p99_us`, `p999_us`,
-//! `max_us`, `server_cpu_us_per_delivery`, `rss_per_participant_bytes`) plus the others of
-//! [`Figures`]. A figure a scenario does not measure is `null`: latency in `idle`, memory per participant
-//! outside it.
+//! `max_us`, `server_cpu_us_per_delivery`, `rss_per_participant_bytes`) and issue 14 adds to them
+//! (`messages_per_sec`, `server_cpu_us_per_message`, `jetstream_cpu_us_per_message`), plus the others of
+//! [`Figures`]. A figure a scenario does not measure is `null`: latency in `idle`, memory per
+//! participant outside it. `ratio_to_baseline` is this deployment / the first one at the same N, for each
+//! numeric figure both have (so not the nats-server's figures against a single node, which has none).
 //!
 //! # Several nodes
 //!
-//! With `--nodes K` (cluster mode), `nodes` is K and `cluster` is true. The `server_*` figures are then
-//! summed over the K nodes, `server_cpu_us_per_node` and `server_cpu_percent_per_node` give each node's
-//! share, and the `jetstream_cpu_*` figures give the nats-server that holds the event log, which is part
-//! of the system under test; `machine_cpu_percent` is what all of them and the load generator used of
-//! the machine's cores together. The `jetstream_*` figures are `null` outside cluster mode.
+//! In cluster mode (`nodes` K, `cluster` true), the `server_*` figures are summed over the K nodes,
+//! `server_cpu_us_per_node` and `server_cpu_percent_per_node` give each node's share, and the
+//! `jetstream_cpu_*` figures give the nats-servers that hold the event log, summed over them
+//! (`jetstream_cpu_percent_per_server` lists each), which are part of the system under test;
+//! `machine_cpu_percent` is what all of them and the load generator used of the machine's cores
+//! together. The `jetstream_*` figures are `null` outside cluster mode. `saturated` names each process
+//! at 90% of a core or more.
 
 use std::fmt::Write as _;
 
