@@ -112,8 +112,16 @@ fn draw_panel<'a>(
         .iter()
         .enumerate()
         .map(|(index, deployment)| {
+            // Short, to fit the legend; the table spells each deployment out under the same letter.
+            let shape = &deployment.deployment;
             let name = match several {
-                true => format!("Chitty-Chat, {}", deployment.deployment),
+                true => format!(
+                    "Chitty-Chat {}: {} node{}{}",
+                    Report::letter(index),
+                    shape.nodes,
+                    if shape.nodes == 1 { "" } else { "s" },
+                    if shape.cluster { ", cluster" } else { "" },
+                ),
                 false => "Chitty-Chat".to_owned(),
             };
             (

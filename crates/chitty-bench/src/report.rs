@@ -568,7 +568,7 @@ impl Report {
     }
 
     /// The letter that names deployment `index` in the table: A, B, C...
-    fn letter(index: usize) -> char {
+    pub(crate) fn letter(index: usize) -> char {
         char::from(b'A' + (index % 26) as u8)
     }
 
