@@ -304,7 +304,8 @@ impl ClusterProcesses {
 /// them with their process ids.
 ///
 /// [`NatsCluster`] keeps its processes to itself, so their ids are found as this process's children that
-/// appeared while it started: the harness starts one thing at a time, so those are the servers. Servers
+/// appeared while it started and run with a configuration file (`-c`), as its servers do and nothing
+/// else the harness starts does: the `--vs-nats` server takes its options on the command line. Servers
 /// of a failed attempt that it retried were killed and reaped, and are gone.
 async fn start_jetstream(
     binary: &Path,
@@ -319,7 +320,11 @@ async fn start_jetstream(
     let cluster = NatsCluster::start(binary, servers)
         .await
         .map_err(|error| failed(error.to_string()))?;
-    let mut pids: Vec<u32> = own_children()?.difference(&before).copied().collect();
+    let mut pids: Vec<u32> = own_children()?
+        .difference(&before)
+        .copied()
+        .filter(|pid| runs_with_config_file(*pid))
+        .collect();
     pids.sort_unstable();
     if pids.len() != servers {
         return Err(failed(format!(
@@ -328,6 +333,12 @@ async fn start_jetstream(
         )));
     }
     Ok((cluster, pids))
+}
+
+/// Whether process `pid` was started with `-c FILE`, as [`NatsCluster`] starts each server.
+fn runs_with_config_file(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).any(|arg| arg == b"-c"))
 }
 
 /// How long a cluster node may take to join the cluster and serve: connecting to NATS and finding or
