@@ -126,6 +126,15 @@ fn check_ingest_figures(system: &str, figures: &Value) {
     );
 }
 
+/// Whether nats-server is missing, after printing that `test` is skipped for it.
+fn skipped_without_nats_server(test: &str) -> bool {
+    if nats_server().is_some() {
+        return false;
+    }
+    println!("SKIPPED {test}: apt-get install -y nats-server");
+    true
+}
+
 #[tokio::test]
 async fn a_tiny_fanout_ingest_and_idle_run_report_sane_figures() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -178,8 +187,7 @@ async fn a_tiny_fanout_ingest_and_idle_run_report_sane_figures() {
 
 #[tokio::test]
 async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
-    if nats_server().is_none() {
-        println!("SKIPPED the NATS half: apt-get install -y nats-server");
+    if skipped_without_nats_server("a_tiny_run_against_nats_reports_both_systems_and_their_ratio") {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -227,10 +235,9 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
 
 #[tokio::test]
 async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server() {
-    if nats_server().is_none() {
-        println!(
-            "SKIPPED a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server: apt-get install -y nats-server"
-        );
+    if skipped_without_nats_server(
+        "a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -271,10 +278,9 @@ async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats
 
 #[tokio::test]
 async fn a_tiny_ingest_on_one_node_then_two_in_cluster_mode_reports_both_and_their_ratio() {
-    if nats_server().is_none() {
-        println!(
-            "SKIPPED a_tiny_ingest_on_one_node_then_two_in_cluster_mode_reports_both_and_their_ratio: apt-get install -y nats-server"
-        );
+    if skipped_without_nats_server(
+        "a_tiny_ingest_on_one_node_then_two_in_cluster_mode_reports_both_and_their_ratio",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
