@@ -1,32 +1,40 @@
-//! `chitty-chat bench`: a load generator that measures a Chitty-Chat service, side by side with NATS.
+//! `chitty-chat bench`: a load generator that measures a Chitty-Chat service, side by side with NATS, and
+//! its deployments side by side with each other.
 //!
 //! It starts its own service (the current binary's `serve`, in memory, with the per-participant publish
-//! rate, the participant cap and the calls per connection lifted), or targets one given with `--server`, and drives it over real
-//! gRPC connections, one HTTP/2 connection per participant as real participants have. With `--nodes K`
-//! (K of 2 or more, or `--cluster`) it starts the service in cluster mode instead: one nats-server with
-//! JetStream and K nodes sharing one chat through it, with the participants spread round-robin over the
-//! nodes; the nodes' CPU is summed and the nats-server's reported beside it. With `--vs-nats`
-//! it runs the same load against a nats-server it starts on a free loopback port, through `async-nats`,
-//! one connection per subscriber. It reports throughput, publish-to-delivery latency from an HDR
-//! histogram, errors, the CPU time of the server and of the load generator separately, and memory per
-//! idle participant; as a table, as one JSON object (`--json`), and as an SVG chart (`--plot`).
+//! rate, the participant cap and the calls per connection lifted), or targets one given with `--server`,
+//! and drives it over real gRPC connections, one HTTP/2 connection per participant as real participants
+//! have. `--nodes` lists the deployments to measure, one after another in the same invocation: `1` is the
+//! single node with its embedded store; K of 2 or more (or `Kc`, or any entry with `--cluster`) runs the
+//! service in cluster mode: `--nats-servers` nats-servers with JetStream (a JetStream cluster when more
+//! than one) and K nodes sharing one chat through them with `--replicas` copies, the participants spread
+//! round-robin over the nodes; the nodes' CPU is summed and the nats-servers' reported beside it. The
+//! first entry is the baseline, and every other deployment's figures are also given as a ratio to it.
+//! With `--vs-nats` it runs the same load against a nats-server it starts on a free loopback port,
+//! through `async-nats`, one connection per subscriber. It reports messages accepted and deliveries per
+//! second, publish-to-delivery latency from an HDR histogram, errors, the CPU time of the server and of
+//! the load generator separately (per delivery and per message), which processes were saturated, and
+//! memory per idle participant; as a table, as one JSON object (`--json`), and as an SVG chart (`--plot`).
 //!
 //! # Layout
 //!
 //! - [`BenchArgs`] and [`Scenario`] (here): the command line, documented so that `--help` is the manual.
-//! - [`scenario`]: the four scenarios, `fanout`, `room`, `idle` and `churn`, each bounded in time.
+//! - [`scenario`]: the five scenarios, `fanout`, `ingest`, `room`, `idle` and `churn`, each bounded in
+//!   time.
 //! - [`load`]: one interface over both systems: admit, listen, publish, churn.
 //! - [`chitty`]: Chitty-Chat participants over the generated gRPC client, nothing more.
 //! - [`nats`]: the same participants on NATS core pub/sub.
-//! - [`process`]: starting and stopping the service, its cluster, and nats-server as child processes.
+//! - [`process`]: starting and stopping the service, its cluster nodes and their JetStream servers (through
+//!   `chitty_cluster::testing::NatsCluster`), and nats-server as child processes.
 //! - [`measure`]: `/proc` (CPU time, resident memory), the open-files limit, send times carried in the
 //!   message text, latency histograms and the listeners' shared counters.
-//! - [`report`]: the figures, the table and the JSON object; [`plot`]: the SVG chart.
+//! - [`report`]: the figures, the deployments compared with the baseline, the table and the JSON object;
+//!   [`plot`]: the SVG chart.
 //!
 //! # Time bounds
 //!
-//! Every run stops by itself: admitting and opening streams are bounded, the load runs for `--duration`
-//! (twice, in `churn`), the drain for at most `--drain`, every call for at most 10 s, and listeners are
+//! Every run stops by itself: starting each process is bounded, admitting and opening streams are bounded,
+//! the load runs for `--duration` (twice, in `churn`) per deployment and N, the drain for at most `--drain`, every call for at most 10 s, and listeners are
 //! abandoned 10 s after being told to stop. Every process it starts is killed when its handle is
 //! dropped: when a run fails, and when the harness gets SIGINT or SIGTERM.
 
@@ -49,8 +57,10 @@ use thiserror::Error;
 
 use crate::load::{LoadError, System, SystemKind};
 use crate::measure::{MeasureError, Process, ServerProcesses};
-use crate::process::{ClusterProcesses, NatsProcess, ServiceProcess, find_nats_server};
-use crate::report::{Deployment, Figures, Machine, Report, RunReport};
+use crate::process::{
+    ClusterProcesses, ClusterShape, NatsProcess, ServiceProcess, find_nats_server,
+};
+use crate::report::{Deployment, DeploymentReport, Figures, Machine, Report, RunReport};
 use crate::scenario::Plan;
 
 /// What is measured.
@@ -58,6 +68,9 @@ use crate::scenario::Plan;
 pub enum Scenario {
     /// N listeners and one publisher sending 128-character messages as fast as they are accepted.
     Fanout,
+    /// --publishers publishers (spread over the nodes) sending as fast as they are accepted, and N
+    /// listeners (4 unless --n says otherwise): messages accepted per second.
+    Ingest,
     /// N participants each publishing at --rate messages per second, all listening.
     Room,
     /// N participants connected and idle: the server's memory per participant.
@@ -70,6 +83,7 @@ impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Scenario::Fanout => "fanout",
+            Scenario::Ingest => "ingest",
             Scenario::Room => "room",
             Scenario::Idle => "idle",
             Scenario::Churn => "churn",
@@ -79,19 +93,25 @@ impl std::fmt::Display for Scenario {
 
 /// Measure a Chitty-Chat service under load, optionally side by side with NATS.
 ///
-/// Prints a table per N; `--json` writes the figures as one JSON object, `--plot` an SVG chart against
-/// N. The CPU time of the server and of the load generator (this process) are reported separately: they
-/// share the machine's cores, and a process at 90% of a core or more is marked saturated. With --nodes
-/// 2 or more the service runs in cluster mode, on a nats-server with JetStream that the harness starts.
+/// Prints a table per deployment and N, then, with several --nodes entries, the main figures of each
+/// deployment side by side with their ratio to the first; `--json` writes the figures as one JSON
+/// object, `--plot` an SVG chart against N. The CPU time of the server and of the load generator (this
+/// process) are reported separately: they share the machine's cores, and a process at 90% of a core or
+/// more is marked saturated. A --nodes entry of 2 or more runs the service in cluster mode, on
+/// --nats-servers nats-servers with JetStream that the harness starts.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// How many participants; several, separated by commas, run one after another (each against a
-    /// fresh server) and make the chart's x axis.
-    #[arg(long, value_delimiter = ',', default_value = "100", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// How many participants listen; several, separated by commas, run one after another (each
+    /// against a fresh server) and make the chart's x axis. [default: 100; 4 in `ingest`]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub n: Vec<u32>,
+    /// In `ingest`: how many participants publish, each on a connection of its own, spread
+    /// round-robin over the nodes; they do not listen.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub publishers: u32,
     /// How long the load runs; in `churn`, each of its two phases.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -110,18 +130,19 @@ pub struct BenchArgs {
     /// instead of waiting for it.
     #[arg(long, default_value_t = 0)]
     pub stalled: usize,
-    /// In `fanout`: how many messages the publisher may be ahead of the slowest listener before it
-    /// waits for it. Keep it under the service's --stream-queue (1024), or slow listeners are cut off.
+    /// In `fanout` and `ingest`: how many messages the publishers together may be ahead of the slowest
+    /// listener before they wait for it. Keep it under the service's --stream-queue (1024), or slow
+    /// listeners are cut off.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
-    /// In `fanout`: how many Publish calls are in flight at once. Each call waits for its event to be
-    /// durable, so the publisher can only run ahead of the service by what it has in flight. With too
-    /// few, the service is idle between its batches and hands each stream a handful of events per write.
-    /// The service the harness starts allows this many calls on one connection
-    /// (`--max-streams-per-connection`); a service given by `--server` must allow as many, or the
-    /// client queues the rest.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=MAX_IN_FLIGHT))]
-    pub in_flight: u32,
+    /// In `fanout` and `ingest`: how many Publish calls each publisher has in flight at once. Each call
+    /// waits for its event to be durable, so a publisher can only run ahead of the service by what it
+    /// has in flight. With too few, the service is idle between its batches and hands each stream a
+    /// handful of events per write. The service the harness starts allows this many calls on one
+    /// connection (`--max-streams-per-connection`); a service given by `--server` must allow as many,
+    /// or the client queues the rest. [default: 128 in `fanout`, 8 per publisher in `ingest`]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_IN_FLIGHT))]
+    pub in_flight: Option<u32>,
     /// How long to wait after publishing stops for the last messages to arrive; what has not arrived
     /// by then is counted missing.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -150,23 +171,35 @@ pub struct BenchArgs {
         conflicts_with = "server"
     )]
     pub service_arg: Vec<String>,
-    /// Start the service with its database on disk (in a temporary directory) instead of in memory, so
-    /// every event is synced to disk before it is delivered: what the group commit costs.
+    /// Start the single node (--nodes 1) with its database on disk (in a temporary directory) instead
+    /// of in memory, so every event is synced to disk before it is delivered: what the group commit
+    /// costs. Cluster deployments keep their events in JetStream's file store either way.
     #[arg(long, conflicts_with = "server")]
     pub durable: bool,
-    /// How many service processes serve the chat. 1 is one node with its embedded store; 2 or more run
-    /// the service in cluster mode (`serve --nats`): the harness starts one nats-server with JetStream on
-    /// a free loopback port (its store in a temporary directory), then K nodes on free ports serving one
-    /// chat through it under a prefix unique to the run, and spreads the participants round-robin over
-    /// the nodes, publishers included. The server's figures are then summed over the nodes, each node's
-    /// CPU is listed, and the JetStream nats-server's CPU is reported beside them: it is part of the
-    /// system under test. Needs nats-server, as --vs-nats does.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16), conflicts_with = "server")]
-    pub nodes: u32,
-    /// Run the service in cluster mode even with --nodes 1: a single node on JetStream, to compare 1, 2
-    /// and 3 nodes of cluster mode with each other and with the embedded store.
+    /// The deployments to measure, one after another in this invocation, separated by commas: `1` is
+    /// one node with its embedded store; K of 2 or more is K nodes in cluster mode (`serve --nats`);
+    /// a `c` after the number forces cluster mode, so `1c` is a single node on JetStream. E.g. `--nodes
+    /// 1,3` measures the single node and then 3 nodes, and reports each cluster deployment's ratio to
+    /// the first entry, the baseline. For cluster mode the harness starts --nats-servers nats-servers
+    /// with JetStream on free loopback ports (their stores in a temporary directory), then K nodes on
+    /// free ports serving one chat through them under a prefix unique to the run, and spreads the
+    /// participants round-robin over the nodes, publishers included. The server's figures are then
+    /// summed over the nodes, each node's CPU is listed, and the nats-servers' CPU, summed, is reported
+    /// beside them: they are part of the system under test. Needs nats-server, as --vs-nats does.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = parse_nodes_entry, conflicts_with = "server")]
+    pub nodes: Vec<NodesEntry>,
+    /// Run every --nodes entry in cluster mode, as if each had a `c`: `--nodes 1 --cluster` is a single
+    /// node on JetStream.
     #[arg(long, conflicts_with_all = ["server", "durable"])]
     pub cluster: bool,
+    /// In cluster mode: how many nats-servers with JetStream the harness starts, as one JetStream
+    /// cluster on loopback ports when more than one. Their CPU is summed in the nats-server figures.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub nats_servers: u32,
+    /// In cluster mode: how many of the nats-servers keep a copy of the chat (the nodes' --replicas),
+    /// at most --nats-servers; with 3, a publish is acknowledged once two servers have it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub replicas: u32,
     /// Where the started service writes its JSON log. With several nodes, node I writes to PATH.nodeI
     /// (unless PATH is /dev/null).
     #[arg(long, value_name = "PATH", default_value = "/dev/null")]
@@ -175,14 +208,15 @@ pub struct BenchArgs {
     /// loopback port (Debian: apt-get install -y nats-server).
     #[arg(long)]
     pub vs_nats: bool,
-    /// The nats-server binary; by default found on PATH or in /usr/sbin.
+    /// The nats-server binary; by default $NATS_SERVER, else found on PATH or in /usr/sbin.
     #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
     /// Write the figures as one JSON object to FILE; `--json` alone or `--json -` writes it to standard
     /// output (and the table to standard error).
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<PathBuf>,
-    /// Draw deliveries/s and p99 latency against N (for `idle`, memory) for both systems, as SVG.
+    /// Draw deliveries/s and p99 latency against N (for `idle`, memory) for each deployment and NATS,
+    /// as SVG.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 }
@@ -236,8 +270,8 @@ pub enum BenchError {
         /// The bound.
         within: Duration,
     },
-    /// The fanout publisher is missing (an internal inconsistency).
-    #[error("the fanout publisher was not admitted")]
+    /// The publishers of `fanout` or `ingest` are missing (an internal inconsistency).
+    #[error("the publishers were not admitted")]
     NoPublisher,
     /// A measurement failed.
     #[error(transparent)]
@@ -267,8 +301,8 @@ enum ServiceStorage<'a> {
     Cluster,
 }
 
-/// The most Publish calls the fanout publisher may keep in flight (`--in-flight`), and so the most calls
-/// the service the harness starts allows on one connection.
+/// The most Publish calls a `fanout` or `ingest` publisher may keep in flight (`--in-flight`), and so
+/// the most calls the service the harness starts allows on one connection.
 const MAX_IN_FLIGHT: i64 = 256;
 
 /// The flags of the service the harness starts: its storage, nothing limiting the load generator's rate,
@@ -316,75 +350,141 @@ fn node_log(log: &Path, index: usize, nodes: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// How the service is deployed for `args`: cluster mode with --nodes 2 or more, or with --cluster.
-fn deployment(args: &BenchArgs) -> Deployment {
-    Deployment {
-        nodes: args.nodes as usize,
-        cluster: args.cluster || args.nodes > 1,
+/// One entry of `--nodes`: how many service processes, and whether cluster mode was asked for with a
+/// `c` (K of 2 or more is cluster mode anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodesEntry {
+    /// How many nodes, 1 to 16.
+    pub nodes: u32,
+    /// Whether the entry ends in `c`.
+    pub cluster: bool,
+}
+
+/// Parses one `--nodes` entry: `K` or `Kc`, K from 1 to 16.
+fn parse_nodes_entry(text: &str) -> Result<NodesEntry, String> {
+    let (number, cluster) = match text.trim().strip_suffix('c') {
+        Some(number) => (number, true),
+        None => (text.trim(), false),
+    };
+    match number.parse::<u32>() {
+        Ok(nodes @ 1..=16) => Ok(NodesEntry { nodes, cluster }),
+        _ => Err(format!(
+            "{text:?} is not a number of nodes from 1 to 16, optionally followed by c (cluster mode)"
+        )),
     }
 }
 
-/// Runs `args`: every N against Chitty-Chat (and NATS), then reports. `listening_prefix` is what
-/// `chitty-chat serve` prints before its address.
-pub async fn run(args: BenchArgs, listening_prefix: &str) -> Result<ExitCode, BenchError> {
-    if args.n.is_empty() {
-        return Err(BenchError::Invalid(
-            "--n needs at least one number".to_owned(),
-        ));
+/// The deployments `args` asks for, in order: cluster mode for K of 2 or more, for `Kc`, and for every
+/// entry with --cluster, on --nats-servers servers with --replicas copies.
+fn deployments(args: &BenchArgs) -> Vec<Deployment> {
+    args.nodes
+        .iter()
+        .map(|entry| {
+            let cluster = args.cluster || entry.cluster || entry.nodes > 1;
+            Deployment {
+                nodes: entry.nodes as usize,
+                cluster,
+                nats_servers: if cluster {
+                    args.nats_servers as usize
+                } else {
+                    0
+                },
+                replicas: cluster.then_some(args.replicas as usize),
+            }
+        })
+        .collect()
+}
+
+/// The N values of `args`: --n, or the scenario's default (4 listeners in `ingest`, else 100).
+fn participant_counts(args: &BenchArgs) -> Vec<u32> {
+    match (args.n.is_empty(), args.scenario) {
+        (false, _) => args.n.clone(),
+        (true, Scenario::Ingest) => vec![4],
+        (true, _) => vec![100],
     }
+}
+
+/// How many Publish calls each publisher keeps in flight: --in-flight, or 128 for the one `fanout`
+/// publisher and 8 for each `ingest` publisher (256 in flight in all with the default 32 publishers,
+/// as many as the --window lets run ahead of the listeners).
+fn in_flight(args: &BenchArgs) -> u32 {
+    args.in_flight.unwrap_or(match args.scenario {
+        Scenario::Ingest => 8,
+        _ => 128,
+    })
+}
+
+/// Checks what clap cannot: the flags' values together.
+fn validate(args: &BenchArgs, deployments: &[Deployment]) -> Result<(), BenchError> {
+    let invalid = |why: &str| Err(BenchError::Invalid(why.to_owned()));
     if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0) {
-        return Err(BenchError::Invalid(
-            "--rate must be above 0 and at most 10000 messages per second".to_owned(),
-        ));
+        return invalid("--rate must be above 0 and at most 10000 messages per second");
     }
     if !(args.churn_rate.is_finite() && args.churn_rate > 0.0 && args.churn_rate <= 100_000.0) {
-        return Err(BenchError::Invalid(
-            "--churn-rate must be above 0 and at most 100000 per second".to_owned(),
-        ));
+        return invalid("--churn-rate must be above 0 and at most 100000 per second");
     }
     if args.duration.is_zero() || args.duration > Duration::from_secs(3600) {
-        return Err(BenchError::Invalid(
-            "--duration must be above 0 and at most 1h".to_owned(),
-        ));
+        return invalid("--duration must be above 0 and at most 1h");
     }
-    let deployment = deployment(&args);
-    if deployment.cluster && args.durable {
-        return Err(BenchError::Invalid(
-            "--durable is the single node's database on disk; cluster mode (--nodes 2 or more) keeps \
-             the events in JetStream's file store already"
-                .to_owned(),
-        ));
+    if deployments.is_empty() {
+        return invalid("--nodes needs at least one entry");
     }
+    let any_cluster = deployments.iter().any(|deployment| deployment.cluster);
+    if args.durable && deployments.iter().all(|deployment| deployment.cluster) {
+        return invalid(
+            "--durable is the single node's database on disk; cluster mode (--nodes 2 or more, Kc, \
+             --cluster) keeps the events in JetStream's file store already: add a --nodes entry 1",
+        );
+    }
+    if !any_cluster && (args.nats_servers != 1 || args.replicas != 1) {
+        return invalid(
+            "--nats-servers and --replicas shape cluster mode, and no --nodes entry runs in it \
+             (give 2 or more nodes, Kc, or --cluster)",
+        );
+    }
+    if args.replicas > args.nats_servers {
+        return invalid(
+            "--replicas must be at most --nats-servers: each copy is on its own server",
+        );
+    }
+    Ok(())
+}
+
+/// Runs `args`: every deployment at every N against Chitty-Chat (and every N against NATS), then
+/// reports. `listening_prefix` is what `chitty-chat serve` prints before its address.
+pub async fn run(args: BenchArgs, listening_prefix: &str) -> Result<ExitCode, BenchError> {
+    let deployments = deployments(&args);
+    validate(&args, &deployments)?;
     let machine = Machine::read();
     measure::raise_open_files_limit()?;
     let binary = std::env::current_exe().map_err(|source| BenchError::Io {
         what: "cannot find the chitty-chat binary to start the service".to_owned(),
         source,
     })?;
-    let nats_binary = if args.vs_nats || deployment.cluster {
+    let any_cluster = deployments.iter().any(|deployment| deployment.cluster);
+    let nats_binary = if args.vs_nats || any_cluster {
         Some(find_nats_server(args.nats_server.as_deref()).ok_or(BenchError::NoNatsServer)?)
     } else {
         None
     };
-    let measuring = measure_every_n(
+    let measuring = measure_everything(
         &args,
-        deployment,
+        &deployments,
         &binary,
         nats_binary.as_deref(),
         listening_prefix,
     );
     // Interrupted, the measurement is dropped, and with it every child process (killed on drop): a
     // harness stopped by Ctrl-C or SIGTERM leaves no service, node or nats-server behind.
-    let runs = tokio::select! {
-        runs = measuring => runs?,
+    let measured = tokio::select! {
+        measured = measuring => measured?,
         signal = interrupted() => return Err(BenchError::Interrupted(signal)),
     };
     let report = Report::new(
         args.scenario.to_string(),
-        deployment,
         machine,
-        settings(&args),
-        runs,
+        settings(&args, &deployments),
+        measured,
     );
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     let table = report.table();
@@ -414,38 +514,63 @@ pub async fn run(args: BenchArgs, listening_prefix: &str) -> Result<ExitCode, Be
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every N against Chitty-Chat (and NATS), one after another.
-async fn measure_every_n(
+/// Every deployment at every N, one after another, then NATS at every N (once: it does not depend on
+/// the deployment, and its figures stand beside each deployment's).
+async fn measure_everything(
     args: &BenchArgs,
-    deployment: Deployment,
+    deployments: &[Deployment],
     binary: &Path,
     nats_binary: Option<&Path>,
     listening_prefix: &str,
-) -> Result<Vec<RunReport>, BenchError> {
+) -> Result<Vec<DeploymentReport>, BenchError> {
     let run_tag = run_tag();
-    let mut runs = Vec::new();
-    for &n in &args.n {
-        let plan = plan(args, n as usize);
-        let names = format!("b{run_tag}n{n}");
-        let chitty = match nats_binary {
-            Some(nats) if deployment.cluster => {
-                let binaries = Binaries {
-                    chitty: binary,
-                    nats,
-                };
-                measure_cluster(args, &plan, binaries, listening_prefix, names.clone()).await?
-            }
-            _ => measure_chitty(args, &plan, binary, listening_prefix, names.clone()).await?,
-        };
-        let nats = match nats_binary {
+    let counts = participant_counts(args);
+    let mut measured = Vec::with_capacity(deployments.len());
+    for (index, &deployment) in deployments.iter().enumerate() {
+        let mut runs = Vec::with_capacity(counts.len());
+        for &n in &counts {
+            let plan = plan(args, n as usize);
+            let names = format!("b{run_tag}d{index}n{n}");
+            let chitty = match nats_binary {
+                Some(nats) if deployment.cluster => {
+                    let binaries = Binaries {
+                        chitty: binary,
+                        nats,
+                    };
+                    let shape = ClusterShape {
+                        nodes: deployment.nodes,
+                        nats_servers: deployment.nats_servers,
+                        replicas: deployment.replicas.unwrap_or(1),
+                    };
+                    measure_cluster(args, &plan, shape, binaries, listening_prefix, names).await?
+                }
+                _ => measure_chitty(args, &plan, binary, listening_prefix, names).await?,
+            };
+            runs.push((n, chitty));
+        }
+        measured.push((deployment, runs));
+    }
+    let mut nats_runs = Vec::with_capacity(counts.len());
+    for &n in &counts {
+        nats_runs.push(match nats_binary {
             Some(nats_binary) if args.vs_nats => {
-                Some(measure_nats(&plan, nats_binary, names).await?)
+                let names = format!("b{run_tag}natsn{n}");
+                Some(measure_nats(&plan(args, n as usize), nats_binary, names).await?)
             }
             _ => None,
-        };
-        runs.push(RunReport::new(n as usize, chitty, nats));
+        });
     }
-    Ok(runs)
+    Ok(measured
+        .into_iter()
+        .map(|(deployment, runs)| {
+            let runs = runs
+                .into_iter()
+                .zip(&nats_runs)
+                .map(|((n, chitty), nats)| RunReport::new(n as usize, chitty, nats.clone()))
+                .collect();
+            DeploymentReport::new(deployment, runs)
+        })
+        .collect())
 }
 
 /// Resolves on SIGINT or SIGTERM with the signal's name; never, if neither can be listened for.
@@ -478,35 +603,42 @@ fn plan(args: &BenchArgs, participants: usize) -> Plan {
     Plan {
         scenario: args.scenario,
         participants,
+        publishers: match args.scenario {
+            Scenario::Ingest => args.publishers as usize,
+            _ => 1,
+        },
         duration: args.duration,
         rate: args.rate,
         churn_rate: args.churn_rate,
         churn_hold: args.churn_hold,
         stalled: args.stalled,
         window: args.window,
-        in_flight: args.in_flight as usize,
+        in_flight: in_flight(args) as usize,
         drain: args.drain,
         connect_concurrency: args.connect_concurrency as usize,
         settle: args.settle,
     }
 }
 
-fn settings(args: &BenchArgs) -> serde_json::Value {
+fn settings(args: &BenchArgs, deployments: &[Deployment]) -> serde_json::Value {
     serde_json::json!({
-        "n": args.n,
+        "n": participant_counts(args),
+        "publishers": plan(args, 1).publishers,
         "duration_s": args.duration.as_secs_f64(),
         "rate_per_participant": args.rate,
         "churn_rate": args.churn_rate,
         "churn_hold_s": args.churn_hold.as_secs_f64(),
         "stalled": args.stalled,
         "window": args.window,
-        "in_flight": args.in_flight,
+        "in_flight": in_flight(args),
         "message_chars": measure::MESSAGE_CHARS,
         "server": args.server,
         "service_args": args.service_arg,
         "durable": args.durable,
-        "nodes": args.nodes,
-        "cluster": deployment(args).cluster,
+        "nodes": deployments.iter().map(|deployment| deployment.nodes).collect::<Vec<_>>(),
+        "cluster": deployments.iter().map(|deployment| deployment.cluster).collect::<Vec<_>>(),
+        "nats_servers": args.nats_servers,
+        "replicas": args.replicas,
     })
 }
 
@@ -561,26 +693,26 @@ struct Binaries<'a> {
     nats: &'a Path,
 }
 
-/// Runs `plan` against `args.nodes` nodes in cluster mode, started for this run under the prefix
-/// `names`, and stops them.
+/// Runs `plan` against the cluster `shape`, started for this run under the prefix `names`, and stops
+/// it.
 async fn measure_cluster(
     args: &BenchArgs,
     plan: &Plan,
+    shape: ClusterShape,
     binaries: Binaries<'_>,
     listening_prefix: &str,
     names: String,
 ) -> Result<Figures, BenchError> {
-    let nodes = args.nodes as usize;
     // Every process it starts is killed if this returns early, by the handles' drop.
     let cluster = ClusterProcesses::start(
         binaries.nats,
         binaries.chitty,
         listening_prefix,
-        nodes,
+        shape,
         &names,
         |index| {
             service_flags(
-                &node_log(&args.service_log, index, nodes),
+                &node_log(&args.service_log, index, shape.nodes),
                 ServiceStorage::Cluster,
                 &args.service_arg,
             )
@@ -600,7 +732,7 @@ async fn measure_cluster(
                 .iter()
                 .filter_map(|node| node.process.pid().map(Process::Id))
                 .collect(),
-            jetstream: cluster.nats.process.pid().map(Process::Id),
+            jetstream: cluster.nats_pids.iter().copied().map(Process::Id).collect(),
         },
         names,
     };
@@ -639,26 +771,102 @@ mod tests {
             .map(|bench| bench.args)
     }
 
+    /// The single node, then 3 nodes on 3 nats-servers keeping 3 copies: issue 14's replicated case.
+    const REPLICATED: &[&str] = &[
+        "ingest",
+        "--nodes",
+        "1,3",
+        "--nats-servers",
+        "3",
+        "--replicas",
+        "3",
+    ];
+
+    fn deployments_of(flags: &[&str]) -> Vec<Deployment> {
+        deployments(&parse(flags).expect("valid flags"))
+    }
+
+    fn cluster(nodes: usize, nats_servers: usize, replicas: usize) -> Deployment {
+        Deployment {
+            nodes,
+            cluster: true,
+            nats_servers,
+            replicas: Some(replicas),
+        }
+    }
+
     #[test]
     fn two_nodes_or_more_mean_cluster_mode_and_one_node_does_not_unless_asked() {
-        let single = parse(&["fanout"]).expect("valid flags");
-        assert_eq!(deployment(&single), Deployment::SINGLE);
-        let three = parse(&["fanout", "--nodes", "3"]).expect("valid flags");
+        assert_eq!(deployments_of(&["fanout"]), vec![Deployment::SINGLE]);
         assert_eq!(
-            deployment(&three),
-            Deployment {
-                nodes: 3,
-                cluster: true
-            }
+            deployments_of(&["fanout", "--nodes", "3"]),
+            vec![cluster(3, 1, 1)]
         );
-        let one_in_cluster = parse(&["room", "--cluster"]).expect("valid flags");
         assert_eq!(
-            deployment(&one_in_cluster),
-            Deployment {
-                nodes: 1,
-                cluster: true
-            }
+            deployments_of(&["room", "--cluster"]),
+            vec![cluster(1, 1, 1)]
         );
+        assert_eq!(
+            deployments_of(&["room", "--nodes", "1c"]),
+            vec![cluster(1, 1, 1)]
+        );
+    }
+
+    #[test]
+    fn a_list_of_nodes_is_a_list_of_deployments_run_in_order() {
+        assert_eq!(
+            deployments_of(REPLICATED),
+            vec![Deployment::SINGLE, cluster(3, 3, 3)]
+        );
+        assert_eq!(
+            deployments_of(&["fanout", "--nodes", "1,1c,2"]),
+            vec![Deployment::SINGLE, cluster(1, 1, 1), cluster(2, 1, 1)]
+        );
+        assert_eq!(
+            deployments_of(&["fanout", "--nodes", "1,2", "--cluster"]),
+            vec![cluster(1, 1, 1), cluster(2, 1, 1)]
+        );
+        for bad in ["0", "17", "x", "2cc", "c", ""] {
+            assert!(
+                parse(&["fanout", "--nodes", bad]).is_err(),
+                "--nodes {bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_that_contradict_each_other_are_refused_before_anything_starts() {
+        let refused = |flags: &[&str]| {
+            let args = parse(flags).expect("valid flags for clap");
+            validate(&args, &deployments(&args)).is_err()
+        };
+        assert!(
+            refused(&["ingest", "--nodes", "3", "--replicas", "3"]),
+            "3 replicas on the one default nats-server"
+        );
+        assert!(
+            refused(&["ingest", "--nats-servers", "3"]),
+            "no cluster deployment"
+        );
+        assert!(refused(&["fanout", "--nodes", "2", "--durable"]));
+        assert!(!refused(&["fanout", "--nodes", "1,2", "--durable"]));
+        assert!(!refused(REPLICATED));
+    }
+
+    #[test]
+    fn ingest_has_its_own_defaults_for_listeners_and_calls_in_flight() {
+        let ingest = parse(&["ingest"]).expect("valid flags");
+        assert_eq!(participant_counts(&ingest), vec![4]);
+        assert_eq!(in_flight(&ingest), 8);
+        assert_eq!(plan(&ingest, 4).publishers, 32);
+        let fanout = parse(&["fanout", "--publishers", "5"]).expect("valid flags");
+        assert_eq!(participant_counts(&fanout), vec![100]);
+        assert_eq!(in_flight(&fanout), 128);
+        assert_eq!(plan(&fanout, 100).publishers, 1, "fanout has one publisher");
+        let given = parse(&["ingest", "--n", "2,6", "--in-flight", "3"]).expect("valid flags");
+        assert_eq!(participant_counts(&given), vec![2, 6]);
+        assert_eq!(in_flight(&given), 3);
+        assert!(parse(&["ingest", "--publishers", "0"]).is_err());
     }
 
     #[test]

@@ -129,6 +129,28 @@ impl Process {
     }
 }
 
+/// The ids of this process's running children: every process in `/proc` whose parent (field 4 of its
+/// `stat`) is this one. A process that ends while it is read is left out.
+pub fn own_children() -> Result<std::collections::HashSet<u32>, MeasureError> {
+    let own = std::process::id();
+    let entries = std::fs::read_dir("/proc").map_err(|source| MeasureError::Read {
+        path: "/proc".to_owned(),
+        source,
+    })?;
+    Ok(entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after_name = &stat[stat.rfind(')')? + 1..];
+                    after_name.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(own)
+        })
+        .collect())
+}
+
 /// How many cores this process may run on: the machine's, in the harness's VM.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -158,8 +180,9 @@ pub struct ServerProcesses {
     /// The service's processes: one, or one per node in cluster mode; empty when not known (a
     /// `--server` without `--server-pid`). For NATS, the nats-server.
     pub nodes: Vec<Process>,
-    /// In cluster mode, the nats-server with JetStream that the nodes share.
-    pub jetstream: Option<Process>,
+    /// In cluster mode, the nats-servers with JetStream that the nodes share (one, or a JetStream
+    /// cluster of several); empty otherwise.
+    pub jetstream: Vec<Process>,
 }
 
 impl ServerProcesses {
@@ -167,7 +190,7 @@ impl ServerProcesses {
     pub fn single(process: Option<Process>) -> Self {
         Self {
             nodes: process.into_iter().collect(),
-            jetstream: None,
+            jetstream: Vec::new(),
         }
     }
 
@@ -194,8 +217,8 @@ pub struct CpuSample {
     nodes: Vec<Duration>,
     /// The nodes' write system calls so far, summed, when known for every node.
     node_writes: Option<u64>,
-    /// The JetStream server's CPU time, in cluster mode.
-    jetstream: Option<Duration>,
+    /// Each JetStream server's CPU time, in cluster mode, in the order of [`ServerProcesses::jetstream`].
+    jetstream: Vec<Duration>,
     /// The load generator's CPU time.
     load_generator: Duration,
 }
@@ -203,11 +226,13 @@ pub struct CpuSample {
 impl CpuSample {
     /// Samples every process now.
     pub fn take(servers: &ServerProcesses) -> Result<Self, MeasureError> {
-        let nodes = servers
-            .nodes
-            .iter()
-            .map(|node| node.cpu_time())
-            .collect::<Result<Vec<_>, _>>()?;
+        let cpu_times = |processes: &[Process]| {
+            processes
+                .iter()
+                .map(|process| process.cpu_time())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let nodes = cpu_times(&servers.nodes)?;
         let node_writes = match servers.nodes.is_empty() {
             true => None,
             false => servers
@@ -220,19 +245,22 @@ impl CpuSample {
             at: Instant::now(),
             nodes,
             node_writes,
-            jetstream: servers.jetstream.map(Process::cpu_time).transpose()?,
+            jetstream: cpu_times(&servers.jetstream)?,
             load_generator: Process::Own.cpu_time()?,
         })
     }
 
     /// What each process used from `self` to `later`.
     pub fn until(&self, later: &CpuSample) -> CpuUse {
-        let per_node: Vec<Duration> = self
-            .nodes
-            .iter()
-            .zip(&later.nodes)
-            .map(|(before, after)| after.saturating_sub(*before))
-            .collect();
+        let used = |before: &[Duration], after: &[Duration]| -> Vec<Duration> {
+            before
+                .iter()
+                .zip(after)
+                .map(|(before, after)| after.saturating_sub(*before))
+                .collect()
+        };
+        let per_node = used(&self.nodes, &later.nodes);
+        let per_jetstream_server = used(&self.jetstream, &later.jetstream);
         CpuUse {
             wall: later.at.saturating_duration_since(self.at),
             service: (!per_node.is_empty()).then(|| per_node.iter().sum()),
@@ -241,10 +269,9 @@ impl CpuSample {
                 .node_writes
                 .zip(later.node_writes)
                 .map(|(before, after)| after.saturating_sub(before)),
-            jetstream: self
-                .jetstream
-                .zip(later.jetstream)
-                .map(|(before, after)| after.saturating_sub(before)),
+            jetstream: (!per_jetstream_server.is_empty())
+                .then(|| per_jetstream_server.iter().sum()),
+            jetstream_per_server: per_jetstream_server,
             load_generator: later.load_generator.saturating_sub(self.load_generator),
         }
     }
@@ -261,8 +288,10 @@ pub struct CpuUse {
     pub service_per_node: Vec<Duration>,
     /// The service's write system calls, summed over its nodes, when known.
     pub service_writes: Option<u64>,
-    /// The JetStream server's CPU time, in cluster mode.
+    /// The JetStream servers' CPU time, summed over them, in cluster mode.
     pub jetstream: Option<Duration>,
+    /// Each JetStream server's CPU time, in cluster mode; empty otherwise.
+    pub jetstream_per_server: Vec<Duration>,
     /// The load generator's CPU time.
     pub load_generator: Duration,
 }
@@ -522,6 +551,27 @@ mod tests {
         Process::Own.cpu_time().expect("utime and stime");
         // Task I/O accounting may be off in some kernels; where it is on, the count is readable.
         let _ = Process::Own.write_syscalls();
+    }
+
+    #[test]
+    fn a_child_process_is_found_among_the_children_until_it_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep starts");
+        let found = own_children().expect("/proc is readable");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            found.contains(&child.id()),
+            "got {found:?}, want {} in it",
+            child.id()
+        );
+        let after = own_children().expect("/proc is readable");
+        assert!(
+            !after.contains(&child.id()),
+            "got {after:?} after it was reaped"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The SVG chart of `--plot`: two panels against N, one line per system.
+//! The SVG chart of `--plot`: two panels against N, one line per system: each Chitty-Chat deployment
+//! (`--nodes`) and NATS.
 //!
 //! For the load scenarios the panels are deliveries per second and p99 latency; for `idle`, the
 //! service's memory per participant and its resident memory with everyone connected. It is drawn with
@@ -9,12 +10,20 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::BenchError;
-use crate::report::{Figures, Report};
+use crate::report::{DeploymentReport, Figures, Report};
 
-/// Chitty-Chat's colour.
-const CHITTY: RGBColor = RGBColor(31, 119, 180);
+/// Chitty-Chat's colours, one per deployment in turn.
+const CHITTY: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+];
 /// NATS's colour.
 const NATS: RGBColor = RGBColor(214, 39, 40);
+
+/// One line of a panel: its name, its points, its colour.
+type Line = (String, Vec<(f64, f64)>, RGBColor);
 
 /// One panel: a title, the y axis's name, and how to read the figure.
 struct Panel {
@@ -83,8 +92,8 @@ fn draw_panel<'a>(
     area: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
     panel: &Panel,
 ) -> Result<(), Box<dyn std::error::Error + 'a>> {
-    let series = |nats: bool| -> Vec<(f64, f64)> {
-        report
+    let series = |deployment: &DeploymentReport, nats: bool| -> Vec<(f64, f64)> {
+        deployment
             .runs
             .iter()
             .filter_map(|run| {
@@ -97,9 +106,33 @@ fn draw_panel<'a>(
             })
             .collect()
     };
-    let chitty = series(false);
-    let nats = series(true);
-    let all = chitty.iter().chain(&nats);
+    let several = report.deployments.len() > 1;
+    let mut lines: Vec<Line> = report
+        .deployments
+        .iter()
+        .enumerate()
+        .map(|(index, deployment)| {
+            // Short, to fit the legend; the table spells each deployment out under the same letter.
+            let shape = &deployment.deployment;
+            let name = match several {
+                true => format!(
+                    "Chitty-Chat {}: {} node{}{}",
+                    Report::letter(index),
+                    shape.nodes,
+                    if shape.nodes == 1 { "" } else { "s" },
+                    if shape.cluster { ", cluster" } else { "" },
+                ),
+                false => "Chitty-Chat".to_owned(),
+            };
+            (
+                name,
+                series(deployment, false),
+                CHITTY[index % CHITTY.len()],
+            )
+        })
+        .collect();
+    lines.push(("NATS".to_owned(), series(&report.baseline, true), NATS));
+    let all = lines.iter().flat_map(|(_, points, _)| points);
     let (x_min, x_max) = all.clone().fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| {
         (lo.min(*x), hi.max(*x))
     });
@@ -125,7 +158,7 @@ fn draw_panel<'a>(
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| compact(*y))
         .draw()?;
-    for (name, points, colour) in [("Chitty-Chat", chitty, CHITTY), ("NATS", nats, NATS)] {
+    for (name, points, colour) in lines {
         if points.is_empty() {
             continue;
         }

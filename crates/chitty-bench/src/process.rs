@@ -1,8 +1,11 @@
 //! The processes under test: a `chitty-chat serve` started from the current binary, a nats-server, and
-//! in cluster mode ([`ClusterProcesses`]) several service nodes sharing one nats-server with JetStream.
+//! in cluster mode ([`ClusterProcesses`]) several service nodes sharing one nats-server with JetStream,
+//! or a JetStream cluster of several.
 //!
-//! Both are children of the load generator, killed if their handle is dropped, so an interrupted run leaves
-//! no process behind. Every wait here is bounded. The service is started the way the project's own test
+//! All are children of the load generator, killed if their handle is dropped, so an interrupted run
+//! leaves no process behind. The JetStream servers are started by the project's own test harness,
+//! [`chitty_cluster::testing::NatsCluster`] (the same configuration the cluster tests run on); the
+//! others by this module. Every wait here is bounded. The service is started the way the project's own test
 //! harness (`chitty-chat`'s `harness::ServiceProcess`) starts it, reading the address from the first line
 //! it prints; that harness lives in the binary's crate, which depends on this one, so this module repeats
 //! its few lines and adds what a benchmark needs: the process id, for `/proc`.
@@ -14,12 +17,14 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chitty_cluster::testing::{NatsCluster, nats_server_binary};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::BenchError;
+use crate::measure::own_children;
 
 /// How many of a child's last standard-error lines are kept, to explain a failure.
 const STDERR_TAIL_LINES: usize = 20;
@@ -176,21 +181,6 @@ impl NatsProcess {
         Self::start_with("nats-server", binary, &[]).await
     }
 
-    /// Starts `binary -a 127.0.0.1 -p PORT -js -sd STORE` on a free port, the JetStream server that the
-    /// nodes of a cluster share, and waits (at most 10 s) until it accepts connections and answers
-    /// JetStream's API.
-    pub async fn start_jetstream(binary: &Path, store: &Path) -> Result<Self, BenchError> {
-        let store = store.display().to_string();
-        let server = Self::start_with(
-            "nats-server (JetStream)",
-            binary,
-            &["-js", "-sd", store.as_str()],
-        )
-        .await?;
-        server.wait_for_jetstream().await?;
-        Ok(server)
-    }
-
     async fn start_with(
         what: &'static str,
         binary: &Path,
@@ -224,90 +214,71 @@ impl NatsProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-
-    /// Waits (at most 10 s) until the server answers JetStream's account information request, so the
-    /// nodes started next find JetStream ready.
-    async fn wait_for_jetstream(&self) -> Result<(), BenchError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let mut last_error = String::from("no answer yet");
-        while tokio::time::Instant::now() < deadline {
-            match tokio::time::timeout(Duration::from_secs(2), jetstream_info(self.address)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(error)) => last_error = error,
-                Err(_) => last_error = "no answer within 2 s".to_owned(),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(self.process.failed(format!(
-            "JetStream did not answer within 10 s: {last_error}"
-        )))
-    }
 }
 
-/// One JetStream API request, `$JS.API.INFO`, over a connection of its own: `Ok` if JetStream answered
-/// with its account information rather than an error.
-async fn jetstream_info(address: SocketAddr) -> Result<(), String> {
-    let client = async_nats::connect(address.to_string())
-        .await
-        .map_err(|error| format!("cannot connect: {error}"))?;
-    let answer = client
-        .request("$JS.API.INFO", bytes::Bytes::new())
-        .await
-        .map_err(|error| format!("no answer: {error}"))?;
-    let payload = String::from_utf8_lossy(&answer.payload);
-    if payload.contains("\"error\"") {
-        Err(payload.into_owned())
-    } else {
-        Ok(())
-    }
+/// How cluster mode is laid out: how many nodes, on how many JetStream servers, with how many copies of
+/// the chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterShape {
+    /// How many `chitty-chat serve --nats` nodes serve the chat.
+    pub nodes: usize,
+    /// How many nats-servers with JetStream hold it: one, or a JetStream cluster of several.
+    pub nats_servers: usize,
+    /// How many of those servers keep a copy (the nodes' `--replicas`), at most `nats_servers`.
+    pub replicas: usize,
 }
 
-/// The service's cluster mode as the harness runs it: one nats-server with JetStream, its store in a
-/// temporary directory, and K `chitty-chat serve --nats` nodes sharing one chat through it.
+/// The service's cluster mode as the harness runs it: nats-servers with JetStream (a lone server, or a
+/// JetStream cluster on loopback ports, as the project's tests start it:
+/// [`chitty_cluster::testing::NatsCluster`]), and K `chitty-chat serve --nats` nodes sharing one chat
+/// through them.
 ///
-/// Dropping it kills every process (each child is killed on drop) and then removes the store: the
-/// fields drop in declaration order, the nodes first, the store last.
+/// Dropping it kills every process (each node is killed on drop, then every nats-server) and then
+/// removes the servers' stores: the fields drop in declaration order, the nodes first.
 #[derive(Debug)]
 pub struct ClusterProcesses {
     /// The nodes, in start order; participant `i` talks to node `i % K`.
     pub nodes: Vec<ServiceProcess>,
-    /// The JetStream server the nodes share.
-    pub nats: NatsProcess,
-    /// The JetStream store directory, removed after the server has stopped.
-    store: tempfile::TempDir,
+    /// The JetStream servers the nodes share, with their stores.
+    pub nats: NatsCluster,
+    /// The JetStream servers' process ids, for their CPU time.
+    pub nats_pids: Vec<u32>,
 }
 
 impl ClusterProcesses {
-    /// Starts nats-server with JetStream, then `nodes` nodes one after another, each
-    /// `binary serve --listen 127.0.0.1:0 --nats URL --node-id bench-node-I --nats-prefix PREFIX
-    /// FLAGS(I)...`, waiting for each to print its address as [`ServiceProcess::start`] does.
+    /// Starts `shape.nats_servers` nats-servers with JetStream and waits until a stream with one
+    /// replica on each can be placed, then `shape.nodes` nodes one after another, each
+    /// `binary serve --listen 127.0.0.1:0 --nats URLS --node-id bench-node-I --nats-prefix PREFIX
+    /// --replicas R FLAGS(I)...`, waiting for each to print its address as [`ServiceProcess::start`]
+    /// does and to serve. Node I connects to server `I % S` first, so the nodes' connections are
+    /// spread over the servers.
     pub async fn start(
         nats_binary: &Path,
         binary: &Path,
         listening_prefix: &str,
-        nodes: usize,
+        shape: ClusterShape,
         prefix: &str,
         flags: impl Fn(usize) -> Vec<String>,
     ) -> Result<Self, BenchError> {
-        let store = tempfile::Builder::new()
-            .prefix("chitty-bench-jetstream-")
-            .tempdir()
-            .map_err(BenchError::DataDir)?;
-        let nats = NatsProcess::start_jetstream(nats_binary, store.path()).await?;
-        let url = format!("nats://{}", nats.address);
+        let (nats, nats_pids) = start_jetstream(nats_binary, shape.nats_servers).await?;
+        let urls = nats.urls();
         let mut cluster = Self {
-            nodes: Vec::with_capacity(nodes),
+            nodes: Vec::with_capacity(shape.nodes),
             nats,
-            store,
+            nats_pids,
         };
-        for index in 0..nodes {
+        for index in 0..shape.nodes {
+            let mut node_urls = urls.clone();
+            node_urls.rotate_left(index % urls.len().max(1));
             let mut node_flags = vec![
                 "--nats".to_owned(),
-                url.clone(),
+                node_urls.join(","),
                 "--node-id".to_owned(),
                 format!("bench-node-{index}"),
                 "--nats-prefix".to_owned(),
                 prefix.to_owned(),
+                "--replicas".to_owned(),
+                shape.replicas.to_string(),
             ];
             node_flags.extend(flags(index));
             let node = ServiceProcess::start(binary, listening_prefix, &node_flags).await?;
@@ -321,13 +292,53 @@ impl ClusterProcesses {
         Ok(cluster)
     }
 
-    /// Stops the nodes (all at once), then nats-server, then removes the store.
+    /// Stops the nodes (all at once), then the nats-servers, then removes their stores.
     pub async fn stop(self) {
-        let Self { nodes, nats, store } = self;
+        let Self { nodes, nats, .. } = self;
         futures_util::future::join_all(nodes.into_iter().map(|node| node.process.stop())).await;
-        nats.process.stop().await;
-        drop(store);
+        drop(nats);
     }
+}
+
+/// Starts `servers` nats-servers of `binary` with JetStream (see [`NatsCluster::start`]) and returns
+/// them with their process ids.
+///
+/// [`NatsCluster`] keeps its processes to itself, so their ids are found as this process's children that
+/// appeared while it started and run with a configuration file (`-c`), as its servers do and nothing
+/// else the harness starts does: the `--vs-nats` server takes its options on the command line. Servers
+/// of a failed attempt that it retried were killed and reaped, and are gone.
+async fn start_jetstream(
+    binary: &Path,
+    servers: usize,
+) -> Result<(NatsCluster, Vec<u32>), BenchError> {
+    let failed = |why: String| BenchError::Process {
+        what: "nats-server (JetStream)",
+        why,
+        stderr: String::new(),
+    };
+    let before = own_children()?;
+    let cluster = NatsCluster::start(binary, servers)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let mut pids: Vec<u32> = own_children()?
+        .difference(&before)
+        .copied()
+        .filter(|pid| runs_with_config_file(*pid))
+        .collect();
+    pids.sort_unstable();
+    if pids.len() != servers {
+        return Err(failed(format!(
+            "cannot tell its processes apart: {} new child processes for {servers} servers",
+            pids.len()
+        )));
+    }
+    Ok((cluster, pids))
+}
+
+/// Whether process `pid` was started with `-c FILE`, as [`NatsCluster`] starts each server.
+fn runs_with_config_file(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).any(|arg| arg == b"-c"))
 }
 
 /// How long a cluster node may take to join the cluster and serve: connecting to NATS and finding or
@@ -379,46 +390,69 @@ fn free_loopback_port() -> Result<SocketAddr, BenchError> {
         })
 }
 
-/// Finds nats-server: `explicit` if given, else on `PATH`, else where Debian's package installs it.
+/// Finds nats-server: `explicit` if given, else as the project's tests find it (`$NATS_SERVER`, `PATH`,
+/// then where Debian's package installs it).
 pub fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
-    if let Some(path) = explicit {
-        return path.is_file().then(|| path.to_owned());
+    match explicit {
+        Some(path) => path.is_file().then(|| path.to_owned()),
+        None => nats_server_binary(),
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|directory| directory.join("nats-server"))
-        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::Process;
+
+    /// One JetStream API request, `$JS.API.INFO`, over a connection of its own: `Ok` if JetStream answered
+    /// with its account information rather than an error.
+    async fn jetstream_info(address: SocketAddr) -> Result<(), String> {
+        let client = async_nats::connect(address.to_string())
+            .await
+            .map_err(|error| format!("cannot connect: {error}"))?;
+        let answer = client
+            .request("$JS.API.INFO", bytes::Bytes::new())
+            .await
+            .map_err(|error| format!("no answer: {error}"))?;
+        let payload = String::from_utf8_lossy(&answer.payload);
+        if payload.contains("\"error\"") {
+            Err(payload.into_owned())
+        } else {
+            Ok(())
+        }
+    }
 
     #[tokio::test]
-    async fn a_jetstream_server_starts_answers_and_stops() {
+    async fn three_jetstream_servers_start_answer_are_found_and_stop() {
         let Some(binary) = find_nats_server(None) else {
             println!(
-                "SKIPPED a_jetstream_server_starts_answers_and_stops: apt-get install -y nats-server"
+                "SKIPPED three_jetstream_servers_start_answer_are_found_and_stop: apt-get install -y nats-server"
             );
             return;
         };
-        let store = tempfile::tempdir().expect("a temporary directory");
-        let server = NatsProcess::start_jetstream(&binary, store.path())
+        let (cluster, pids) = start_jetstream(&binary, 3)
             .await
-            .expect("nats-server starts with JetStream");
-        jetstream_info(server.address)
-            .await
-            .expect("JetStream answers");
-        let pid = server.process.pid().expect("running");
-        server.process.stop().await;
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "nats-server {pid} still runs after stop"
-        );
+            .expect("3 nats-servers start with JetStream");
+        assert_eq!(pids.len(), 3, "got pids {pids:?}, want 3");
+        for url in cluster.urls() {
+            let address = url
+                .trim_start_matches("nats://")
+                .parse()
+                .expect("an address");
+            jetstream_info(address).await.expect("JetStream answers");
+        }
+        for pid in &pids {
+            Process::Id(*pid)
+                .cpu_time()
+                .expect("each server's CPU time is readable");
+        }
+        drop(cluster);
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "nats-server {pid} still runs after the cluster was dropped"
+            );
+        }
     }
 
     #[tokio::test]

@@ -4,26 +4,34 @@
 //!
 //! ```text
 //! {
-//!   "scenario": "fanout", "nodes": 1, "cluster": false, "n": 1000, "machine": {...}, "settings": {...},
-//!   <every figure of Chitty-Chat at the largest N, at the top level>,
+//!   "scenario": "ingest", "machine": {...}, "settings": {...},
+//!   <the first deployment (the baseline), as the object was before deployments could be listed:>
+//!   "nodes": 1, "cluster": false, "nats_servers": 0, "replicas": null, "n": 4,
+//!   <every figure of Chitty-Chat at the largest N>,
 //!   "nats": {<the same figures for NATS>} or null,
 //!   "ratio": {<figure>: Chitty-Chat / NATS, for each numeric figure} or null,
-//!   "runs": [ {"n": 100, <figures>, "nats": ..., "ratio": ...}, ... one per N, in the order given ]
+//!   "ratio_to_baseline": null,
+//!   "runs": [ {"n": 4, <figures>, "nats": ..., "ratio": ..., "ratio_to_baseline": ...}, ... one per N ],
+//!   "deployments": [ {<the same for each --nodes entry, in order, the baseline first>}, ... ]
 //! }
 //! ```
 //!
 //! The figures are named as issue 6 names them (`deliveries_per_sec`, `p50_us`, `p99_us`, `p999_us`,
-//! `max_us`, `server_cpu_us_per_delivery`, `rss_per_participant_bytes`) plus the others of
-//! [`Figures`]. A figure a scenario does not measure is `null`: latency in `idle`, memory per participant
-//! outside it.
+//! `max_us`, `server_cpu_us_per_delivery`, `rss_per_participant_bytes`) and issue 14 adds to them
+//! (`messages_per_sec`, `server_cpu_us_per_message`, `jetstream_cpu_us_per_message`), plus the others of
+//! [`Figures`]. A figure a scenario does not measure is `null`: latency in `idle`, memory per
+//! participant outside it. `ratio_to_baseline` is this deployment / the first one at the same N, for each
+//! numeric figure both have (so not the nats-server's figures against a single node, which has none).
 //!
 //! # Several nodes
 //!
-//! With `--nodes K` (cluster mode), `nodes` is K and `cluster` is true. The `server_*` figures are then
-//! summed over the K nodes, `server_cpu_us_per_node` and `server_cpu_percent_per_node` give each node's
-//! share, and the `jetstream_cpu_*` figures give the nats-server that holds the event log, which is part
-//! of the system under test; `machine_cpu_percent` is what all of them and the load generator used of
-//! the machine's cores together. The `jetstream_*` figures are `null` outside cluster mode.
+//! In cluster mode (`nodes` K, `cluster` true), the `server_*` figures are summed over the K nodes,
+//! `server_cpu_us_per_node` and `server_cpu_percent_per_node` give each node's share, and the
+//! `jetstream_cpu_*` figures give the nats-servers that hold the event log, summed over them
+//! (`jetstream_cpu_percent_per_server` lists each), which are part of the system under test;
+//! `machine_cpu_percent` is what all of them and the load generator used of the machine's cores
+//! together. The `jetstream_*` figures are `null` outside cluster mode. `saturated` names each process
+//! at 90% of a core or more.
 
 use std::fmt::Write as _;
 
@@ -44,6 +52,9 @@ pub struct Figures {
     pub published: u64,
     /// Messages received, summed over listeners.
     pub deliveries: u64,
+    /// Messages accepted per second (acknowledged Publish calls; for NATS, `PUB`s queued), from the
+    /// start of publishing to the last answer.
+    pub messages_per_sec: Option<f64>,
     /// Deliveries per second, from the start of publishing to the last delivery (in `churn`, of the
     /// churn phase).
     pub deliveries_per_sec: Option<f64>,
@@ -66,6 +77,8 @@ pub struct Figures {
     pub server_cpu_us: Option<u64>,
     /// The server's CPU time per delivery.
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// The server's CPU time per accepted message.
+    pub server_cpu_us_per_message: Option<f64>,
     /// The server's CPU time as a share of one core over the run, in percent.
     pub server_cpu_percent: Option<f64>,
     /// The server's write system calls (`write`, `writev`) per delivery: below 1 when it batches
@@ -81,18 +94,24 @@ pub struct Figures {
     pub server_cpu_us_per_node: Option<Vec<u64>>,
     /// Each node's CPU time as a share of one core over the run, in percent.
     pub server_cpu_percent_per_node: Option<Vec<f64>>,
-    /// In cluster mode: the JetStream nats-server's CPU time over the run, in microseconds.
+    /// In cluster mode: the JetStream nats-servers' CPU time over the run, summed over them, in
+    /// microseconds.
     pub jetstream_cpu_us: Option<u64>,
-    /// In cluster mode: the JetStream nats-server's CPU time per delivery.
+    /// In cluster mode: the JetStream nats-servers' CPU time per delivery.
     pub jetstream_cpu_us_per_delivery: Option<f64>,
-    /// In cluster mode: the JetStream nats-server's CPU time as a share of one core, in percent.
+    /// In cluster mode: the JetStream nats-servers' CPU time per accepted message.
+    pub jetstream_cpu_us_per_message: Option<f64>,
+    /// In cluster mode: the JetStream nats-servers' CPU time, summed, as a share of one core, in
+    /// percent.
     pub jetstream_cpu_percent: Option<f64>,
+    /// In cluster mode: each JetStream nats-server's CPU time as a share of one core, in percent.
+    pub jetstream_cpu_percent_per_server: Option<Vec<f64>>,
     /// Every measured process (server nodes, the JetStream server, the load generator) together, as a
     /// share of all the machine's cores, in percent: near 100 the machine itself is the bound.
     pub machine_cpu_percent: Option<f64>,
-    /// Which process ran at about a full core or more. With one service process: `server`, `load
-    /// generator`, `both` or `neither`. In cluster mode: those of `server` (the nodes together),
-    /// `nats-server` and `load generator` that did, joined by ` + `, or `neither`.
+    /// Which processes ran at 90% of a core or more: with one service process, `server`, `load
+    /// generator`, `both` or `neither`; in cluster mode, each such node, nats-server and the load
+    /// generator by name, joined by ` + `, or `neither` (see [`saturated`]).
     pub saturated: Option<String>,
     /// The server's resident memory before the participants connected.
     pub rss_before_bytes: Option<u64>,
@@ -112,6 +131,7 @@ impl Figures {
             participants,
             published: 0,
             deliveries: 0,
+            messages_per_sec: None,
             deliveries_per_sec: None,
             p50_us: None,
             p99_us: None,
@@ -122,6 +142,7 @@ impl Figures {
             missing_deliveries: 0,
             server_cpu_us: None,
             server_cpu_us_per_delivery: None,
+            server_cpu_us_per_message: None,
             server_cpu_percent: None,
             server_writes_per_delivery: None,
             load_generator_cpu_us: None,
@@ -131,7 +152,9 @@ impl Figures {
             server_cpu_percent_per_node: None,
             jetstream_cpu_us: None,
             jetstream_cpu_us_per_delivery: None,
+            jetstream_cpu_us_per_message: None,
             jetstream_cpu_percent: None,
+            jetstream_cpu_percent_per_server: None,
             machine_cpu_percent: None,
             saturated: None,
             rss_before_bytes: None,
@@ -150,66 +173,54 @@ impl Figures {
         self.max_us = latency.max_us;
     }
 
-    /// Sets the CPU figures from what every process used over a run with `deliveries` deliveries, on a
-    /// machine with `cores` cores.
-    pub fn set_cpu(&mut self, cpu: &CpuUse, deliveries: u64, cores: usize) {
+    /// Sets the CPU figures from what every process used over a run with `deliveries` deliveries of
+    /// `messages` accepted messages, on a machine with `cores` cores.
+    pub fn set_cpu(&mut self, cpu: &CpuUse, deliveries: u64, messages: u64, cores: usize) {
         let wall_us = cpu.wall.as_micros().max(1) as f64;
-        let per_delivery = |us: u64| (deliveries > 0).then(|| us as f64 / deliveries as f64);
+        let per = |count: u64| move |us: u64| (count > 0).then(|| us as f64 / count as f64);
+        let (per_delivery, per_message) = (per(deliveries), per(messages));
         let percent = |us: u64| 100.0 * us as f64 / wall_us;
         let micros =
-            |used: std::time::Duration| u64::try_from(used.as_micros()).unwrap_or(u64::MAX);
-        let server_us = cpu.service.map(micros);
-        let jetstream_us = cpu.jetstream.map(micros);
-        let load_us = micros(cpu.load_generator);
+            |used: &std::time::Duration| u64::try_from(used.as_micros()).unwrap_or(u64::MAX);
+        let server_us = cpu.service.as_ref().map(micros);
+        let jetstream_us = cpu.jetstream.as_ref().map(micros);
+        let load_us = micros(&cpu.load_generator);
         self.server_cpu_us = server_us;
         self.server_cpu_us_per_delivery = server_us.and_then(per_delivery);
+        self.server_cpu_us_per_message = server_us.and_then(per_message);
         self.server_cpu_percent = server_us.map(percent);
         self.server_writes_per_delivery = cpu.service_writes.and_then(per_delivery);
-        let per_node: Vec<u64> = cpu.service_per_node.iter().copied().map(micros).collect();
-        self.server_cpu_percent_per_node =
-            (!per_node.is_empty()).then(|| per_node.iter().copied().map(percent).collect());
+        let per_node: Vec<u64> = cpu.service_per_node.iter().map(micros).collect();
+        let node_percents: Vec<f64> = per_node.iter().copied().map(percent).collect();
+        self.server_cpu_percent_per_node = (!per_node.is_empty()).then(|| node_percents.clone());
         self.server_cpu_us_per_node = (!per_node.is_empty()).then_some(per_node);
         self.jetstream_cpu_us = jetstream_us;
         self.jetstream_cpu_us_per_delivery = jetstream_us.and_then(per_delivery);
+        self.jetstream_cpu_us_per_message = jetstream_us.and_then(per_message);
         self.jetstream_cpu_percent = jetstream_us.map(percent);
+        let server_percents: Vec<f64> = cpu
+            .jetstream_per_server
+            .iter()
+            .map(|used| percent(micros(used)))
+            .collect();
+        self.jetstream_cpu_percent_per_server =
+            (!server_percents.is_empty()).then(|| server_percents.clone());
         self.load_generator_cpu_us = Some(load_us);
         self.load_generator_cpu_us_per_delivery = per_delivery(load_us);
         self.load_generator_cpu_percent = Some(percent(load_us));
         let all_us = server_us.unwrap_or(0) + jetstream_us.unwrap_or(0) + load_us;
         self.machine_cpu_percent = Some(percent(all_us) / cores.max(1) as f64);
-        let saturated = |percent: Option<f64>| {
-            percent.is_some_and(|percent| percent >= 100.0 * SATURATED_SHARE_OF_A_CORE)
-        };
-        let server = saturated(self.server_cpu_percent);
-        let load_generator = saturated(self.load_generator_cpu_percent);
-        let several_processes = cpu.jetstream.is_some() || cpu.service_per_node.len() > 1;
-        self.saturated = Some(if several_processes {
-            let parts: Vec<&str> = [
-                (server, "server"),
-                (saturated(self.jetstream_cpu_percent), "nats-server"),
-                (load_generator, "load generator"),
-            ]
-            .into_iter()
-            .filter_map(|(is, name)| is.then_some(name))
-            .collect();
-            match parts.is_empty() {
-                true => "neither".to_owned(),
-                false => parts.join(" + "),
-            }
-        } else {
-            match (server, load_generator) {
-                (true, true) => "both",
-                (true, false) => "server",
-                (false, true) => "load generator",
-                (false, false) => "neither",
-            }
-            .to_owned()
-        });
+        self.saturated = Some(saturated(
+            &node_percents,
+            &server_percents,
+            percent(load_us),
+        ));
     }
 
     /// The numeric figures worth a ratio, by JSON name.
     fn comparable(&self) -> Vec<(&'static str, Option<f64>)> {
         let mut figures = vec![
+            ("messages_per_sec", self.messages_per_sec),
             ("deliveries_per_sec", self.deliveries_per_sec),
             ("p50_us", self.p50_us.map(|v| v as f64)),
             ("p99_us", self.p99_us.map(|v| v as f64)),
@@ -218,6 +229,15 @@ impl Figures {
             (
                 "server_cpu_us_per_delivery",
                 self.server_cpu_us_per_delivery,
+            ),
+            ("server_cpu_us_per_message", self.server_cpu_us_per_message),
+            (
+                "jetstream_cpu_us_per_delivery",
+                self.jetstream_cpu_us_per_delivery,
+            ),
+            (
+                "jetstream_cpu_us_per_message",
+                self.jetstream_cpu_us_per_message,
             ),
             (
                 "server_writes_per_delivery",
@@ -234,6 +254,49 @@ impl Figures {
             figures.push(("p99_ratio_churn_over_calm", churn.p99_ratio_churn_over_calm));
         }
         figures
+    }
+}
+
+/// Which processes ran at [`SATURATED_SHARE_OF_A_CORE`] of a core or more, given each service node's,
+/// each JetStream server's and the load generator's share of one core in percent.
+///
+/// With one service process and no JetStream server: `server`, `load generator`, `both` or `neither`.
+/// Otherwise each saturated process is named, joined by ` + `, or `neither`: `server` for a single
+/// node, else `node I`; `nats-server` for a single JetStream server, else `nats-server I`; and `load
+/// generator` (indices from 0, in the order of the per-node and per-server lists). Each process is
+/// judged on its own: nodes at 60% of a core each are not saturated, however many there are.
+fn saturated(nodes: &[f64], jetstream_servers: &[f64], load_generator: f64) -> String {
+    let is_saturated = |percent: f64| percent >= 100.0 * SATURATED_SHARE_OF_A_CORE;
+    let load_generator = is_saturated(load_generator);
+    if nodes.len() <= 1 && jetstream_servers.is_empty() {
+        let server = nodes.iter().copied().any(is_saturated);
+        return match (server, load_generator) {
+            (true, true) => "both",
+            (true, false) => "server",
+            (false, true) => "load generator",
+            (false, false) => "neither",
+        }
+        .to_owned();
+    }
+    let named = |percents: &[f64], alone: &str, each: &str| -> Vec<String> {
+        percents
+            .iter()
+            .enumerate()
+            .filter(|(_, percent)| is_saturated(**percent))
+            .map(|(index, _)| match percents.len() {
+                1 => alone.to_owned(),
+                _ => format!("{each} {index}"),
+            })
+            .collect()
+    };
+    let mut parts = named(nodes, "server", "node");
+    parts.extend(named(jetstream_servers, "nats-server", "nats-server"));
+    if load_generator {
+        parts.push("load generator".to_owned());
+    }
+    match parts.is_empty() {
+        true => "neither".to_owned(),
+        false => parts.join(" + "),
     }
 }
 
@@ -283,7 +346,24 @@ pub struct ChurnFigures {
     pub p99_ratio_churn_over_calm: Option<f64>,
 }
 
-/// One N: Chitty-Chat's figures, NATS's if measured, and their ratios.
+/// A figure's ratio for each numeric figure both sets have, by JSON name: `ours / theirs`.
+pub type Ratios = serde_json::Map<String, serde_json::Value>;
+
+/// `ours / theirs` for each numeric figure both have and whose ratio is a finite number.
+fn ratios(ours: &Figures, theirs: &Figures) -> Ratios {
+    ours.comparable()
+        .into_iter()
+        .zip(theirs.comparable())
+        .filter_map(|((name, ours), (_, theirs))| {
+            let ratio = ours? / theirs?;
+            ratio
+                .is_finite()
+                .then(|| (name.to_owned(), serde_json::json!(ratio)))
+        })
+        .collect()
+}
+
+/// One N on one deployment: Chitty-Chat's figures, NATS's if measured, and the ratios.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     /// N.
@@ -294,30 +374,22 @@ pub struct RunReport {
     /// NATS's figures, with `--vs-nats`.
     pub nats: Option<Figures>,
     /// Chitty-Chat / NATS for each numeric figure both have.
-    pub ratio: Option<serde_json::Map<String, serde_json::Value>>,
+    pub ratio: Option<Ratios>,
+    /// This deployment / the baseline (the first `--nodes` entry) at the same N, for each numeric
+    /// figure both have; `null` for the baseline itself.
+    pub ratio_to_baseline: Option<Ratios>,
 }
 
 impl RunReport {
-    /// The report of one N, computing the ratios.
+    /// The report of one N, computing the ratios to NATS.
     pub fn new(n: usize, chitty: Figures, nats: Option<Figures>) -> Self {
-        let ratio = nats.as_ref().map(|nats| {
-            chitty
-                .comparable()
-                .into_iter()
-                .zip(nats.comparable())
-                .filter_map(|((name, ours), (_, theirs))| {
-                    let ratio = ours? / theirs?;
-                    ratio
-                        .is_finite()
-                        .then(|| (name.to_owned(), serde_json::json!(ratio)))
-                })
-                .collect()
-        });
+        let ratio = nats.as_ref().map(|nats| ratios(&chitty, nats));
         Self {
             n,
             chitty,
             nats,
             ratio,
+            ratio_to_baseline: None,
         }
     }
 }
@@ -368,7 +440,7 @@ impl Machine {
     }
 }
 
-/// How the Chitty-Chat service under test was deployed.
+/// How the Chitty-Chat service under test was deployed: one entry of `--nodes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Deployment {
     /// How many service processes served the chat: 1, or K nodes in cluster mode.
@@ -376,6 +448,10 @@ pub struct Deployment {
     /// Whether the nodes ran in cluster mode (through NATS JetStream) rather than as one node with its
     /// embedded store.
     pub cluster: bool,
+    /// How many nats-servers with JetStream held the chat in cluster mode; 0 for the embedded store.
+    pub nats_servers: usize,
+    /// How many copies of the chat JetStream kept in cluster mode; `null` for the embedded store.
+    pub replicas: Option<usize>,
 }
 
 impl Deployment {
@@ -383,21 +459,42 @@ impl Deployment {
     pub const SINGLE: Deployment = Deployment {
         nodes: 1,
         cluster: false,
+        nats_servers: 0,
+        replicas: None,
     };
 }
 
-/// The whole invocation: every N, with the largest N's figures at the top level.
+impl std::fmt::Display for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |count: usize| if count == 1 { "" } else { "s" };
+        if !self.cluster {
+            return write!(
+                f,
+                "{} node{} with the embedded store",
+                self.nodes,
+                plural(self.nodes)
+            );
+        }
+        let replicas = self.replicas.unwrap_or(1);
+        write!(
+            f,
+            "{} node{} in cluster mode on {} nats-server{} with JetStream, {} replica{}",
+            self.nodes,
+            plural(self.nodes),
+            self.nats_servers,
+            plural(self.nats_servers),
+            replicas,
+            plural(replicas),
+        )
+    }
+}
+
+/// Every N measured on one deployment, with the largest N's figures at its top level.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// The scenario's name.
-    pub scenario: String,
-    /// How many nodes, and whether in cluster mode: `"nodes"` and `"cluster"` at the top level.
+pub struct DeploymentReport {
+    /// How the service was deployed: `"nodes"`, `"cluster"`, `"nats_servers"` and `"replicas"`.
     #[serde(flatten)]
     pub deployment: Deployment,
-    /// The machine.
-    pub machine: Machine,
-    /// The flags that shaped the load.
-    pub settings: serde_json::Value,
     /// The run at the largest N, flattened to the top level.
     #[serde(flatten)]
     pub headline: Option<RunReport>,
@@ -405,27 +502,79 @@ pub struct Report {
     pub runs: Vec<RunReport>,
 }
 
-impl Report {
-    /// The report of `runs`, headlined by the one with the largest N.
-    pub fn new(
-        scenario: String,
-        deployment: Deployment,
-        machine: Machine,
-        settings: serde_json::Value,
-        runs: Vec<RunReport>,
-    ) -> Self {
-        let headline = runs.iter().max_by_key(|run| run.n).cloned();
+impl DeploymentReport {
+    /// The report of `runs` on `deployment`, headlined by the one with the largest N.
+    pub fn new(deployment: Deployment, runs: Vec<RunReport>) -> Self {
         Self {
-            scenario,
             deployment,
-            machine,
-            settings,
-            headline,
+            headline: runs.iter().max_by_key(|run| run.n).cloned(),
             runs,
         }
     }
 
-    /// The table for people: one block per N, a row per figure, a column per system and their ratio.
+    /// Sets every run's ratios to the `baseline`'s run at the same N, and the headline's.
+    fn compare_with(&mut self, baseline: &DeploymentReport) {
+        for run in self.runs.iter_mut().chain(self.headline.as_mut()) {
+            run.ratio_to_baseline = baseline
+                .runs
+                .iter()
+                .find(|theirs| theirs.n == run.n)
+                .map(|theirs| ratios(&run.chitty, &theirs.chitty));
+        }
+    }
+}
+
+/// The whole invocation: every deployment and every N, with the first deployment's (the baseline's)
+/// figures at the top level.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The flags that shaped the load.
+    pub settings: serde_json::Value,
+    /// The first deployment, flattened to the top level, as the object was before deployments could be
+    /// listed: `"nodes"`, `"cluster"`, the largest N's figures, and `"runs"`.
+    #[serde(flatten)]
+    pub baseline: DeploymentReport,
+    /// Every deployment, in the order of `--nodes`, the baseline first; each but the baseline has
+    /// `ratio_to_baseline` in its runs.
+    pub deployments: Vec<DeploymentReport>,
+}
+
+impl Report {
+    /// The report of `deployments` (at least one), comparing each with the first.
+    pub fn new(
+        scenario: String,
+        machine: Machine,
+        settings: serde_json::Value,
+        mut deployments: Vec<DeploymentReport>,
+    ) -> Self {
+        let baseline = deployments
+            .first()
+            .cloned()
+            .unwrap_or_else(|| DeploymentReport::new(Deployment::SINGLE, Vec::new()));
+        for deployment in deployments.iter_mut().skip(1) {
+            deployment.compare_with(&baseline);
+        }
+        Self {
+            scenario,
+            machine,
+            settings,
+            baseline,
+            deployments,
+        }
+    }
+
+    /// The letter that names deployment `index` in the table: A, B, C...
+    pub(crate) fn letter(index: usize) -> char {
+        char::from(b'A' + (index % 26) as u8)
+    }
+
+    /// The table for people: per deployment, one block per N with a row per figure and a column per
+    /// system; then, with several deployments, one block per N with the main figures of each side by
+    /// side and each one's ratio to the first.
     pub fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -437,115 +586,251 @@ impl Report {
                 .load_average_at_start
                 .map_or_else(|| "unknown".to_owned(), |load| format!("{load:.2}")),
         );
-        if self.deployment.cluster {
+        let several = self.deployments.len() > 1;
+        if several || self.baseline.deployment.cluster {
+            for (index, deployment) in self.deployments.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "Chitty-Chat {}: {}{}",
+                    Self::letter(index),
+                    deployment.deployment,
+                    if index == 0 && several {
+                        " (the baseline)"
+                    } else {
+                        ""
+                    },
+                );
+            }
             let _ = writeln!(
                 out,
-                "Chitty-Chat: {} node{} in cluster mode sharing one nats-server with JetStream, \
-                 participants spread round-robin; server figures are summed over the nodes",
-                self.deployment.nodes,
-                if self.deployment.nodes == 1 { "" } else { "s" },
+                "In cluster mode participants are spread round-robin over the nodes; server figures are \
+                 summed over the nodes, nats-server figures over the nats-servers."
             );
         }
-        for run in &self.runs {
-            let _ = writeln!(out, "\n{} with N = {}", self.scenario, run.n);
-            let _ = writeln!(
-                out,
-                "{:<38} {:>14} {:>14} {:>12}",
-                "figure", "Chitty-Chat", "NATS", "Chitty/NATS"
-            );
-            for row in rows(&run.chitty, run.nats.as_ref()) {
-                let _ = writeln!(out, "{row}");
+        for (index, deployment) in self.deployments.iter().enumerate() {
+            for run in &deployment.runs {
+                let on = match several || deployment.deployment.cluster {
+                    true => format!(" on {}", Self::letter(index)),
+                    false => String::new(),
+                };
+                let _ = writeln!(out, "\n{} with N = {}{on}", self.scenario, run.n);
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    header(&["Chitty-Chat", "NATS"], &["Chitty/NATS".to_owned()])
+                );
+                let columns = [Some(&run.chitty), run.nats.as_ref()];
+                for row in rows(&columns, &[(0, 1)], false) {
+                    let _ = writeln!(out, "{row}");
+                }
             }
+        }
+        if several {
+            self.side_by_side(&mut out);
         }
         out
     }
+
+    /// The main figures of every deployment side by side, one block per N of the baseline, with each
+    /// deployment's ratio to the baseline.
+    fn side_by_side(&self, out: &mut String) {
+        let names: Vec<String> = (0..self.deployments.len())
+            .map(|index| Self::letter(index).to_string())
+            .collect();
+        let ratio_names: Vec<String> = names[1..]
+            .iter()
+            .map(|name| format!("{name}/{}", names[0]))
+            .collect();
+        let ratios: Vec<(usize, usize)> = (1..names.len()).map(|index| (index, 0)).collect();
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        for run in &self.baseline.runs {
+            let _ = writeln!(
+                out,
+                "\n{} with N = {}: the deployments side by side",
+                self.scenario, run.n
+            );
+            let _ = writeln!(out, "{}", header(&name_refs, &ratio_names));
+            let columns: Vec<Option<&Figures>> = self
+                .deployments
+                .iter()
+                .map(|deployment| {
+                    deployment
+                        .runs
+                        .iter()
+                        .find(|theirs| theirs.n == run.n)
+                        .map(|theirs| &theirs.chitty)
+                })
+                .collect();
+            for row in rows(&columns, &ratios, true) {
+                let _ = writeln!(out, "{row}");
+            }
+        }
+    }
 }
 
-/// The rows of one run's table.
-fn rows(chitty: &Figures, nats: Option<&Figures>) -> Vec<String> {
-    type Read = fn(&Figures) -> Option<f64>;
-    let numeric: Vec<(&str, Read, usize)> = vec![
-        ("deliveries/s", |f| f.deliveries_per_sec, 0),
-        ("latency p50 (µs)", |f| f.p50_us.map(|v| v as f64), 0),
-        ("latency p99 (µs)", |f| f.p99_us.map(|v| v as f64), 0),
-        ("latency p99.9 (µs)", |f| f.p999_us.map(|v| v as f64), 0),
-        ("latency max (µs)", |f| f.max_us.map(|v| v as f64), 0),
-        ("messages published", |f| Some(f.published as f64), 0),
-        ("deliveries", |f| Some(f.deliveries as f64), 0),
-        ("delivery errors", |f| Some(f.delivery_errors as f64), 0),
-        (
+/// How wide the figure's name is in the table, and each column of figures and of ratios.
+const NAME_WIDTH: usize = 38;
+const COLUMN_WIDTH: usize = 14;
+const RATIO_WIDTH: usize = 12;
+
+/// The header line of a table block: `figure`, the columns' names, the ratios' names.
+fn header(columns: &[&str], ratios: &[String]) -> String {
+    let mut line = format!("{:<NAME_WIDTH$}", "figure");
+    for column in columns {
+        let _ = write!(line, " {column:>COLUMN_WIDTH$}");
+    }
+    for ratio in ratios {
+        let _ = write!(line, " {ratio:>RATIO_WIDTH$}");
+    }
+    line
+}
+
+/// One numeric row of the table: its name, how to read it, its decimals, and whether it is one of the
+/// main figures shown side by side for several deployments.
+struct Row {
+    name: &'static str,
+    read: fn(&Figures) -> Option<f64>,
+    decimals: usize,
+    main: bool,
+}
+
+/// The numeric rows, in table order.
+fn numeric_rows() -> Vec<Row> {
+    let row = |name, read, decimals, main| Row {
+        name,
+        read,
+        decimals,
+        main,
+    };
+    vec![
+        row("messages accepted/s", |f| f.messages_per_sec, 0, true),
+        row("deliveries/s", |f| f.deliveries_per_sec, 0, true),
+        row("latency p50 (µs)", |f| f.p50_us.map(|v| v as f64), 0, false),
+        row("latency p99 (µs)", |f| f.p99_us.map(|v| v as f64), 0, true),
+        row(
+            "latency p99.9 (µs)",
+            |f| f.p999_us.map(|v| v as f64),
+            0,
+            false,
+        ),
+        row("latency max (µs)", |f| f.max_us.map(|v| v as f64), 0, false),
+        row("messages published", |f| Some(f.published as f64), 0, false),
+        row("deliveries", |f| Some(f.deliveries as f64), 0, false),
+        row(
+            "delivery errors",
+            |f| Some(f.delivery_errors as f64),
+            0,
+            true,
+        ),
+        row(
             "joined/left events delivered",
             |f| (f.announcements_delivered > 0).then_some(f.announcements_delivered as f64),
             0,
+            false,
         ),
-        (
+        row(
+            "server CPU (µs per message)",
+            |f| f.server_cpu_us_per_message,
+            3,
+            true,
+        ),
+        row(
             "server CPU (µs per delivery)",
             |f| f.server_cpu_us_per_delivery,
             3,
+            true,
         ),
-        (
+        row(
+            "nats-server CPU (µs per message)",
+            |f| f.jetstream_cpu_us_per_message,
+            3,
+            true,
+        ),
+        row(
+            "nats-server CPU (µs per delivery)",
+            |f| f.jetstream_cpu_us_per_delivery,
+            3,
+            true,
+        ),
+        row(
             "load generator CPU (µs per delivery)",
             |f| f.load_generator_cpu_us_per_delivery,
             3,
+            false,
         ),
-        (
+        row(
             "server write syscalls per delivery",
             |f| f.server_writes_per_delivery,
             3,
+            false,
         ),
-        (
+        row(
             "server CPU (s)",
             |f| f.server_cpu_us.map(|v| v as f64 / 1e6),
             2,
+            false,
         ),
-        (
+        row(
             "load generator CPU (s)",
             |f| f.load_generator_cpu_us.map(|v| v as f64 / 1e6),
             2,
+            false,
         ),
-        ("server CPU (% of one core)", |f| f.server_cpu_percent, 0),
-        (
+        row(
+            "server CPU (% of one core)",
+            |f| f.server_cpu_percent,
+            0,
+            true,
+        ),
+        row(
             "load generator CPU (% of one core)",
             |f| f.load_generator_cpu_percent,
             0,
+            true,
         ),
-        (
-            "JetStream server CPU (µs per delivery)",
-            |f| f.jetstream_cpu_us_per_delivery,
-            3,
-        ),
-        (
-            "JetStream server CPU (s)",
+        row(
+            "nats-server CPU (s)",
             |f| f.jetstream_cpu_us.map(|v| v as f64 / 1e6),
             2,
+            false,
         ),
-        (
-            "JetStream server CPU (% of one core)",
+        row(
+            "nats-server CPU (% of one core)",
             |f| f.jetstream_cpu_percent,
             0,
+            true,
         ),
-        (
+        row(
             "all processes (% of the machine)",
             |f| f.machine_cpu_percent,
             0,
+            true,
         ),
-        (
+        row(
             "server RSS per participant (bytes)",
             |f| f.rss_per_participant_bytes,
             0,
+            true,
         ),
-        (
+        row(
             "server RSS before (MiB)",
             |f| f.rss_before_bytes.map(mib),
             1,
+            false,
         ),
-        ("server RSS after (MiB)", |f| f.rss_after_bytes.map(mib), 1),
-        (
+        row(
+            "server RSS after (MiB)",
+            |f| f.rss_after_bytes.map(mib),
+            1,
+            false,
+        ),
+        row(
             "calm: deliveries/s",
             |f| f.churn.as_ref().and_then(|c| c.calm.deliveries_per_sec),
             0,
+            false,
         ),
-        (
+        row(
             "calm: latency p50 (µs)",
             |f| {
                 f.churn
@@ -553,8 +838,9 @@ fn rows(chitty: &Figures, nats: Option<&Figures>) -> Vec<String> {
                     .and_then(|c| c.calm.p50_us.map(|v| v as f64))
             },
             0,
+            false,
         ),
-        (
+        row(
             "calm: latency p99 (µs)",
             |f| {
                 f.churn
@@ -562,80 +848,108 @@ fn rows(chitty: &Figures, nats: Option<&Figures>) -> Vec<String> {
                     .and_then(|c| c.calm.p99_us.map(|v| v as f64))
             },
             0,
+            true,
         ),
-        (
+        row(
             "churn p99 / calm p99",
             |f| f.churn.as_ref().and_then(|c| c.p99_ratio_churn_over_calm),
             2,
+            true,
         ),
-        (
+        row(
             "churn: joins+leaves per second",
             |f| f.churn.as_ref().map(|c| c.churn_ops_per_sec),
             0,
+            false,
         ),
-        (
+        row(
             "churn: errors",
             |f| f.churn.as_ref().map(|c| c.churn_errors as f64),
             0,
+            false,
         ),
-    ];
+    ]
+}
+
+/// The rows of one table block: a column per set of figures (absent: `-`), then a column per ratio
+/// `(numerator, denominator)` of two columns; with `only_main`, the main figures alone.
+fn rows(columns: &[Option<&Figures>], ratios: &[(usize, usize)], only_main: bool) -> Vec<String> {
     // Counts of messages mean nothing where nothing is published (idle).
-    let idle =
-        chitty.deliveries_per_sec.is_none() && nats.is_none_or(|n| n.deliveries_per_sec.is_none());
+    let idle = columns
+        .iter()
+        .all(|figures| figures.is_none_or(|f| f.deliveries_per_sec.is_none()));
     let mut rows = Vec::new();
-    for (name, read, decimals) in numeric {
-        if idle
-            && matches!(
-                name,
-                "messages published" | "deliveries" | "delivery errors"
-            )
+    for row in numeric_rows() {
+        if (only_main && !row.main)
+            || idle
+                && matches!(
+                    row.name,
+                    "messages published" | "deliveries" | "delivery errors"
+                )
         {
             continue;
         }
-        let ours = read(chitty);
-        let theirs = nats.and_then(read);
-        if ours.is_none() && theirs.is_none() {
+        let values: Vec<Option<f64>> = columns
+            .iter()
+            .map(|figures| figures.and_then(row.read))
+            .collect();
+        if values.iter().all(Option::is_none) {
             continue;
         }
-        let ratio = match (ours, theirs) {
-            (Some(ours), Some(theirs)) if theirs != 0.0 => format!("{:.2}", ours / theirs),
-            _ => String::new(),
-        };
-        rows.push(format!(
-            "{name:<38} {:>14} {:>14} {ratio:>12}",
-            number(ours, decimals),
-            number(theirs, decimals),
-        ));
+        let mut line = format!("{:<NAME_WIDTH$}", row.name);
+        for value in &values {
+            let _ = write!(line, " {:>COLUMN_WIDTH$}", number(*value, row.decimals));
+        }
+        for &(numerator, denominator) in ratios {
+            let ratio = match (values.get(numerator), values.get(denominator)) {
+                (Some(Some(ours)), Some(Some(theirs))) if *theirs != 0.0 => {
+                    format!("{:.2}", ours / theirs)
+                }
+                _ => String::new(),
+            };
+            let _ = write!(line, " {ratio:>RATIO_WIDTH$}");
+        }
+        rows.push(line.trim_end().to_owned());
     }
-    let per_node = |f: Option<&Figures>| {
-        f.and_then(|f| f.server_cpu_percent_per_node.as_ref())
-            .filter(|nodes| nodes.len() > 1)
-            .map(|nodes| {
-                nodes
-                    .iter()
-                    .map(|percent| format!("{percent:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(" / ")
-            })
-    };
-    if !idle && let Some(ours) = per_node(Some(chitty)) {
-        rows.push(format!(
-            "{:<38} {:>14} {:>14}",
-            "server CPU per node (% of one core)",
-            ours,
-            per_node(nats).unwrap_or_default()
-        ));
+    if idle {
+        return rows;
     }
-    let saturated = |f: Option<&Figures>| f.and_then(|f| f.saturated.clone()).unwrap_or_default();
-    if !idle {
-        rows.push(format!(
-            "{:<38} {:>14} {:>14}",
-            "saturated (≥ 90% of a core)",
-            saturated(Some(chitty)),
-            saturated(nats)
-        ));
+    type ReadText = fn(&Figures) -> Option<String>;
+    let text_rows: [(&str, ReadText); 3] = [
+        ("server CPU per node (% of one core)", |f| {
+            percents(f.server_cpu_percent_per_node.as_ref())
+        }),
+        ("nats-server CPU each (% of one core)", |f| {
+            percents(f.jetstream_cpu_percent_per_server.as_ref())
+        }),
+        ("saturated (≥ 90% of a core)", |f| f.saturated.clone()),
+    ];
+    for (name, read) in text_rows {
+        let values: Vec<Option<String>> = columns
+            .iter()
+            .map(|figures| figures.and_then(read))
+            .collect();
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        let mut line = format!("{name:<NAME_WIDTH$}");
+        for value in values {
+            let _ = write!(line, " {:>COLUMN_WIDTH$}", value.unwrap_or_default());
+        }
+        rows.push(line.trim_end().to_owned());
     }
     rows
+}
+
+/// Shares of a core, `60 / 55 / 12`, where there are several processes.
+fn percents(list: Option<&Vec<f64>>) -> Option<String> {
+    list.filter(|percents| percents.len() > 1).map(|percents| {
+        percents
+            .iter()
+            .map(|percent| format!("{percent:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    })
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -705,10 +1019,11 @@ mod tests {
             service_per_node: vec![second.mul_f64(0.6), second.mul_f64(0.5)],
             service_writes: Some(500),
             jetstream: Some(second.mul_f64(0.95)),
+            jetstream_per_server: vec![second.mul_f64(0.95)],
             load_generator: second.mul_f64(0.35),
         };
         let mut figures = Figures::empty(10);
-        figures.set_cpu(&cpu, 1_000, 4);
+        figures.set_cpu(&cpu, 1_000, 100, 4);
         assert_eq!(figures.server_cpu_us, Some(1_100_000));
         assert_eq!(figures.server_cpu_us_per_node, Some(vec![600_000, 500_000]));
         let per_node = figures.server_cpu_percent_per_node.expect("per node");
@@ -718,12 +1033,15 @@ mod tests {
         );
         assert_eq!(figures.jetstream_cpu_us, Some(950_000));
         assert_eq!(figures.jetstream_cpu_us_per_delivery, Some(950.0));
+        assert_eq!(figures.jetstream_cpu_us_per_message, Some(9_500.0));
+        assert_eq!(figures.server_cpu_us_per_message, Some(11_000.0));
         let machine = figures.machine_cpu_percent.expect("machine share");
         assert!(
             (machine - 60.0).abs() < 1e-9,
             "got {machine}% of 4 cores, want 60%"
         );
-        assert_eq!(figures.saturated.as_deref(), Some("server + nats-server"));
+        // The nodes together use more than a core, but neither node is saturated on its own.
+        assert_eq!(figures.saturated.as_deref(), Some("nats-server"));
     }
 
     #[test]
@@ -735,31 +1053,111 @@ mod tests {
             service_per_node: vec![second],
             service_writes: None,
             jetstream: None,
+            jetstream_per_server: Vec::new(),
             load_generator: second,
         };
         let mut figures = Figures::empty(10);
-        figures.set_cpu(&cpu, 1_000, 2);
+        figures.set_cpu(&cpu, 1_000, 1_000, 2);
         assert_eq!(figures.saturated.as_deref(), Some("both"));
         assert_eq!(figures.jetstream_cpu_percent, None);
     }
 
     #[test]
+    fn each_node_and_nats_server_is_named_when_it_alone_is_saturated() {
+        assert_eq!(saturated(&[95.0, 20.0, 91.0], &[], 10.0), "node 0 + node 2");
+        assert_eq!(
+            saturated(&[50.0], &[10.0, 99.0, 10.0], 95.0),
+            "nats-server 1 + load generator"
+        );
+        assert_eq!(saturated(&[95.0], &[95.0], 0.0), "server + nats-server");
+        assert_eq!(saturated(&[60.0, 60.0], &[60.0], 60.0), "neither");
+        assert_eq!(saturated(&[], &[], 0.0), "neither");
+    }
+
+    const THREE_NODES: Deployment = Deployment {
+        nodes: 3,
+        cluster: true,
+        nats_servers: 3,
+        replicas: Some(3),
+    };
+
+    #[test]
     fn the_json_object_says_how_many_nodes_served() {
         let report = Report::new(
             "room".to_owned(),
-            Deployment {
-                nodes: 3,
-                cluster: true,
-            },
             Machine::read(),
             serde_json::json!({}),
-            vec![RunReport::new(5, Figures::empty(5), None)],
+            vec![DeploymentReport::new(
+                THREE_NODES,
+                vec![RunReport::new(5, Figures::empty(5), None)],
+            )],
         );
         let json = serde_json::to_value(&report).expect("serialisable");
         assert_eq!(json["nodes"], 3);
         assert_eq!(json["cluster"], true);
+        assert_eq!(json["nats_servers"], 3);
+        assert_eq!(json["replicas"], 3);
         assert!(json["jetstream_cpu_percent"].is_null());
-        assert!(report.table().contains("3 nodes in cluster mode"));
+        assert_eq!(json["deployments"].as_array().map(Vec::len), Some(1));
+        let table = report.table();
+        assert!(
+            table.contains("3 nodes in cluster mode on 3 nats-servers with JetStream, 3 replicas"),
+            "got:\n{table}"
+        );
+    }
+
+    #[test]
+    fn each_deployment_is_compared_with_the_first_at_the_same_n() {
+        let figures = |messages_per_sec: f64, cpu_per_message: f64| {
+            let mut figures = Figures::empty(4);
+            figures.messages_per_sec = Some(messages_per_sec);
+            figures.server_cpu_us_per_message = Some(cpu_per_message);
+            figures.deliveries_per_sec = Some(4.0 * messages_per_sec);
+            figures
+        };
+        let mut on_cluster = figures(500.0, 30.0);
+        on_cluster.jetstream_cpu_us_per_message = Some(12.0);
+        let report = Report::new(
+            "ingest".to_owned(),
+            Machine::read(),
+            serde_json::json!({}),
+            vec![
+                DeploymentReport::new(
+                    Deployment::SINGLE,
+                    vec![RunReport::new(4, figures(2_000.0, 10.0), None)],
+                ),
+                DeploymentReport::new(THREE_NODES, vec![RunReport::new(4, on_cluster, None)]),
+            ],
+        );
+        let json = serde_json::to_value(&report).expect("serialisable");
+        assert_eq!(json["nodes"], 1, "the top level is the baseline");
+        assert!(json["ratio_to_baseline"].is_null());
+        let cluster = &json["deployments"][1];
+        assert_eq!(cluster["nodes"], 3);
+        assert_eq!(cluster["ratio_to_baseline"]["messages_per_sec"], 0.25);
+        assert_eq!(
+            cluster["runs"][0]["ratio_to_baseline"]["server_cpu_us_per_message"],
+            3.0
+        );
+        assert_eq!(cluster["jetstream_cpu_us_per_message"], 12.0);
+        assert!(
+            cluster["ratio_to_baseline"]["jetstream_cpu_us_per_message"].is_null(),
+            "the single node has no nats-server to compare with"
+        );
+        let table = report.table();
+        assert!(
+            table.contains("ingest with N = 4: the deployments side by side"),
+            "got:\n{table}"
+        );
+        let ratio_line = table
+            .lines()
+            .rev()
+            .find(|line| line.starts_with("messages accepted/s"))
+            .expect("a messages accepted/s row");
+        assert!(
+            ratio_line.ends_with("0.25"),
+            "got {ratio_line:?}, want the ratio B/A of 0.25 at its end"
+        );
     }
 
     #[test]
@@ -770,13 +1168,15 @@ mod tests {
         large.deliveries_per_sec = Some(2.0);
         let report = Report::new(
             "fanout".to_owned(),
-            Deployment::SINGLE,
             Machine::read(),
             serde_json::json!({}),
-            vec![
-                RunReport::new(50, large, None),
-                RunReport::new(5, small, None),
-            ],
+            vec![DeploymentReport::new(
+                Deployment::SINGLE,
+                vec![
+                    RunReport::new(50, large, None),
+                    RunReport::new(5, small, None),
+                ],
+            )],
         );
         let json = serde_json::to_value(&report).expect("serialisable");
         assert_eq!(json["n"], 50);

@@ -1,19 +1,21 @@
-//! The four scenarios, each one run of one system at one N, bounded in time.
+//! The five scenarios, each one run of one system at one N, bounded in time.
 //!
 //! Every scenario first admits its participants, each over a connection of its own, with a bounded number
 //! of connection attempts in flight (with several nodes, participant `i` on node `i % K`: listeners,
-//! the `fanout` publisher and the `room` publishers alike), then opens every stream and waits until all
-//! are open. Chitty-Chat
+//! the `fanout` and `ingest` publishers, admitted after the listeners, and the `room` publishers
+//! alike), then opens every stream and waits until all are open. Chitty-Chat
 //! streams start after the last join, so that nobody replays everyone else's joined event. Then the load
 //! runs for the configured duration, publishing stops, and the run waits (at most `drain`) until every
 //! listener has received every message that was published. Messages that never arrive are counted as
-//! missing. The CPU time of every process (each node, the JetStream server in cluster mode, the load
+//! missing. The CPU time of every process (each node, each JetStream server in cluster mode, the load
 //! generator) is sampled when publishing starts and when the drain ends.
 //!
-//! # Flow control in `fanout`
+//! # Flow control in `fanout` and `ingest`
 //!
-//! The publisher sends as fast as the system accepts, but never more than `window` messages ahead of
-//! the slowest listener: past that it waits for listeners to catch up. Without that bound, a publisher
+//! `fanout` is one publisher and N listeners; `ingest` is many publishers (`--publishers`) and a few
+//! listeners; the same code runs both. Each publisher sends as fast as the system accepts, with its own
+//! `in_flight` calls at a time, but the publishers together never run more than `window` messages ahead
+//! of the slowest listener: past that they wait for listeners to catch up. Without that bound, a publisher
 //! faster than its listeners would only measure how each system sheds load (Chitty-Chat cuts slow
 //! readers off, NATS drops messages for slow consumers), not how fast it delivers. The window is well
 //! under the service's per-stream queue (1,024 events), so a listener that keeps up is never cut off.
@@ -42,6 +44,8 @@ pub struct Plan {
     pub scenario: Scenario,
     /// How many participants listen (and in `room` and `churn`, publish).
     pub participants: usize,
+    /// How many participants publish without listening, in `fanout` (one) and `ingest`.
+    pub publishers: usize,
     /// How long the load runs (in `churn`, each of the two phases).
     pub duration: Duration,
     /// Messages per second each participant publishes, in `room` and `churn`.
@@ -52,9 +56,10 @@ pub struct Plan {
     pub churn_hold: Duration,
     /// How many extra Chitty-Chat participants open their stream and never read it.
     pub stalled: usize,
-    /// How far ahead of the slowest listener the `fanout` publisher may run, in messages.
+    /// How far ahead of the slowest listener the `fanout` and `ingest` publishers together may run, in
+    /// messages.
     pub window: u64,
-    /// How many Publish calls the `fanout` publisher keeps in flight.
+    /// How many Publish calls each `fanout` or `ingest` publisher keeps in flight.
     pub in_flight: usize,
     /// How long to wait after publishing for the last messages to arrive.
     pub drain: Duration,
@@ -73,16 +78,21 @@ pub async fn run(system: &System, plan: &Plan) -> Result<Figures, BenchError> {
         plan.participants
     );
     let rss_before = system.servers.resident_bytes()?;
-    // fanout has one more participant, the publisher, which does not listen.
-    let admitted = match plan.scenario {
-        Scenario::Fanout => plan.participants + 1,
-        _ => plan.participants,
+    // fanout and ingest have their publishers besides, which do not listen: the last participants.
+    let publishers = match plan.scenario {
+        Scenario::Fanout | Scenario::Ingest => plan.publishers,
+        _ => 0,
     };
-    let mut participants = admit(system, admitted, plan.connect_concurrency, &label).await?;
-    let publisher = match plan.scenario {
-        Scenario::Fanout => participants.pop(),
-        _ => None,
-    };
+    let mut participants = admit(
+        system,
+        plan.participants + publishers,
+        plan.connect_concurrency,
+        &label,
+    )
+    .await?;
+    // Streams start after every join, the publishers' included, so that no listener replays them.
+    let after_seq = System::listen_after(&participants);
+    let publishers = participants.split_off(plan.participants);
     let clock = StampClock::new();
     let deliveries = Arc::new(Deliveries::new(
         clock,
@@ -90,7 +100,7 @@ pub async fn run(system: &System, plan: &Plan) -> Result<Figures, BenchError> {
         (plan.window / 4).max(1),
     )?);
     let stop = CancellationToken::new();
-    let listeners = start_listeners(&participants, &deliveries, &stop, &label).await?;
+    let listeners = start_listeners(&participants, after_seq, &deliveries, &stop, &label).await?;
     let stalled = stall(system, plan, &stop).await?;
 
     let mut figures = match plan.scenario {
@@ -105,11 +115,13 @@ pub async fn run(system: &System, plan: &Plan) -> Result<Figures, BenchError> {
             });
             figures
         }
-        Scenario::Fanout => {
-            let publisher = publisher.ok_or(BenchError::NoPublisher)?;
+        Scenario::Fanout | Scenario::Ingest => {
+            if publishers.is_empty() {
+                return Err(BenchError::NoPublisher);
+            }
             let started = Started::now(system, &deliveries)?;
             let progress = running_bar(&label, plan.duration, &deliveries);
-            let published = fanout(&publisher, &deliveries, plan).await;
+            let published = flat_out(&publishers, &deliveries, plan).await;
             drain(&deliveries, &published, plan.drain).await;
             progress.finish_and_clear();
             measured(system, plan, &deliveries, &started, &published)?
@@ -122,7 +134,7 @@ pub async fn run(system: &System, plan: &Plan) -> Result<Figures, BenchError> {
                 1
             };
             let progress = running_bar(&label, plan.duration * phases, &deliveries);
-            let published = Published::default();
+            let published = Arc::new(Published::default());
             let churned = room(system, &participants, &deliveries, &published, plan, &stop).await;
             drain(&deliveries, &published, plan.drain).await;
             progress.finish_and_clear();
@@ -211,14 +223,15 @@ async fn admit(
     Ok(participants)
 }
 
-/// Starts one listener per participant and waits until every stream is open.
+/// Starts one listener per participant, each stream after `after_seq`, and waits until every stream
+/// is open.
 async fn start_listeners(
     participants: &[Participant],
+    after_seq: u64,
     deliveries: &Arc<Deliveries>,
     stop: &CancellationToken,
     label: &str,
 ) -> Result<JoinSet<()>, BenchError> {
-    let after_seq = System::listen_after(participants);
     let mut listeners = JoinSet::new();
     for (index, participant) in participants.iter().enumerate() {
         listeners.spawn(participant.clone().listen(
@@ -300,25 +313,57 @@ struct Published {
     ok: AtomicU64,
     /// Refused or failed.
     failed: AtomicU64,
+    /// When the latest call was answered, in [`StampClock`] microseconds: the end of publishing, for
+    /// messages accepted per second.
+    answered_us: AtomicU64,
 }
 
-/// The fanout publisher: sends as fast as accepted, `in_flight` calls at a time, at most `window` messages
-/// ahead of the slowest listener, for `duration`.
-async fn fanout(publisher: &Participant, deliveries: &Deliveries, plan: &Plan) -> Published {
+impl Published {
+    /// Counts the answer to one publish call, `accepted` or not.
+    fn count(&self, accepted: bool, clock: &StampClock) {
+        match accepted {
+            true => self.ok.fetch_add(1, Ordering::Relaxed),
+            false => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        self.answered_us
+            .fetch_max(clock.now_us(), Ordering::Relaxed);
+    }
+}
+
+/// The publishers of `fanout` (one) and `ingest` (`--publishers`): each sends as fast as accepted, with
+/// `in_flight` calls of its own at a time, all of them together at most `window` messages ahead of the
+/// slowest listener, for `duration`.
+async fn flat_out(publishers: &[Participant], deliveries: &Deliveries, plan: &Plan) -> Published {
     let published = Published::default();
+    let sent = AtomicU64::new(0);
     let deadline = Instant::now() + plan.duration;
+    futures_util::future::join_all(publishers.iter().map(|publisher| {
+        publish_flat_out(publisher, deliveries, plan, deadline, &sent, &published)
+    }))
+    .await;
+    published
+}
+
+/// One publisher of [`flat_out`], until `deadline`; `sent` counts the calls of every publisher, for
+/// the shared window.
+async fn publish_flat_out(
+    publisher: &Participant,
+    deliveries: &Deliveries,
+    plan: &Plan,
+    deadline: Instant,
+    sent: &AtomicU64,
+    published: &Published,
+) {
     let mut calls = JoinSet::new();
-    let mut sent: u64 = 0;
     let mut slowest = 0;
-    let count = |published: &Published, result: Result<Result<(), _>, _>| match result {
-        Ok(Ok(())) => published.ok.fetch_add(1, Ordering::Relaxed),
-        _ => published.failed.fetch_add(1, Ordering::Relaxed),
+    let ahead = || {
+        sent.load(Ordering::Relaxed)
+            .saturating_sub(published.failed.load(Ordering::Relaxed))
     };
     'publishing: while Instant::now() < deadline {
-        let failed = published.failed.load(Ordering::Relaxed);
-        while sent.saturating_sub(failed) >= slowest + plan.window {
+        while ahead() >= slowest + plan.window {
             slowest = deliveries.slowest();
-            if sent.saturating_sub(failed) < slowest + plan.window {
+            if ahead() < slowest + plan.window {
                 break;
             }
             let _ = tokio::time::timeout(Duration::from_millis(5), deliveries.advanced.notified())
@@ -328,19 +373,18 @@ async fn fanout(publisher: &Participant, deliveries: &Deliveries, plan: &Plan) -
             }
         }
         if calls.len() >= plan.in_flight.max(1)
-            && let Some(result) = calls.join_next().await
+            && let Some(answer) = calls.join_next().await
         {
-            count(&published, result);
+            published.count(matches!(answer, Ok(Ok(()))), &deliveries.clock);
         }
         let text = message_text(deliveries.clock.now_us());
         let publisher = publisher.clone();
         calls.spawn(async move { publisher.publish(text).await });
-        sent += 1;
+        sent.fetch_add(1, Ordering::Relaxed);
     }
-    while let Some(result) = calls.join_next().await {
-        count(&published, result);
+    while let Some(answer) = calls.join_next().await {
+        published.count(matches!(answer, Ok(Ok(()))), &deliveries.clock);
     }
-    published
 }
 
 /// What the churn phase did.
@@ -360,7 +404,7 @@ async fn room(
     system: &System,
     participants: &[Participant],
     deliveries: &Arc<Deliveries>,
-    published: &Published,
+    published: &Arc<Published>,
     plan: &Plan,
     stop: &CancellationToken,
 ) -> Option<Churned> {
@@ -375,13 +419,11 @@ async fn room(
     let deadline = start + total;
     let count = participants.len().max(1) as u32;
     let mut publishers = JoinSet::new();
-    let published_ok = Arc::new(AtomicU64::new(0));
-    let published_failed = Arc::new(AtomicU64::new(0));
     for (index, participant) in participants.iter().enumerate() {
         let offset = interval.mul_f64(index as f64 / f64::from(count));
         let participant = participant.clone();
         let deliveries = Arc::clone(deliveries);
-        let (ok, failed) = (Arc::clone(&published_ok), Arc::clone(&published_failed));
+        let published = Arc::clone(published);
         publishers.spawn(async move {
             let mut ticks = tokio::time::interval_at(start + offset, interval);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -391,10 +433,8 @@ async fn room(
                     return;
                 }
                 let text = message_text(deliveries.clock.now_us());
-                match participant.publish(text).await {
-                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                };
+                let answer = participant.publish(text).await;
+                published.count(answer.is_ok(), &deliveries.clock);
             }
         });
     }
@@ -409,12 +449,6 @@ async fn room(
     };
     // Each publisher stops at the deadline; a call in flight then is bounded by its own timeout.
     while publishers.join_next().await.is_some() {}
-    published
-        .ok
-        .store(published_ok.load(Ordering::Relaxed), Ordering::Relaxed);
-    published
-        .failed
-        .store(published_failed.load(Ordering::Relaxed), Ordering::Relaxed);
     churned
 }
 
@@ -511,6 +545,11 @@ fn measured(
     // Sampled right after the drain, while the listeners still run but have nothing left to read.
     let mut cpu: CpuUse = started.cpu.until(&CpuSample::take(&system.servers)?);
     let ok = published.ok.load(Ordering::Relaxed);
+    let publishing_us = published
+        .answered_us
+        .load(Ordering::Relaxed)
+        .saturating_sub(started.at_us)
+        .max(1);
     let delivered = deliveries.total();
     let expected = ok * deliveries.slots.len() as u64;
     let missing = expected.saturating_sub(delivered);
@@ -520,6 +559,7 @@ fn measured(
     cpu.wall = Duration::from_micros(active_us);
     let mut figures = Figures::empty(plan.participants);
     figures.published = ok;
+    figures.messages_per_sec = Some(ok as f64 * 1e6 / publishing_us as f64);
     figures.deliveries = delivered;
     figures.announcements_delivered = deliveries.announcements();
     figures.deliveries_per_sec = Some(delivered as f64 * 1e6 / active_us as f64);
@@ -531,7 +571,7 @@ fn measured(
     });
     figures.missing_deliveries = missing;
     figures.delivery_errors = published.failed.load(Ordering::Relaxed) + missing;
-    figures.set_cpu(&cpu, delivered, measure::cores());
+    figures.set_cpu(&cpu, delivered, ok, measure::cores());
     Ok(figures)
 }
 

@@ -57,8 +57,9 @@ enum Command {
     /// everywhere, no gap in seq, and the Lamport clock condition on every message. Exits 1 on any
     /// violation.
     Check(CheckArgs),
-    /// Measure a service under load, optionally side by side with NATS: `fanout`, `room`, `idle` or
-    /// `churn`, with a table, `--json` figures and a `--plot` chart.
+    /// Measure a service under load, optionally side by side with NATS and across deployments
+    /// (`--nodes 1,3`): `fanout`, `ingest`, `room`, `idle` or `churn`, with a table, `--json` figures
+    /// and a `--plot` chart.
     Bench(chitty_bench::BenchArgs),
 }
 

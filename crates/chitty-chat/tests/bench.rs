@@ -22,6 +22,12 @@ fn binary() -> &'static Path {
 
 /// Runs `chitty-chat bench ARGS --json FILE` and returns the JSON object it wrote.
 async fn bench(dir: &Path, args: &[&str]) -> Value {
+    bench_with_table(dir, args).await.0
+}
+
+/// Runs `chitty-chat bench ARGS --json FILE` and returns the JSON object it wrote and the table it
+/// printed.
+async fn bench_with_table(dir: &Path, args: &[&str]) -> (Value, String) {
     let json = dir.join(format!(
         "{}-{}.json",
         args[0],
@@ -54,7 +60,8 @@ async fn bench(dir: &Path, args: &[&str]) -> Value {
         "the table is printed; got:\n{stdout}"
     );
     let text = std::fs::read_to_string(&json).expect("the JSON file is written");
-    serde_json::from_str(&text).expect("the JSON file is one JSON object")
+    let json = serde_json::from_str(&text).expect("the JSON file is one JSON object");
+    (json, stdout.into_owned())
 }
 
 fn number(figures: &Value, name: &str) -> f64 {
@@ -106,8 +113,30 @@ fn nats_server() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Checks what `ingest` adds to the load figures: messages accepted per second and CPU per message.
+fn check_ingest_figures(system: &str, figures: &Value) {
+    check_load_figures(system, figures);
+    assert!(
+        number(figures, "messages_per_sec") > 0.0,
+        "{system}: messages_per_sec > 0"
+    );
+    assert!(
+        number(figures, "server_cpu_us_per_message") >= 0.0,
+        "{system}: server CPU per message"
+    );
+}
+
+/// Whether nats-server is missing, after printing that `test` is skipped for it.
+fn skipped_without_nats_server(test: &str) -> bool {
+    if nats_server().is_some() {
+        return false;
+    }
+    println!("SKIPPED {test}: apt-get install -y nats-server");
+    true
+}
+
 #[tokio::test]
-async fn a_tiny_fanout_and_idle_run_report_sane_figures() {
+async fn a_tiny_fanout_ingest_and_idle_run_report_sane_figures() {
     let dir = tempfile::tempdir().expect("a temporary directory");
 
     let fanout = bench(dir.path(), &["fanout", "--n", "5", "--duration", "1s"]).await;
@@ -118,6 +147,33 @@ async fn a_tiny_fanout_and_idle_run_report_sane_figures() {
     assert!(
         fanout["nats"].is_null(),
         "no NATS figures without --vs-nats"
+    );
+
+    let ingest = bench(
+        dir.path(),
+        &[
+            "ingest",
+            "--n",
+            "2",
+            "--publishers",
+            "3",
+            "--duration",
+            "1s",
+        ],
+    )
+    .await;
+    assert_eq!(ingest["scenario"], "ingest");
+    assert_eq!(ingest["n"], 2);
+    assert_eq!(ingest["settings"]["publishers"], 3);
+    assert_eq!(
+        ingest["settings"]["in_flight"], 8,
+        "8 per publisher by default"
+    );
+    check_ingest_figures("Chitty-Chat ingest", &ingest);
+    assert_eq!(
+        number(&ingest, "announcements_delivered"),
+        0.0,
+        "listeners start after every join, the publishers' too"
     );
 
     let idle = bench(dir.path(), &["idle", "--n", "20", "--settle", "200ms"]).await;
@@ -131,8 +187,7 @@ async fn a_tiny_fanout_and_idle_run_report_sane_figures() {
 
 #[tokio::test]
 async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
-    if nats_server().is_none() {
-        println!("SKIPPED the NATS half: apt-get install -y nats-server");
+    if skipped_without_nats_server("a_tiny_run_against_nats_reports_both_systems_and_their_ratio") {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -180,10 +235,9 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
 
 #[tokio::test]
 async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server() {
-    if nats_server().is_none() {
-        println!(
-            "SKIPPED a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server: apt-get install -y nats-server"
-        );
+    if skipped_without_nats_server(
+        "a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -219,5 +273,78 @@ async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats
     assert!(
         number(&report, "jetstream_cpu_us") >= 0.0,
         "the JetStream server's CPU is reported"
+    );
+}
+
+#[tokio::test]
+async fn a_tiny_ingest_on_one_node_then_two_in_cluster_mode_reports_both_and_their_ratio() {
+    if skipped_without_nats_server(
+        "a_tiny_ingest_on_one_node_then_two_in_cluster_mode_reports_both_and_their_ratio",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (report, table) = bench_with_table(
+        dir.path(),
+        &[
+            "ingest",
+            "--n",
+            "2",
+            "--publishers",
+            "4",
+            "--duration",
+            "1s",
+            "--nodes",
+            "1,2",
+        ],
+    )
+    .await;
+    let deployments = report["deployments"]
+        .as_array()
+        .expect("a deployments list");
+    assert_eq!(deployments.len(), 2, "got {deployments:?}");
+    assert_eq!(report["nodes"], 1, "the top level is the first deployment");
+    assert_eq!(report["cluster"], false);
+    let (single, cluster) = (&deployments[0], &deployments[1]);
+    assert_eq!(single["nodes"], 1);
+    assert_eq!(cluster["nodes"], 2);
+    assert_eq!(cluster["cluster"], true);
+    assert_eq!(cluster["nats_servers"], 1);
+    assert_eq!(cluster["replicas"], 1);
+    check_ingest_figures("Chitty-Chat on 1 node", single);
+    check_ingest_figures("Chitty-Chat on 2 nodes", cluster);
+    assert!(
+        number(cluster, "jetstream_cpu_us_per_message") >= 0.0,
+        "the nats-server's CPU per message is beside the nodes'"
+    );
+    assert_eq!(
+        cluster["server_cpu_us_per_node"].as_array().map(Vec::len),
+        Some(2),
+        "got {}",
+        cluster["server_cpu_us_per_node"]
+    );
+    assert!(
+        single["ratio_to_baseline"].is_null(),
+        "the baseline has no ratio to itself"
+    );
+    let ratio = &cluster["ratio_to_baseline"];
+    for figure in [
+        "messages_per_sec",
+        "deliveries_per_sec",
+        "p99_us",
+        "server_cpu_us_per_message",
+    ] {
+        assert!(
+            number(ratio, figure) > 0.0,
+            "the ratio of 2 nodes to 1 for {figure}; got {ratio}"
+        );
+    }
+    assert!(
+        number(&cluster["runs"][0]["ratio_to_baseline"], "messages_per_sec") > 0.0,
+        "each run has its ratio"
+    );
+    assert!(
+        table.contains("ingest with N = 2: the deployments side by side") && table.contains("B/A"),
+        "the table compares the deployments; got:\n{table}"
     );
 }
