@@ -14,6 +14,9 @@
 //! Tests call [`NatsCluster::start_or_skip`], which prints `SKIPPED <test>: apt-get install -y
 //! nats-server` and returns `None` when no nats-server is installed, so a machine without it reports
 //! the skip by name instead of passing silently.
+//!
+//! [`VersionOnlyServer`] is no nats-server at all: it answers a client's connection announcing a
+//! version of the test's choosing, to test what a node does with a server it must refuse.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// How long the harness waits for a cluster to be ready.
@@ -500,4 +504,77 @@ async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<Stri
     .ok()?;
     let state: serde_json::Value = serde_json::from_slice(&answer.payload).ok()?;
     state["cluster"]["leader"].as_str().map(str::to_owned)
+}
+
+/// A stand-in for a nats-server that speaks just enough of the NATS protocol for a client to connect,
+/// announcing the version of the test's choosing in its `INFO`, and then answers nothing but `PING`:
+/// to test what a node does with a server it must refuse, without installing that server. It serves
+/// until dropped.
+#[derive(Debug)]
+pub struct VersionOnlyServer {
+    /// Where it listens, on loopback.
+    address: std::net::SocketAddr,
+    /// The task that accepts connections and answers them; aborted on drop.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VersionOnlyServer {
+    /// Listens on a free loopback port, announcing `version` to every client.
+    pub async fn start(version: &str) -> Result<Self, HarnessError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|source| HarnessError::Io {
+                what: "cannot listen on a loopback port".to_owned(),
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| HarnessError::Io {
+            what: "cannot read a bound port".to_owned(),
+            source,
+        })?;
+        let info = serde_json::json!({
+            "server_id": "version-only",
+            "server_name": "version-only",
+            "version": version,
+            "proto": 1,
+            "max_payload": 1_048_576,
+            "headers": true,
+            "jetstream": true,
+        });
+        let info = format!("INFO {info}\r\n");
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.spawn(answer_pings(stream, info.clone()));
+            }
+        });
+        Ok(Self { address, task })
+    }
+
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.address)
+    }
+}
+
+impl Drop for VersionOnlyServer {
+    fn drop(&mut self) {
+        // The connections' tasks are in the accepting task's set, and end with it.
+        self.task.abort();
+    }
+}
+
+/// Sends `info` on `stream`, then `PONG` for every `PING`, ignoring everything else, until the client
+/// goes away.
+async fn answer_pings(stream: tokio::net::TcpStream, info: String) {
+    let (reader, mut writer) = stream.into_split();
+    if writer.write_all(info.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().eq_ignore_ascii_case("PING") && writer.write_all(b"PONG\r\n").await.is_err()
+        {
+            return;
+        }
+    }
 }
