@@ -259,6 +259,29 @@ fn verdict(error: &(dyn StdError + 'static)) -> Option<bool> {
     None
 }
 
+/// Whether `error`, anywhere in its chain, is JetStream refusing a write because the stream or the
+/// subject was not at the expected last sequence, so nothing was stored: `wrong last sequence: N`
+/// (10071), which async-nats reports as its own kind (`WrongLastSequence`, `WrongLastRevision`), or
+/// `wrong last sequence` without a number (10164), which it reports as `Other`. A replicated stream's
+/// leader answers the second while another write expecting a last sequence of the same subject is
+/// still being stored (nats-server 2.15.1 does; 2.9.10 never did), so two conditional writes of one
+/// key at the same moment may meet either.
+pub(crate) fn is_wrong_last_sequence(error: &(dyn StdError + 'static)) -> bool {
+    use jetstream::ErrorCode;
+    let mut link = Some(error);
+    while let Some(error) = link {
+        if let Some(refusal) = error.downcast_ref::<jetstream::Error>() {
+            return [
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
+            ]
+            .contains(&refusal.error_code());
+        }
+        link = error.source();
+    }
+    false
+}
+
 /// Whether JetStream's refusal stands: a client error (4xx) other than a request timeout and the
 /// cluster's answers for "no leader or not enough peers right now".
 fn refusal_is_permanent(refusal: &jetstream::Error) -> bool {
@@ -319,6 +342,37 @@ mod tests {
             assert!(
                 !is_permanent(&*error),
                 "got permanent for {error}, want transient"
+            );
+        }
+    }
+
+    #[test]
+    fn both_wrong_last_sequence_refusals_are_recognised_through_a_kv_update() {
+        // What a conditional KV write that lost a race returns: the refusal, inside an acknowledgment's
+        // error, inside the update's.
+        let update = |err_code, kind| {
+            kv::UpdateError::from(context::PublishError::with_source(
+                kind,
+                refusal(400, err_code),
+            ))
+        };
+        for (err_code, kind) in [
+            (10071, context::PublishErrorKind::WrongLastSequence),
+            (10164, context::PublishErrorKind::Other),
+        ] {
+            let error = update(err_code, kind);
+            assert!(
+                is_wrong_last_sequence(&error),
+                "error code {err_code}: got not a wrong last sequence, want one: {error:?}"
+            );
+        }
+        for error in [
+            update(10059, context::PublishErrorKind::Other),
+            kv::UpdateError::new(kv::UpdateErrorKind::TimedOut),
+        ] {
+            assert!(
+                !is_wrong_last_sequence(&error),
+                "got a wrong last sequence, want none: {error:?}"
             );
         }
     }
