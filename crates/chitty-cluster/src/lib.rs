@@ -21,6 +21,8 @@
 //!   never admit one name twice), sessions (a token works on any node) and node heartbeats. From a
 //!   local mirror kept by KV watches it computes which sessions vanished, and lets exactly one node
 //!   announce each of them left.
+//! - [`version`]: which nats-server versions cluster mode runs on: [`version::OLDEST_NATS_SERVER`]
+//!   (2.11.0) and newer; [`Cluster::connect`] refuses an older server.
 //! - [`testing`] (feature `testing`): a harness that runs a real 3-server JetStream cluster of
 //!   nats-server processes on loopback ports, for this crate's tests and for the service's.
 //!
@@ -56,6 +58,7 @@ mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timeline;
+pub mod version;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,6 +167,26 @@ pub enum ClusterError {
         /// Why.
         source: async_nats::ConnectError,
     },
+    /// The nats-server connected to is older than [`version::OLDEST_NATS_SERVER`].
+    #[error("nats-server {found} is older than {oldest}, the oldest supported: {why}", why = version::WHY_OLDEST)]
+    ServerTooOld {
+        /// The version the server announced.
+        found: semver::Version,
+        /// The oldest version supported, [`version::OLDEST_NATS_SERVER`].
+        oldest: semver::Version,
+    },
+    /// The version the nats-server connected to announced is not a version (see [`version::parse`]),
+    /// so whether it is supported cannot be told.
+    #[error(
+        "cannot tell whether nats-server is {oldest} or newer: it announced the version {found:?}, which does not parse: {source}",
+        oldest = version::OLDEST_NATS_SERVER
+    )]
+    ServerVersion {
+        /// What the server announced.
+        found: String,
+        /// Why it does not parse.
+        source: semver::Error,
+    },
     /// A JetStream request failed or was refused.
     #[error("jetstream failed to {operation}: {source}")]
     JetStream {
@@ -226,14 +249,17 @@ pub enum ClusterError {
 impl ClusterError {
     /// Whether the same call may succeed if made again later: it ran out of time (the cluster may
     /// have been electing a leader), NATS failed in a way that passes (no answer, no responders, no
-    /// leader, a lost connection), or other nodes kept appending first. A configuration, a refusal by
-    /// JetStream, an undecodable record, a range no longer retained or a stopped log stay as they are.
+    /// leader, a lost connection), or other nodes kept appending first. A configuration, a nats-server
+    /// too old or of an unknown version, a refusal by JetStream, an undecodable record, a range no
+    /// longer retained or a stopped log stay as they are.
     pub fn is_transient(&self) -> bool {
         match self {
             ClusterError::TimedOut { .. } | ClusterError::Contended { .. } => true,
             ClusterError::JetStream { source, .. } => !retry::is_permanent(&**source),
             ClusterError::Config(_)
             | ClusterError::Connect { .. }
+            | ClusterError::ServerTooOld { .. }
+            | ClusterError::ServerVersion { .. }
             | ClusterError::Decode { .. }
             | ClusterError::OutOfRange { .. }
             | ClusterError::Stopped
@@ -272,6 +298,10 @@ impl Cluster {
     /// Connects to NATS and gets or creates the stream and the buckets, then starts the heartbeat and
     /// the membership mirror. Every node may do this at the same time: whoever creates an asset first
     /// wins, and the others use it.
+    ///
+    /// Refuses a nats-server older than [`version::OLDEST_NATS_SERVER`] with
+    /// [`ClusterError::ServerTooOld`], or one whose version does not parse with
+    /// [`ClusterError::ServerVersion`], before it creates anything (see [`version`]).
     pub async fn connect(config: ClusterConfig) -> Result<Self, ClusterError> {
         config.validate()?;
         // Each request (and each publish's acknowledgment, below) waits at most the request timeout:
@@ -287,6 +317,7 @@ impl Cluster {
                 servers: config.servers.join(","),
                 source,
             })?;
+        let nats_version = version::check(&client.server_info().version)?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(request_timeout(config.timeout))
             .build(client);
@@ -300,6 +331,7 @@ impl Cluster {
             node = %config.node_id,
             prefix = %config.prefix,
             replicas = config.replicas,
+            nats_version = %nats_version,
         );
         Ok(Self {
             config,

@@ -95,7 +95,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::retry::{Backoff, Deadline, is_in_flight_conflict, is_permanent, retry_until};
+use crate::retry::{Backoff, Deadline, is_permanent, is_wrong_last_sequence, retry_until};
 use crate::{ClusterConfig, ClusterError, Task, hex, wall_clock_ms};
 
 /// How often a node puts its heartbeat.
@@ -908,7 +908,8 @@ enum Change {
 enum Written {
     /// Stored, at this revision.
     Done(u64),
-    /// Refused: the key is no longer at the expected revision.
+    /// Refused: the key is no longer at the expected revision, or another conditional write of it
+    /// is being stored. Nothing was stored.
     Conflict,
     /// No answer, or an error worth retrying: the write may or may not have been stored.
     Unknown(async_nats::Error),
@@ -1217,9 +1218,11 @@ fn written(
 ) -> Result<Written, ClusterError> {
     match answer {
         Ok(revision) => Ok(Written::Done(revision)),
+        // Refused for the revision, in either of JetStream's two words for it (see
+        // `is_wrong_last_sequence`): the other came first, or is being stored.
         Err(error)
             if error.kind() == kv::UpdateErrorKind::WrongLastRevision
-                || is_in_flight_conflict(&error) =>
+                || is_wrong_last_sequence(&error) =>
         {
             Ok(Written::Conflict)
         }

@@ -148,9 +148,6 @@ where
     }
 }
 
-/// Whether another try cannot change the outcome of a request that failed with `error`; see the
-/// module documentation. Looks through the whole chain of sources, so it sees the same through any
-/// wrapping.
 /// The JetStream error code in `error`'s chain, if the server refused something.
 pub(crate) fn jetstream_code(error: &(dyn StdError + 'static)) -> Option<jetstream::ErrorCode> {
     let mut link = Some(error);
@@ -170,6 +167,9 @@ pub(crate) fn is_in_flight_conflict(error: &(dyn StdError + 'static)) -> bool {
     jetstream_code(error) == Some(jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
 }
 
+/// Whether another try cannot change the outcome of a request that failed with `error`; see the
+/// module documentation. Looks through the whole chain of sources, so it sees the same through any
+/// wrapping.
 pub(crate) fn is_permanent(error: &(dyn StdError + 'static)) -> bool {
     let mut link = Some(error);
     while let Some(error) = link {
@@ -278,6 +278,24 @@ fn verdict(error: &(dyn StdError + 'static)) -> Option<bool> {
     None
 }
 
+/// Whether `error`, anywhere in its chain, is JetStream refusing a write because the stream or the
+/// subject was not at the expected last sequence, so nothing was stored: `wrong last sequence: N`
+/// (10071), which async-nats reports as its own kind (`WrongLastSequence`, `WrongLastRevision`), or
+/// `wrong last sequence` without a number (10164), which it reports as `Other`. A replicated stream's
+/// leader answers the second while another write expecting a last sequence of the same subject is
+/// still being stored (nats-server 2.15.1 does; 2.9.10 never did), so two conditional writes of one
+/// key at the same moment may meet either.
+pub(crate) fn is_wrong_last_sequence(error: &(dyn StdError + 'static)) -> bool {
+    use jetstream::ErrorCode;
+    jetstream_code(error).is_some_and(|code| {
+        [
+            ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
+            ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
+        ]
+        .contains(&code)
+    })
+}
+
 /// Whether JetStream's refusal stands: a client error (4xx) other than a request timeout and the
 /// cluster's answers for "no leader or not enough peers right now".
 fn refusal_is_permanent(refusal: &jetstream::Error) -> bool {
@@ -338,6 +356,37 @@ mod tests {
             assert!(
                 !is_permanent(&*error),
                 "got permanent for {error}, want transient"
+            );
+        }
+    }
+
+    #[test]
+    fn both_wrong_last_sequence_refusals_are_recognised_through_a_kv_update() {
+        // What a conditional KV write that lost a race returns: the refusal, inside an acknowledgment's
+        // error, inside the update's.
+        let update = |err_code, kind| {
+            kv::UpdateError::from(context::PublishError::with_source(
+                kind,
+                refusal(400, err_code),
+            ))
+        };
+        for (err_code, kind) in [
+            (10071, context::PublishErrorKind::WrongLastSequence),
+            (10164, context::PublishErrorKind::Other),
+        ] {
+            let error = update(err_code, kind);
+            assert!(
+                is_wrong_last_sequence(&error),
+                "error code {err_code}: got not a wrong last sequence, want one: {error:?}"
+            );
+        }
+        for error in [
+            update(10059, context::PublishErrorKind::Other),
+            kv::UpdateError::new(kv::UpdateErrorKind::TimedOut),
+        ] {
+            assert!(
+                !is_wrong_last_sequence(&error),
+                "got a wrong last sequence, want none: {error:?}"
             );
         }
     }

