@@ -2178,6 +2178,80 @@ mod tests {
     }
 
     #[test]
+    fn the_stall_deadline_is_armed_only_while_a_known_event_is_missing_and_never_postponed() {
+        let start = Instant::now();
+        let later = start + Duration::from_millis(600);
+        // Everything known is applied: no deadline, and an armed one is dropped.
+        assert_eq!(stall_deadline(4, 5, None, start), None);
+        assert_eq!(stall_deadline(4, 5, Some(start), later), None);
+        // Seq 5 is known and not applied: armed from now.
+        let armed = stall_deadline(5, 5, None, start);
+        assert_eq!(armed, Some(start + STALL_TIMEOUT));
+        // A later append does not postpone it.
+        assert_eq!(stall_deadline(9, 5, armed, later), armed);
+        // Progress disarms it (the caller passes none); still behind, it counts from then.
+        assert_eq!(
+            stall_deadline(9, 7, None, later),
+            Some(later + STALL_TIMEOUT)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_consumer_is_given_up_exactly_a_stall_timeout_after_the_event_became_known() {
+        let known_at = Instant::now();
+        let stall_at = stall_deadline(5, 5, None, known_at);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let stall_at = stall_deadline(6, 5, stall_at, Instant::now());
+        sleep_until_some(stall_at).await;
+        assert_eq!(known_at.elapsed(), STALL_TIMEOUT);
+        // Without a deadline it never fires (paused time jumps the whole hour at once).
+        let never = tokio::time::timeout(Duration::from_secs(3600), sleep_until_some(None)).await;
+        assert!(never.is_err(), "got a wake-up without a deadline");
+    }
+
+    #[test]
+    fn a_batch_takes_what_has_arrived_up_to_the_limit_and_stops_at_a_loss() {
+        // What has arrived: taken up to the first thing not ready, which is not polled further.
+        let mut arrived = VecDeque::from([Some(Ok(2)), Some(Ok(3)), None, Some(Ok(4))]);
+        let (batch, lost) = gather::<u64, &str>(1, || arrived.pop_front().flatten());
+        assert_eq!((batch, lost), (vec![1, 2, 3], None));
+        assert_eq!(arrived.len(), 1, "got {arrived:?} left, want only seq 4");
+        // A loss ends the batch; what came before it is still applied.
+        let mut arrived = VecDeque::from([Ok(2), Err("gap"), Ok(3)]);
+        let (batch, lost) = gather(1, || arrived.pop_front());
+        assert_eq!((batch, lost), (vec![1, 2], Some("gap")));
+        // No more than MAX_APPLY_BATCH: the rest waits for the next batch.
+        let mut next = 1;
+        let (batch, lost) = gather::<usize, ()>(0, || {
+            next += 1;
+            Some(Ok(next - 1))
+        });
+        assert_eq!(batch.len(), MAX_APPLY_BATCH);
+        assert_eq!(batch.last(), Some(&(MAX_APPLY_BATCH - 1)));
+        assert_eq!(lost, None);
+    }
+
+    #[test]
+    fn the_reasons_a_consumer_is_lost_read_as_before() {
+        assert_eq!(
+            Lost::Stalled { wanted: 12 }.to_string(),
+            format!("seq 12 exists but nothing arrived for {STALL_TIMEOUT:?}")
+        );
+        assert_eq!(
+            Lost::Resync(ClusterError::Stopped).to_string(),
+            format!("cannot resume after a gap: {}", ClusterError::Stopped)
+        );
+        assert_eq!(
+            Lost::Gap {
+                expected: 3,
+                got: 5
+            }
+            .to_string(),
+            "got consumer sequence 5, expected 3"
+        );
+    }
+
+    #[test]
     fn bounds_say_whether_a_replay_has_no_gap() {
         let held = Bounds {
             first_seq: 10,
