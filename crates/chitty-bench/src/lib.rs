@@ -733,7 +733,7 @@ async fn measure_cluster(
                 .iter()
                 .filter_map(|node| node.process.pid().map(Process::Id))
                 .collect(),
-            jetstream: cluster.nats_pids.iter().copied().map(Process::Id).collect(),
+            jetstream: cluster.nats.pids().into_iter().map(Process::Id).collect(),
         },
         names,
     };

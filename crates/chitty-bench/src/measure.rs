@@ -129,28 +129,6 @@ impl Process {
     }
 }
 
-/// The ids of this process's running children: every process in `/proc` whose parent (field 4 of its
-/// `stat`) is this one. A process that ends while it is read is left out.
-pub fn own_children() -> Result<std::collections::HashSet<u32>, MeasureError> {
-    let own = std::process::id();
-    let entries = std::fs::read_dir("/proc").map_err(|source| MeasureError::Read {
-        path: "/proc".to_owned(),
-        source,
-    })?;
-    Ok(entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let after_name = &stat[stat.rfind(')')? + 1..];
-                    after_name.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(own)
-        })
-        .collect())
-}
-
 /// How many cores this process may run on: the machine's, in the harness's VM.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -551,27 +529,6 @@ mod tests {
         Process::Own.cpu_time().expect("utime and stime");
         // Task I/O accounting may be off in some kernels; where it is on, the count is readable.
         let _ = Process::Own.write_syscalls();
-    }
-
-    #[test]
-    fn a_child_process_is_found_among_the_children_until_it_is_reaped() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("sleep starts");
-        let found = own_children().expect("/proc is readable");
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(
-            found.contains(&child.id()),
-            "got {found:?}, want {} in it",
-            child.id()
-        );
-        let after = own_children().expect("/proc is readable");
-        assert!(
-            !after.contains(&child.id()),
-            "got {after:?} after it was reaped"
-        );
     }
 
     #[test]

@@ -24,7 +24,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::BenchError;
-use crate::measure::own_children;
 
 /// How many of a child's last standard-error lines are kept, to explain a failure.
 const STDERR_TAIL_LINES: usize = 20;
@@ -239,10 +238,9 @@ pub struct ClusterShape {
 pub struct ClusterProcesses {
     /// The nodes, in start order; participant `i` talks to node `i % K`.
     pub nodes: Vec<ServiceProcess>,
-    /// The JetStream servers the nodes share, with their stores.
+    /// The JetStream servers the nodes share, with their stores; [`NatsCluster::pids`] names their
+    /// processes, for their CPU time.
     pub nats: NatsCluster,
-    /// The JetStream servers' process ids, for their CPU time.
-    pub nats_pids: Vec<u32>,
 }
 
 impl ClusterProcesses {
@@ -260,12 +258,11 @@ impl ClusterProcesses {
         prefix: &str,
         flags: impl Fn(usize) -> Vec<String>,
     ) -> Result<Self, BenchError> {
-        let (nats, nats_pids) = start_jetstream(nats_binary, shape.nats_servers).await?;
+        let nats = start_jetstream(nats_binary, shape.nats_servers).await?;
         let urls = nats.urls();
         let mut cluster = Self {
             nodes: Vec::with_capacity(shape.nodes),
             nats,
-            nats_pids,
         };
         for index in 0..shape.nodes {
             let mut node_urls = urls.clone();
@@ -300,45 +297,15 @@ impl ClusterProcesses {
     }
 }
 
-/// Starts `servers` nats-servers of `binary` with JetStream (see [`NatsCluster::start`]) and returns
-/// them with their process ids.
-///
-/// [`NatsCluster`] keeps its processes to itself, so their ids are found as this process's children that
-/// appeared while it started and run with a configuration file (`-c`), as its servers do and nothing
-/// else the harness starts does: the `--vs-nats` server takes its options on the command line. Servers
-/// of a failed attempt that it retried were killed and reaped, and are gone.
-async fn start_jetstream(
-    binary: &Path,
-    servers: usize,
-) -> Result<(NatsCluster, Vec<u32>), BenchError> {
-    let failed = |why: String| BenchError::Process {
-        what: "nats-server (JetStream)",
-        why,
-        stderr: String::new(),
-    };
-    let before = own_children()?;
-    let cluster = NatsCluster::start(binary, servers)
+/// Starts `servers` nats-servers of `binary` with JetStream (see [`NatsCluster::start`]).
+async fn start_jetstream(binary: &Path, servers: usize) -> Result<NatsCluster, BenchError> {
+    NatsCluster::start(binary, servers)
         .await
-        .map_err(|error| failed(error.to_string()))?;
-    let mut pids: Vec<u32> = own_children()?
-        .difference(&before)
-        .copied()
-        .filter(|pid| runs_with_config_file(*pid))
-        .collect();
-    pids.sort_unstable();
-    if pids.len() != servers {
-        return Err(failed(format!(
-            "cannot tell its processes apart: {} new child processes for {servers} servers",
-            pids.len()
-        )));
-    }
-    Ok((cluster, pids))
-}
-
-/// Whether process `pid` was started with `-c FILE`, as [`NatsCluster`] starts each server.
-fn runs_with_config_file(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).any(|arg| arg == b"-c"))
+        .map_err(|error| BenchError::Process {
+            what: "nats-server (JetStream)",
+            why: error.to_string(),
+            stderr: String::new(),
+        })
 }
 
 /// How long a cluster node may take to join the cluster and serve: connecting to NATS and finding or
@@ -430,9 +397,10 @@ mod tests {
             );
             return;
         };
-        let (cluster, pids) = start_jetstream(&binary, 3)
+        let cluster = start_jetstream(&binary, 3)
             .await
             .expect("3 nats-servers start with JetStream");
+        let pids = cluster.pids();
         assert_eq!(pids.len(), 3, "got pids {pids:?}, want 3");
         for url in cluster.urls() {
             let address = url

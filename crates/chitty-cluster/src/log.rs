@@ -81,13 +81,14 @@
 //! second (a `Delivery`). async-nats's ordered consumer is not used: its own recovery pauses up to
 //! 10 s between attempts, and recreates a consumer that has delivered nothing yet from the stream's
 //! first event. For each event the task computes the event's Lamport time and witnesses it on the
-//! node clock; then it hands the node's `on_event` callback every event that has arrived so far (at most [`MAX_APPLY_BATCH`]) as one batch, in seq order, and
-//! only then advances the applied seq ([`EventLog::watch_applied`]) to the batch's last. The callback
-//! runs on the consumer task and must not block: it is where the service pushes the events into its
-//! history and fans them out, as the single node's writer does after a commit, so that a burst of
-//! events costs one lock and one wake-up per subscriber rather than one per event. Seqs handed over
-//! strictly increase; a jump means the events in between were cut from the stream before this node
-//! read them (see "Compaction").
+//! node clock; then it hands the node's `on_event` callback every event that has arrived so far (at
+//! most [`MAX_APPLY_BATCH`]) as one batch, in seq order, and only then advances the applied seq
+//! ([`EventLog::watch_applied`]) to the batch's last. The callback runs on the consumer task and
+//! must not block: it is where the service pushes the events into its history and fans them out, as
+//! the single node's writer does after a commit, so that a burst of events costs one lock and one
+//! wake-up per subscriber rather than one per event. Seqs handed over strictly increase; a jump means
+//! the events in between were cut from the stream before this node read them (see "Compaction").
+//! How the task replaces a consumer that is lost is under "When a nats-server dies".
 //!
 //! # Replicas agree with nats-server 2.11 and later
 //!
@@ -126,6 +127,21 @@
 //! [`crate::ClusterConfig::timeout`] must stay well above that. Transient errors (no answer, no
 //! responders, no leader) are retried within that bound; a refusal that another try cannot change
 //! fails the append at once.
+//!
+//! The consumer task is a state machine of four phases. One function runs each phase and returns
+//! the next; the stop signal (or the log's handle dropped) ends the task in any phase.
+//!
+//! - **Starting**: creates a consumer from the next seq to apply. While that is under way, each time
+//!   an append waits for an event not yet applied, the task catches up from the stream's leader
+//!   (`catch_up_failed` if a read fails). Next: Following once the consumer exists; CatchingUp if it
+//!   could not be created (`consumer_failed`).
+//! - **Following**: applies what the consumer delivered, as above, and resets the backoff after each
+//!   batch. Next: Following; or CatchingUp once the consumer counts as lost (`consumer_lost`, its
+//!   `reason` one of the three above, or that the checkpoint covering a gap in what it delivered
+//!   could not be read).
+//! - **CatchingUp**: reads up to 256 events past the applied seq from the stream's leader, one at a
+//!   time (`catch_up_failed` if a read fails). Next: Pausing.
+//! - **Pausing**: waits out the backoff, 20 ms doubling to 500 ms, with jitter. Next: Starting.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -1252,20 +1268,35 @@ struct Delivery {
     unanswered: Option<async_nats::Subject>,
 }
 
-/// Why a [`Delivery`] ended.
+/// Why a [`Delivery`] is given up: what [`Delivery::next`] found, or what the consumer task found
+/// while following it. Logged as the `reason` of `consumer_lost`.
 #[derive(Debug)]
 enum Lost {
     /// Nothing arrived for [`SILENCE`]: the consumer, or the way to it, is gone.
     Silent,
     /// The consumer sequence was `got` where `expected` was due: messages were lost in transit,
     /// for example while the client reconnected.
-    Gap { expected: u64, got: u64 },
+    Gap {
+        /// The consumer sequence due (for a heartbeat: the last one that arrived).
+        expected: u64,
+        /// The consumer sequence the message or heartbeat carried.
+        got: u64,
+    },
     /// The subscription ended: the client is closed.
     Closed,
     /// The server ended the consumer, with this status.
     Ended(String),
     /// A message came without the metadata of a delivered event.
     Unreadable(String),
+    /// An event known to exist has not arrived within [`STALL_TIMEOUT`], though heartbeats may
+    /// have: the consumer lives on a server that lags, or is cut off from, the stream's leader.
+    Stalled {
+        /// The highest seq known to exist when the consumer was given up.
+        wanted: u64,
+    },
+    /// The consumer delivered past a gap (events cut from the stream before this node read them),
+    /// and the checkpoint that covers the gap could not be read (see [`Applier::resync`]).
+    Resync(ClusterError),
 }
 
 impl fmt::Display for Lost {
@@ -1278,6 +1309,11 @@ impl fmt::Display for Lost {
             Lost::Closed => f.write_str("the subscription closed"),
             Lost::Ended(status) => write!(f, "the server ended the consumer: {status}"),
             Lost::Unreadable(reason) => write!(f, "a delivered message is unreadable: {reason}"),
+            Lost::Stalled { wanted } => write!(
+                f,
+                "seq {wanted} exists but nothing arrived for {STALL_TIMEOUT:?}"
+            ),
+            Lost::Resync(error) => write!(f, "cannot resume after a gap: {error}"),
         }
     }
 }
@@ -1674,16 +1710,14 @@ where
 
     /// Takes in what a consumer delivered, in seq order, after a gap if the stream was cut past the
     /// next seq (see [`Applier::resync`]). Fails if the checkpoint that covers the gap cannot be read:
-    /// the consumer is then replaced, and a catch-up tries again.
-    async fn apply_delivered(&mut self, delivered: Vec<(u64, Bytes)>) -> Result<(), String> {
+    /// the consumer is then replaced ([`Lost::Resync`]), and a catch-up tries again.
+    async fn apply_delivered(&mut self, delivered: Vec<(u64, Bytes)>) -> Result<(), ClusterError> {
         let delivered: Vec<(u64, Bytes)> = delivered
             .into_iter()
             .filter(|(seq, _)| *seq >= self.next_seq)
             .collect();
         if let Some((first, _)) = delivered.first() {
-            self.resync(*first)
-                .await
-                .map_err(|error| format!("cannot resume after a gap: {error}"))?;
+            self.resync(*first).await?;
         }
         let delivered: Vec<(u64, Bytes)> = delivered
             .into_iter()
@@ -1749,133 +1783,254 @@ where
     }
 }
 
-/// The consumer task: applies every event from the applier's next seq on, in order, until told to
-/// stop. It follows a [`Delivery`]; when that is lost, it catches up by reading from the stream's
-/// leader and starts a new one from the next seq, pausing with a [`Backoff`] in between.
-async fn apply_loop<F>(mut applier: Applier<F>, mut stop: watch::Receiver<bool>)
+/// Where the consumer task is: see "When a nats-server dies" in the module documentation for the
+/// phases and the transitions between them. [`ConsumerTask::run`] runs one phase and returns the
+/// next; [`apply_loop`] ends the task on the stop signal, whatever the phase. One value of it lives
+/// at a time, moved once per step, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Phase {
+    /// Creating a consumer from the next seq to apply, and meanwhile catching up from the stream's
+    /// leader whenever an append waits for an event not yet applied: creating a consumer needs the
+    /// meta leader, which may be being elected.
+    Starting,
+    /// Applying what a consumer delivers, one batch per step.
+    Following {
+        /// The consumer followed.
+        delivery: Delivery,
+        /// When the consumer counts as stalled: set while an event known to exist has not arrived
+        /// (see [`stall_deadline`]), cleared by progress.
+        stall_at: Option<Instant>,
+    },
+    /// Reading the events past the applied seq from the stream's leader, one at a time, because
+    /// there is no consumer to follow.
+    CatchingUp {
+        /// Why there is no consumer: logged as the phase begins.
+        reason: Interruption,
+    },
+    /// Waiting out the backoff before creating a consumer again, so that a cluster without a meta
+    /// leader is not asked for a consumer in a tight loop.
+    Pausing,
+}
+
+/// Why the consumer task has no consumer to follow, as it starts catching up.
+enum Interruption {
+    /// The consumer followed was given up: logged as `consumer_lost`, with the reason.
+    Lost(Lost),
+    /// No consumer could be created: logged as `consumer_failed`, with the error.
+    Failed(ClusterError),
+}
+
+/// The consumer task's state that lives across phases.
+struct ConsumerTask<F> {
+    /// Applies the events and hands them to the node's callback.
+    applier: Applier<F>,
+    /// Follows the highest seq known to exist (`Shared::wanted`): an append is waiting for its event
+    /// while this is at or past the next seq to apply.
+    wanted: watch::Receiver<u64>,
+    /// The pause of [`Phase::Pausing`]: it grows with each round that made no progress, and starts
+    /// again from the shortest once a consumer delivers.
+    backoff: Backoff,
+}
+
+impl<F> ConsumerTask<F>
 where
     F: FnMut(Vec<LogEvent>),
 {
-    let mut wanted = applier.shared.wanted.subscribe();
-    let mut backoff = Backoff::default();
-    loop {
-        if *stop.borrow() {
-            return;
+    /// Runs `phase` and returns the next one.
+    async fn run(&mut self, phase: Phase) -> Phase {
+        match phase {
+            Phase::Starting => self.start().await,
+            Phase::Following { delivery, stall_at } => self.follow(delivery, stall_at).await,
+            Phase::CatchingUp { reason } => self.catch_up_after(reason).await,
+            Phase::Pausing => self.pause().await,
         }
-        // While the consumer is being created (which may take a request timeout, or fail, while the
-        // meta leader is being elected), an append waiting to be applied is served by catching up
-        // from the stream's leader. The new consumer may then deliver events already applied; they
-        // are skipped.
-        let shared = Arc::clone(&applier.shared);
-        let start = Delivery::start(&shared, applier.next_seq);
+    }
+
+    /// Starting: creates a consumer from the next seq to apply; Following once it exists,
+    /// CatchingUp if it could not be created. Creating it may take a request timeout, or fail, while
+    /// the meta leader is being elected, so meanwhile each append that waits for an event not yet
+    /// applied is served by catching up from the stream's leader. The new consumer may then deliver
+    /// events already applied; they are skipped.
+    async fn start(&mut self) -> Phase {
+        let shared = Arc::clone(&self.applier.shared);
+        let start = Delivery::start(&shared, self.applier.next_seq);
         tokio::pin!(start);
-        let started = loop {
+        loop {
             tokio::select! {
-                started = &mut start => break started,
-                _ = wanted.changed() => {
-                    if *wanted.borrow_and_update() >= applier.next_seq
-                        && let Err(error) = applier.catch_up().await
-                    {
-                        warn!(
-                            component = "cluster",
-                            event = "catch_up_failed",
-                            next_seq = applier.next_seq,
-                            error = %error,
-                        );
+                started = &mut start => {
+                    return match started {
+                        Ok(delivery) => Phase::Following {
+                            delivery,
+                            stall_at: None,
+                        },
+                        Err(error) => Phase::CatchingUp {
+                            reason: Interruption::Failed(error),
+                        },
+                    };
+                }
+                _ = self.wanted.changed() => {
+                    if is_behind(*self.wanted.borrow_and_update(), self.applier.next_seq) {
+                        self.catch_up().await;
                     }
                 }
-                _ = stop.changed() => return,
             }
-        };
-        match started {
-            Ok(mut delivery) => {
-                // Set while an event known to exist has not arrived: when the consumer counts as
-                // stalled.
-                let mut stall_at: Option<Instant> = None;
-                let lost = loop {
-                    let behind = *wanted.borrow_and_update() >= applier.next_seq;
-                    stall_at = match (behind, stall_at) {
-                        (false, _) => None,
-                        (true, None) => Some(Instant::now() + STALL_TIMEOUT),
-                        (true, armed) => armed,
-                    };
-                    let stalled = async {
-                        match stall_at {
-                            Some(at) => tokio::time::sleep_until(at).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        next = delivery.next() => match next {
-                            Ok(first) => {
-                                // What else has arrived goes into the same batch: `next` is
-                                // cancel-safe, so polling it once and dropping it loses nothing.
-                                let mut delivered = vec![first];
-                                let mut lost = None;
-                                while delivered.len() < MAX_APPLY_BATCH {
-                                    match delivery.next().now_or_never() {
-                                        Some(Ok(next)) => delivered.push(next),
-                                        Some(Err(error)) => {
-                                            lost = Some(error.to_string());
-                                            break;
-                                        }
-                                        None => break,
-                                    }
-                                }
-                                let applied = tokio::select! {
-                                    applied = applier.apply_delivered(delivered) => applied,
-                                    _ = stop.changed() => return,
-                                };
-                                applier.hand_over();
-                                if let Some(lost) = applied.err().or(lost) {
-                                    break lost;
-                                }
-                                backoff.reset();
-                                // Progress: a stall is counted from the last event delivered.
-                                stall_at = None;
-                            }
-                            Err(lost) => break lost.to_string(),
-                        },
-                        _ = wanted.changed() => {}
-                        () = stalled => {
-                            break format!(
-                                "seq {} exists but nothing arrived for {STALL_TIMEOUT:?}",
-                                *wanted.borrow()
-                            );
-                        }
-                        _ = stop.changed() => return,
-                    }
-                };
-                warn!(
-                    component = "cluster",
-                    event = "consumer_lost",
-                    next_seq = applier.next_seq,
-                    reason = %lost,
-                );
+        }
+    }
+
+    /// Following, one step: waits for the consumer to deliver, and applies what it delivered as one
+    /// batch; Following again, or CatchingUp once the consumer counts as lost. An append waiting for
+    /// an event arms the stall deadline; see [`stall_deadline`].
+    async fn follow(&mut self, mut delivery: Delivery, stall_at: Option<Instant>) -> Phase {
+        let stall_at = stall_deadline(
+            *self.wanted.borrow_and_update(),
+            self.applier.next_seq,
+            stall_at,
+            Instant::now(),
+        );
+        tokio::select! {
+            next = delivery.next() => match next {
+                Ok(first) => self.apply_batch(delivery, first).await,
+                Err(lost) => Phase::CatchingUp {
+                    reason: Interruption::Lost(lost),
+                },
+            },
+            // An append waits for a later event: the next step arms the stall deadline if needed.
+            _ = self.wanted.changed() => Phase::Following { delivery, stall_at },
+            () = sleep_until_some(stall_at) => Phase::CatchingUp {
+                reason: Interruption::Lost(Lost::Stalled {
+                    wanted: *self.wanted.borrow(),
+                }),
+            },
+        }
+    }
+
+    /// Applies `first` and whatever else `delivery` has delivered already (see [`gather`]) as one
+    /// batch, and hands it over; Following again, or CatchingUp if the consumer turned out lost on
+    /// the way or the checkpoint covering a gap could not be read. Progress resets the backoff.
+    async fn apply_batch(&mut self, mut delivery: Delivery, first: (u64, Bytes)) -> Phase {
+        // `next` is cancel-safe, so polling it once and dropping it loses nothing.
+        let (delivered, lost) = gather(first, || delivery.next().now_or_never());
+        let applied = self.applier.apply_delivered(delivered).await;
+        self.applier.hand_over();
+        match applied.err().map(Lost::Resync).or(lost) {
+            Some(lost) => Phase::CatchingUp {
+                reason: Interruption::Lost(lost),
+            },
+            None => {
+                self.backoff.reset();
+                // Progress: a stall is counted from the last event delivered.
+                Phase::Following {
+                    delivery,
+                    stall_at: None,
+                }
             }
-            Err(error) => warn!(
+        }
+    }
+
+    /// CatchingUp: says why there is no consumer, then catches up once from the stream's leader;
+    /// Pausing next.
+    async fn catch_up_after(&mut self, reason: Interruption) -> Phase {
+        match reason {
+            Interruption::Lost(lost) => warn!(
+                component = "cluster",
+                event = "consumer_lost",
+                next_seq = self.applier.next_seq,
+                reason = %lost,
+            ),
+            Interruption::Failed(error) => warn!(
                 component = "cluster",
                 event = "consumer_failed",
-                next_seq = applier.next_seq,
+                next_seq = self.applier.next_seq,
                 error = %error,
             ),
         }
-        let caught_up = tokio::select! {
-            caught_up = applier.catch_up() => caught_up,
-            _ = stop.changed() => return,
-        };
-        if let Err(error) = caught_up {
+        self.catch_up().await;
+        Phase::Pausing
+    }
+
+    /// Pausing: waits out the backoff; Starting next.
+    async fn pause(&mut self) -> Phase {
+        self.backoff.pause().await;
+        Phase::Starting
+    }
+
+    /// Catches up once from the stream's leader (see [`Applier::catch_up`]). A failure is logged
+    /// and left to the next round.
+    async fn catch_up(&mut self) {
+        if let Err(error) = self.applier.catch_up().await {
             warn!(
                 component = "cluster",
                 event = "catch_up_failed",
-                next_seq = applier.next_seq,
+                next_seq = self.applier.next_seq,
                 error = %error,
             );
         }
-        tokio::select! {
-            () = backoff.pause() => {}
-            _ = stop.changed() => return,
+    }
+}
+
+/// Whether an event known to exist (`wanted`, the highest seq an append was acknowledged at or
+/// waits for) has not been applied yet, `next_seq` being the next to apply.
+fn is_behind(wanted: u64, next_seq: u64) -> bool {
+    wanted >= next_seq
+}
+
+/// When a followed consumer counts as stalled, at `now`: never while no event known to exist is
+/// missing (`wanted` below `next_seq`); otherwise at the deadline already `armed`, or
+/// [`STALL_TIMEOUT`] from `now` if none is. An event that becomes known later does not postpone an
+/// armed deadline: the stall is counted from when the first missing event became known, or from the
+/// last progress, which disarms it.
+fn stall_deadline(
+    wanted: u64,
+    next_seq: u64,
+    armed: Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    is_behind(wanted, next_seq).then(|| armed.unwrap_or(now + STALL_TIMEOUT))
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One batch of what a consumer delivered: `first`, then what `ready` has without waiting, until
+/// it has nothing more, reports a loss, or the batch holds [`MAX_APPLY_BATCH`] (the rest waits for
+/// the next batch). Returns the batch, which is applied either way, and the loss if there was one.
+fn gather<T, E>(first: T, mut ready: impl FnMut() -> Option<Result<T, E>>) -> (Vec<T>, Option<E>) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_APPLY_BATCH {
+        match ready() {
+            Some(Ok(next)) => batch.push(next),
+            Some(Err(lost)) => return (batch, Some(lost)),
+            None => break,
         }
+    }
+    (batch, None)
+}
+
+/// The consumer task: applies every event from the applier's next seq on, in order, until told to
+/// stop or the log's handle is dropped. It runs the [`Phase`]s one after another from
+/// [`Phase::Starting`], and ends at once on the stop signal, whatever the phase.
+async fn apply_loop<F>(applier: Applier<F>, mut stop: watch::Receiver<bool>)
+where
+    F: FnMut(Vec<LogEvent>),
+{
+    let mut task = ConsumerTask {
+        wanted: applier.shared.wanted.subscribe(),
+        applier,
+        backoff: Backoff::default(),
+    };
+    let mut phase = Phase::Starting;
+    loop {
+        phase = tokio::select! {
+            biased;
+            // Told to stop, or the sender dropped with the log's handle.
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            next = task.run(phase) => next,
+        };
     }
 }
 
@@ -2020,6 +2175,80 @@ mod tests {
         );
         assert_eq!(reported_last_sequence("wrong last sequence"), None);
         assert_eq!(reported_last_sequence("timed out"), None);
+    }
+
+    #[test]
+    fn the_stall_deadline_is_armed_only_while_a_known_event_is_missing_and_never_postponed() {
+        let start = Instant::now();
+        let later = start + Duration::from_millis(600);
+        // Everything known is applied: no deadline, and an armed one is dropped.
+        assert_eq!(stall_deadline(4, 5, None, start), None);
+        assert_eq!(stall_deadline(4, 5, Some(start), later), None);
+        // Seq 5 is known and not applied: armed from now.
+        let armed = stall_deadline(5, 5, None, start);
+        assert_eq!(armed, Some(start + STALL_TIMEOUT));
+        // A later append does not postpone it.
+        assert_eq!(stall_deadline(9, 5, armed, later), armed);
+        // Progress disarms it (the caller passes none); still behind, it counts from then.
+        assert_eq!(
+            stall_deadline(9, 7, None, later),
+            Some(later + STALL_TIMEOUT)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_consumer_is_given_up_exactly_a_stall_timeout_after_the_event_became_known() {
+        let known_at = Instant::now();
+        let stall_at = stall_deadline(5, 5, None, known_at);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let stall_at = stall_deadline(6, 5, stall_at, Instant::now());
+        sleep_until_some(stall_at).await;
+        assert_eq!(known_at.elapsed(), STALL_TIMEOUT);
+        // Without a deadline it never fires (paused time jumps the whole hour at once).
+        let never = tokio::time::timeout(Duration::from_secs(3600), sleep_until_some(None)).await;
+        assert!(never.is_err(), "got a wake-up without a deadline");
+    }
+
+    #[test]
+    fn a_batch_takes_what_has_arrived_up_to_the_limit_and_stops_at_a_loss() {
+        // What has arrived: taken up to the first thing not ready, which is not polled further.
+        let mut arrived = VecDeque::from([Some(Ok(2)), Some(Ok(3)), None, Some(Ok(4))]);
+        let (batch, lost) = gather::<u64, &str>(1, || arrived.pop_front().flatten());
+        assert_eq!((batch, lost), (vec![1, 2, 3], None));
+        assert_eq!(arrived.len(), 1, "got {arrived:?} left, want only seq 4");
+        // A loss ends the batch; what came before it is still applied.
+        let mut arrived = VecDeque::from([Ok(2), Err("gap"), Ok(3)]);
+        let (batch, lost) = gather(1, || arrived.pop_front());
+        assert_eq!((batch, lost), (vec![1, 2], Some("gap")));
+        // No more than MAX_APPLY_BATCH: the rest waits for the next batch.
+        let mut next = 1;
+        let (batch, lost) = gather::<usize, ()>(0, || {
+            next += 1;
+            Some(Ok(next - 1))
+        });
+        assert_eq!(batch.len(), MAX_APPLY_BATCH);
+        assert_eq!(batch.last(), Some(&(MAX_APPLY_BATCH - 1)));
+        assert_eq!(lost, None);
+    }
+
+    #[test]
+    fn the_reasons_a_consumer_is_lost_read_as_before() {
+        assert_eq!(
+            Lost::Stalled { wanted: 12 }.to_string(),
+            format!("seq 12 exists but nothing arrived for {STALL_TIMEOUT:?}")
+        );
+        assert_eq!(
+            Lost::Resync(ClusterError::Stopped).to_string(),
+            format!("cannot resume after a gap: {}", ClusterError::Stopped)
+        );
+        assert_eq!(
+            Lost::Gap {
+                expected: 3,
+                got: 5
+            }
+            .to_string(),
+            "got consumer sequence 5, expected 3"
+        );
     }
 
     #[test]

