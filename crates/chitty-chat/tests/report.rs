@@ -285,13 +285,14 @@ fn lamport_times_in_logs(logs: &Path) -> BTreeSet<u64> {
 }
 
 /// Every Lamport time the report quotes: after "Lamport time", "stamped", "+ 1 =" and "lamport=", and
-/// every diagram label `L<n>`.
+/// every diagram label `L<n>`. Whitespace is collapsed rather than removed, so that a number never runs
+/// on into the next cell's.
 fn lamport_times_quoted(text: &str) -> BTreeSet<u64> {
-    let squeezed = without_whitespace(text);
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut times = BTreeSet::new();
-    for marker in ["Lamporttime", "stamped", "+1=", "lamport="] {
-        for (at, _) in squeezed.match_indices(marker) {
-            let digits: String = squeezed[at + marker.len()..]
+    for marker in ["Lamport time ", "stamped ", "+ 1 = ", "lamport="] {
+        for (at, _) in collapsed.match_indices(marker) {
+            let digits: String = collapsed[at + marker.len()..]
                 .chars()
                 .take_while(char::is_ascii_digit)
                 .collect();
