@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Builds the hand-in report, docs/report/report.pdf, from scratch in one command:
 #
-#   scripts/build-report.sh [OUT_DIR]      (OUT_DIR defaults to docs/report)
+#   scripts/build-report.sh [--repo-url URL] [--authors "NAMES"] [OUT_DIR]
+#
+#   --repo-url URL     the link to the Git repository the report gives (or CHITTY_REPORT_REPO_URL);
+#                      defaults to `git remote get-url origin`. With none known, the report says so in
+#                      one line and names the commit.
+#   --authors "NAMES"  who wrote it, as page 1 prints it (or CHITTY_REPORT_AUTHORS).
+#   OUT_DIR            where report.pdf and its run go; defaults to docs/report.
 #
 # 1. builds chitty-chat (cargo build --release) from the commit checked out, or uses the binary named by
 #    CHITTY_CHAT_BIN;
@@ -9,23 +15,28 @@
 #    joins, publishes and leaves, carol killed with SIGKILL (a crash-leave), then the rest leave; every
 #    process writes a JSON log there, and what the demo prints goes to OUT_DIR/run/demo-output.txt;
 # 3. draws the space-time diagrams of that run with `chitty-chat diagram` into OUT_DIR/run;
-# 4. records the repository link (`git remote get-url origin`, if there is one) and the commit;
+# 4. records the repository link, the authors and the commit (never a path of this machine);
 # 5. renders docs/report/report.typ with Typst into OUT_DIR/report.pdf.
 #
-# The report names a commit, so it describes that commit: when the code in the working tree has
-# uncommitted changes, the script builds and quotes the commit as committed (exported with `git archive`
-# into a scratch directory, built in target/report-snapshot), not the changes. The report's own source,
-# docs/report/report.typ, always comes from the working tree.
+# The report names a commit, so it describes that commit: when the code or the report's source in the
+# working tree has uncommitted changes, the script builds and renders the commit as committed (exported
+# with `git archive` into a scratch directory, built in target/report-snapshot), not the changes. Given
+# CHITTY_CHAT_BIN with uncommitted changes, it renders the working tree and the report says so.
 #
 # Typst compiles in a scratch directory that holds everything the report reads (its source, the run, the
 # diagrams, the code it quotes), so OUT_DIR may be anywhere, a temporary directory included, and nothing
-# outside OUT_DIR is written (but for cargo's target directory). Needs cargo, git, jq and typst; typst and
-# jq are installed when missing, with `cargo install typst-cli --locked` (into ~/.cargo/bin, several
-# minutes) and `apt-get install -y jq`.
+# outside OUT_DIR is written (but for cargo's target directory and the Typst install below).
+#
+# Needs cargo, git, python3 and jq. The Typst compiler is PyPI's `typst` package (pinned, TYPST_VERSION
+# below), which ships the compiler in a wheel: it is installed with pip, when missing, into a virtual
+# environment in ~/.cache/chitty-chat (CHITTY_TYPST_VENV overrides where), in seconds. jq is installed
+# with apt-get when missing.
 set -euo pipefail
 
+# The Typst compiler's Python package, pinned: a new version may lay the report out differently.
+TYPST_VERSION=0.15.2
+
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${1:-$repo/docs/report}"
 
 fail() {
     echo "build-report: $*" >&2
@@ -34,6 +45,28 @@ fail() {
 say() {
     echo "build-report: $*" >&2
 }
+
+repo_url="${CHITTY_REPORT_REPO_URL:-}"
+authors="${CHITTY_REPORT_AUTHORS:-}"
+out=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --repo-url) [[ $# -ge 2 ]] || fail "--repo-url needs a URL"; repo_url="$2"; shift 2 ;;
+        --repo-url=*) repo_url="${1#*=}"; shift ;;
+        --authors) [[ $# -ge 2 ]] || fail "--authors needs the names"; authors="$2"; shift 2 ;;
+        --authors=*) authors="${1#*=}"; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        -*) fail "unknown option $1 (see --help)" ;;
+        *) [[ -z "$out" ]] || fail "one OUT_DIR only, got $out and $1"; out="$1"; shift ;;
+    esac
+done
+out="${out:-$repo/docs/report}"
+# A link is a URL, never a path of this machine: a remote that is a local directory is no link.
+case "$repo_url" in
+    http://* | https://* | ssh://* | git://* | git@*) ;;
+    "") ;;
+    *) say "ignoring the repository link '$repo_url': not a URL (http(s)://, ssh://, git://, git@)"; repo_url="" ;;
+esac
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -44,6 +77,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 command -v cargo > /dev/null || fail "cargo is needed; install the Rust toolchain (https://rustup.rs)"
 command -v git > /dev/null || fail "git is needed: apt-get install -y git"
+command -v python3 > /dev/null || fail "python3 is needed for the Typst compiler: apt-get install -y python3 python3-venv"
 
 if ! command -v jq > /dev/null; then
     say "jq is missing; installing it with apt-get"
@@ -56,10 +90,12 @@ if ! command -v jq > /dev/null; then
     fi
 fi
 
-if ! command -v typst > /dev/null; then
-    say "typst is missing; installing it with 'cargo install typst-cli --locked' (several minutes)"
-    cargo install typst-cli --locked ||
-        fail "could not install typst; run 'cargo install typst-cli --locked' by hand and run again"
+typst_venv="${CHITTY_TYPST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/chitty-chat/typst-$TYPST_VERSION}"
+typst_python="$typst_venv/bin/python"
+if ! "$typst_python" -c "import typst, importlib.metadata as m; assert m.version('typst') == '$TYPST_VERSION'" 2> /dev/null; then
+    say "installing the Typst compiler (PyPI typst==$TYPST_VERSION) into $typst_venv"
+    { python3 -m venv "$typst_venv" && "$typst_python" -m pip install -q "typst==$TYPST_VERSION"; } ||
+        fail "could not install typst==$TYPST_VERSION with pip into $typst_venv"
 fi
 
 # --- which code ----------------------------------------------------------------------------------------
@@ -67,23 +103,28 @@ fi
 # The code that runs and is quoted comes from $source: the checkout itself, or a snapshot of its commit.
 source="$repo"
 target="$repo/target"
-repo_url=""
 commit=""
 commit_date=""
 dirty=false
 if git -C "$repo" rev-parse --git-dir > /dev/null 2>&1; then
-    repo_url="$(git -C "$repo" remote get-url origin 2> /dev/null || true)"
+    if [[ -z "$repo_url" ]]; then
+        origin="$(git -C "$repo" remote get-url origin 2> /dev/null || true)"
+        case "$origin" in
+            http://* | https://* | ssh://* | git://* | git@*) repo_url="$origin" ;;
+            *) ;;
+        esac
+    fi
     commit="$(git -C "$repo" rev-parse HEAD)"
     commit_date="$(git -C "$repo" log -1 --format=%cs HEAD)"
-    # Changes to what is built count; the tests, the report and this script do not.
+    # Changes to what is built or rendered count; the tests and this script do not.
     changed="$(git -C "$repo" status --porcelain --untracked-files=no -- \
-        crates proto Cargo.toml Cargo.lock ':(exclude)crates/*/tests/**')"
+        crates proto Cargo.toml Cargo.lock docs/report/report.typ ':(exclude)crates/*/tests/**')"
     if [[ -n "$changed" ]]; then
         if [[ -n "${CHITTY_CHAT_BIN:-}" ]]; then
             # The binary given was probably built from those changes; the report says so.
             dirty=true
         else
-            say "the code has uncommitted changes; building and quoting commit ${commit:0:12} as committed"
+            say "the code or the report has uncommitted changes; building and rendering commit ${commit:0:12} as committed"
             source="$scratch/source"
             target="$repo/target/report-snapshot"
             mkdir -p "$source"
@@ -144,34 +185,21 @@ say "drawing the diagrams: $late's session, and seq $left_seq to $last_seq (the 
 
 # --- render ------------------------------------------------------------------------------------------
 
-# The code the report quotes, copied whole; the report picks its excerpts by content, so an excerpt that
-# no longer matches the code stops the build. The participant's file is found by what it contains, the
-# receive rule for events, rather than by a name that may change.
-participant_source=""
-for candidate in "$source"/crates/chitty-participant/src/*.rs; do
-    if grep -q 'self.clock.witness(event.lamport)' "$candidate"; then
-        participant_source="${candidate#"$source"/}"
-        break
-    fi
-done
-[[ -n "$participant_source" ]] ||
-    fail "no file in crates/chitty-participant/src witnesses events as the report quotes (self.clock.witness(event.lamport))"
+# The code the report quotes, copied whole; the report picks its excerpt by content, so an excerpt that
+# no longer matches the code stops the build.
 quoted_sources=(
     crates/chitty-core/src/lamport.rs
-    crates/chitty-service/src/chat.rs
-    crates/chitty-service/src/hub.rs
-    "$participant_source"
 )
 
 # How the report names where the run is kept: relative to the repository when it is inside it.
 case "$run" in
     "$repo"/*) run_dir="${run#"$repo"/}" ;;
-    *) run_dir="$run" ;;
+    *) run_dir="run" ;;
 esac
 
 stage="$scratch/stage"
 mkdir -p "$stage"
-cp "$repo/docs/report/report.typ" "$stage/report.typ"
+cp "$source/docs/report/report.typ" "$stage/report.typ"
 cp -R "$run" "$stage/run"
 for quoted in "${quoted_sources[@]}"; do
     mkdir -p "$stage/src/$(dirname "$quoted")"
@@ -179,17 +207,22 @@ for quoted in "${quoted_sources[@]}"; do
 done
 jq -n \
     --arg repo_url "$repo_url" \
-    --arg local_path "$repo" \
+    --arg authors "$authors" \
     --arg commit "$commit" \
     --arg commit_date "$commit_date" \
     --argjson dirty "$dirty" \
     --arg late "$late" \
     --arg crashed "$crashed" \
-    --arg participant_source "$participant_source" \
     --arg run_dir "$run_dir" \
     '$ARGS.named' > "$stage/meta.json"
 
-say "rendering $out/report.pdf with $(typst --version)"
-typst compile --root "$stage" "$stage/report.typ" "$out/report.pdf" ||
+say "rendering $out/report.pdf with Typst $TYPST_VERSION (PyPI typst)"
+# A fixed creation date: the PDF changes only when what it shows does.
+"$typst_python" - "$stage" "$out/report.pdf" "${commit_date:-1970-01-01}" << 'PYTHON' ||
+import datetime, sys, typst
+stage, output, day = sys.argv[1:4]
+when = datetime.datetime.fromisoformat(day + "T00:00:00+00:00")
+typst.compile(stage + "/report.typ", output=output, root=stage, timestamp=when)
+PYTHON
     fail "typst could not render the report (see the error above)"
 say "done: $out/report.pdf, from the run logged in $logs"

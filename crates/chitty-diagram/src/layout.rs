@@ -507,8 +507,12 @@ impl Layout {
 }
 
 /// The legend's entries, in order; an entry without a sample is text alone.
-const LEGEND_ENTRIES: [(Option<LegendSample>, &str); 9] = [
+const LEGEND_ENTRIES: [(Option<LegendSample>, &str); 11] = [
     (Some(LegendSample::Arrow(ArrowKind::Join)), "Join"),
+    (
+        Some(LegendSample::Arrow(ArrowKind::Broadcast)),
+        "Broadcast (opens the stream)",
+    ),
     (Some(LegendSample::Arrow(ArrowKind::Publish)), "Publish"),
     (Some(LegendSample::Arrow(ArrowKind::Leave)), "Leave"),
     (Some(LegendSample::Arrow(ArrowKind::Ok)), "response"),
@@ -522,7 +526,8 @@ const LEGEND_ENTRIES: [(Option<LegendSample>, &str); 9] = [
     ),
     (Some(LegendSample::Crash), "crash-leave announced"),
     (Some(LegendSample::Cross), "process killed"),
-    (None, "L12 = Lamport time at that point"),
+    (None, "Ln = Lamport time at that point"),
+    (None, "1., 2., ... = steps in reading order"),
 ];
 
 fn add_note(

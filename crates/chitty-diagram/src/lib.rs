@@ -182,7 +182,9 @@ mod tests {
             "raw markup in {svg}"
         );
         assert!(
-            svg.contains("Publish &quot;&lt;script&gt;&quot;x&quot;&amp;&apos;y&apos;;# z&quot;"),
+            svg.contains(
+                "4. Publish &quot;&lt;script&gt;&quot;x&quot;&amp;&apos;y&apos;;# z&quot;"
+            ),
             "the message is escaped, its line break a space: {svg}"
         );
         assert!(
@@ -197,8 +199,9 @@ mod tests {
             "got {mermaid}"
         );
         assert!(
-            mermaid
-                .contains("    p1->>service: Publish \"#lt;script#gt;\"x\"#38;'y'#59;#35; z\" (L"),
+            mermaid.contains(
+                "    p1->>service: 4. Publish \"#lt;script#gt;\"x\"#38;'y'#59;#35; z\" (L"
+            ),
             "got {mermaid}"
         );
     }

@@ -28,8 +28,9 @@
 //! node's stamp, whichever node relayed the event to it.
 //!
 //! A line whose other side is not in the logs is drawn as far as it is known and counted in
-//! [`Run::unmatched_records`]. `broadcast_open` calls are not drawn: they carry no event and would double
-//! the number of arrows without saying anything about the order of events.
+//! [`Run::unmatched_records`]. A `broadcast_open` line of the service is drawn as the `Broadcast` call
+//! that opens a participant's stream, from the participant's stamp on the request to the service's
+//! clock after witnessing it; the stream's events are the deliveries.
 //!
 //! # Windows
 //!
@@ -175,6 +176,21 @@ struct Delivery {
     received: u64,
 }
 
+/// A participant's `Broadcast` call, which opens its stream, as the service logged it.
+#[derive(Debug, Clone)]
+struct StreamOpen {
+    /// Who opened it.
+    participant: String,
+    /// The service lifeline (the node, in a cluster) that received it.
+    node: usize,
+    /// The participant's stamp on the request.
+    sent: u64,
+    /// The service's clock after witnessing it.
+    received: u64,
+    /// The first seq the stream sends.
+    from_seq: Option<u64>,
+}
+
 /// A participant the service announced left because it vanished.
 #[derive(Debug, Clone)]
 struct Crash {
@@ -207,6 +223,8 @@ pub struct Run {
     deliveries: Vec<Delivery>,
     /// Every crash-leave.
     crashes: Vec<Crash>,
+    /// Every `Broadcast` call that opened a stream.
+    opens: Vec<StreamOpen>,
     /// Lines that were not log records.
     skipped_lines: usize,
     /// Call and delivery lines whose other side is not in the logs, or that lack a time.
@@ -272,6 +290,9 @@ impl Run {
         for crash in selection.crashes {
             builder.add_crash(crash);
         }
+        for open in selection.opens {
+            builder.add_open(open);
+        }
         builder.finish(window)
     }
 
@@ -281,6 +302,7 @@ impl Run {
         let mut service_calls: Vec<ServiceCall> = Vec::new();
         let mut events: BTreeMap<u64, Event> = BTreeMap::new();
         let mut crashes = Vec::new();
+        let mut opens = Vec::new();
         let mut participant_records: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
 
         for (name, records) in logs.participants() {
@@ -338,6 +360,21 @@ impl Run {
                     }
                     _ => unmatched += 1,
                 },
+                "broadcast_open" => {
+                    if let (Some(participant), Some(sent), Some(received)) = (
+                        &record.participant,
+                        record.request_lamport,
+                        record.received_lamport,
+                    ) {
+                        opens.push(StreamOpen {
+                            participant: participant.clone(),
+                            node,
+                            sent,
+                            received,
+                            from_seq: record.from_seq,
+                        });
+                    }
+                }
                 "crash_leave" => match (&record.participant, record.lamport) {
                     (Some(participant), Some(lamport)) => {
                         if let Some(seq) = record.seq {
@@ -431,6 +468,7 @@ impl Run {
             events,
             deliveries,
             crashes,
+            opens,
             skipped_lines: logs.skipped_lines(),
             unmatched_records: unmatched,
         }
@@ -445,6 +483,7 @@ impl Run {
                 events: all_events(),
                 deliveries: self.deliveries.iter().collect(),
                 crashes: self.crashes.iter().collect(),
+                opens: self.opens.iter().collect(),
             },
             Window::Seqs { from, to } => {
                 if from > to {
@@ -472,6 +511,12 @@ impl Run {
                         .crashes
                         .iter()
                         .filter(|crash| crash.seq.is_some_and(|seq| range.contains(&seq)))
+                        .collect(),
+                    // A stream opened in the window: its first event is in it.
+                    opens: self
+                        .opens
+                        .iter()
+                        .filter(|open| open.from_seq.is_some_and(|seq| range.contains(&seq)))
                         .collect(),
                 }
             }
@@ -509,6 +554,11 @@ impl Run {
                         .crashes
                         .iter()
                         .filter(|crash| &crash.participant == name)
+                        .collect(),
+                    opens: self
+                        .opens
+                        .iter()
+                        .filter(|open| &open.participant == name)
                         .collect(),
                 }
             }
@@ -763,6 +813,7 @@ struct Selection<'run> {
     events: Vec<&'run Event>,
     deliveries: Vec<&'run Delivery>,
     crashes: Vec<&'run Crash>,
+    opens: Vec<&'run StreamOpen>,
 }
 
 /// Which part of a run a diagram shows.
@@ -780,10 +831,9 @@ pub enum Window {
         /// The last seq shown, inclusive.
         to: u64,
     },
-    /// One participant's view: its own calls and their answers (refusals included), every delivery to
-    /// it, and the deliveries of its own events to everyone. The lifelines are the service, that
-    /// participant right next to it (so its own calls are the shortest arrows), and whoever received
-    /// its events.
+    /// One participant's view: its own calls and their answers (refusals included), the Broadcast call
+    /// that opens its stream, every delivery to it, and the deliveries of its own events to everyone.
+    /// The lifelines are the service and whoever received its events, in the run's one order.
     Participant(String),
 }
 
@@ -812,6 +862,8 @@ pub(crate) enum ArrowKind {
     Refused,
     /// An event delivered to one participant.
     Delivery,
+    /// The Broadcast call that opens a participant's stream.
+    Broadcast,
 }
 
 impl ArrowKind {
@@ -819,7 +871,7 @@ impl ArrowKind {
     pub(crate) fn is_request(self) -> bool {
         matches!(
             self,
-            ArrowKind::Join | ArrowKind::Publish | ArrowKind::Leave
+            ArrowKind::Join | ArrowKind::Publish | ArrowKind::Leave | ArrowKind::Broadcast
         )
     }
 }
@@ -1003,6 +1055,17 @@ impl<'run> DiagramBuilder<'run> {
         ));
     }
 
+    fn add_open(&mut self, open: &StreamOpen) {
+        if let Some(&caller) = self.process_index.get(open.participant.as_str()) {
+            self.arrows.push((
+                ArrowKind::Broadcast,
+                (caller, open.sent),
+                (open.node, open.received),
+                "Broadcast".to_owned(),
+            ));
+        }
+    }
+
     fn add_crash(&mut self, crash: &Crash) {
         self.marks.push((
             MarkKind::CrashLeave,
@@ -1036,14 +1099,9 @@ impl<'run> DiagramBuilder<'run> {
         if *window == Window::All {
             shown.extend(0..self.run.processes.len());
         }
-        // In run order, except that a participant's own window puts it next to the service, so its
-        // own calls are the shortest arrows.
-        let focus = match window {
-            Window::Participant(name) => self.process_index.get(name.as_str()).copied(),
-            _ => None,
-        };
-        let mut order: Vec<usize> = shown.into_iter().collect();
-        order.sort_by_key(|&process| (process >= services, Some(process) != focus, process));
+        // In the run's one order, whatever the window, so that every figure of a run puts the
+        // lifelines in the same order: the service (or its nodes), then participants as they joined.
+        let order: Vec<usize> = shown.into_iter().collect();
         let lifelines: Vec<Lifeline> = order
             .iter()
             .filter_map(|&process| {
@@ -1078,7 +1136,7 @@ impl<'run> DiagramBuilder<'run> {
             .collect();
         let row_of = |point: ProcessPoint| row.get(&to_point(point)).copied().unwrap_or(0);
 
-        let arrows = self
+        let mut arrows: Vec<Arrow> = self
             .arrows
             .into_iter()
             .map(|(kind, from, to, label)| Arrow {
@@ -1088,7 +1146,7 @@ impl<'run> DiagramBuilder<'run> {
                 label,
             })
             .collect();
-        let marks = self
+        let mut marks: Vec<Mark> = self
             .marks
             .into_iter()
             .map(|(kind, point, label)| Mark {
@@ -1097,6 +1155,7 @@ impl<'run> DiagramBuilder<'run> {
                 label,
             })
             .collect();
+        number_in_reading_order(&mut arrows, &mut marks);
         Ok(Diagram {
             title: format!("Chitty-Chat space-time diagram: {window}"),
             lifelines,
@@ -1104,6 +1163,38 @@ impl<'run> DiagramBuilder<'run> {
             arrows,
             marks,
         })
+    }
+}
+
+/// Numbers the steps of a diagram in reading order, top to bottom: a call, an answer, or one event's
+/// deliveries to everyone (one step, one number), by the row they start from. The number prefixes the
+/// label, and the event's mark where it is sent, so the text reads "3. Event #10 dave joined".
+fn number_in_reading_order(arrows: &mut [Arrow], marks: &mut [Mark]) {
+    let mut steps: Vec<(usize, usize, String)> = Vec::new();
+    for arrow in arrows.iter() {
+        match steps
+            .iter_mut()
+            .find(|(from, _, label)| *from == arrow.from && *label == arrow.label)
+        {
+            Some(step) => step.1 = step.1.min(arrow.to),
+            None => steps.push((arrow.from, arrow.to, arrow.label.clone())),
+        }
+    }
+    steps.sort();
+    for (number, (from, _, label)) in steps.iter().enumerate() {
+        let numbered = format!("{}. {label}", number + 1);
+        for arrow in arrows
+            .iter_mut()
+            .filter(|arrow| arrow.from == *from && arrow.label == *label)
+        {
+            arrow.label.clone_from(&numbered);
+        }
+        for mark in marks
+            .iter_mut()
+            .filter(|mark| mark.point == *from && mark.label == *label)
+        {
+            mark.label.clone_from(&numbered);
+        }
     }
 }
 
@@ -1134,6 +1225,8 @@ pub(crate) fn truncate(text: &str, limit: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::testing::{Simulation, Step};
 
@@ -1168,10 +1261,64 @@ mod tests {
                     arrow.kind,
                     end(arrow.from),
                     end(arrow.to),
-                    arrow.label
+                    without_step_number(&arrow.label)
                 )
             })
             .collect()
+    }
+
+    /// A label without the step number in front ("3. Join" is "Join").
+    fn without_step_number(label: &str) -> &str {
+        match label.split_once(". ") {
+            Some((number, rest)) if number.chars().all(|c| c.is_ascii_digit()) => rest,
+            _ => label,
+        }
+    }
+
+    #[test]
+    fn steps_are_numbered_in_reading_order_and_one_events_deliveries_share_a_number() {
+        let run = three_party_run();
+        let diagram = diagram(&run, &Window::All);
+        let mut steps: Vec<(usize, u64)> = Vec::new();
+        for arrow in &diagram.arrows {
+            let (number, _) = arrow.label.split_once(". ").unwrap_or_else(|| {
+                panic!(
+                    "got the label {:?}, want a step number in front",
+                    arrow.label
+                )
+            });
+            let number: u64 = number.parse().expect("a step number");
+            let same_step = diagram
+                .arrows
+                .iter()
+                .filter(|other| other.label == arrow.label)
+                .all(|other| other.from == arrow.from);
+            assert!(
+                same_step,
+                "got the step {:?} starting at two points",
+                arrow.label
+            );
+            steps.push((arrow.from, number));
+        }
+        steps.sort_unstable();
+        steps.dedup();
+        let numbers: Vec<u64> = steps.iter().map(|(_, number)| *number).collect();
+        assert!(
+            numbers.is_sorted() && numbers.first() == Some(&1),
+            "got step numbers {numbers:?} by starting row, want 1, 2, 3, ... down the page"
+        );
+        let demo = crate::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/run"))
+            .expect("the demo run's logs");
+        let dave = demo
+            .diagram(&Window::Participant("dave".to_owned()))
+            .expect("dave's window");
+        assert!(
+            arrows(&dave)
+                .iter()
+                .any(|arrow| arrow.starts_with("Broadcast dave@")),
+            "got no Broadcast call from dave drawn, want the one that opens its stream: {:?}",
+            arrows(&dave)
+        );
     }
 
     fn diagram(run: &Run, window: &Window) -> Diagram {
@@ -1428,12 +1575,12 @@ mod tests {
             join("carol"),
             publish("carol", "from carol"),
         ]));
-        // carol joined after alice left: alice received none of carol's events. carol's own window
-        // puts her next to the service.
+        // carol joined after alice left: alice received none of carol's events. Every window keeps
+        // the run's one order of lifelines: the service, then participants as they joined.
         let window = diagram(&run, &Window::Participant("carol".into()));
         assert_eq!(
             window.lifelines().collect::<Vec<_>>(),
-            ["service", "carol", "bob"]
+            ["service", "bob", "carol"]
         );
         let got = arrows(&window);
         assert!(
@@ -1451,7 +1598,7 @@ mod tests {
         let window = diagram(&run, &Window::Participant("bob".into()));
         assert_eq!(
             window.lifelines().collect::<Vec<_>>(),
-            ["service", "bob", "alice"]
+            ["service", "alice", "bob"]
         );
         let got = arrows(&window);
         assert!(

@@ -2,8 +2,9 @@
 //!
 //! The document is written directly as text: it uses a handful of elements (`line`, `circle`, `rect`,
 //! `path`, `text`) and one arrowhead marker per arrow kind, so a writer of its own is shorter than a
-//! dependency. Every piece of text from the logs goes through [`escape`]. Labels get a white halo
-//! (`paint-order="stroke"`) so they stay legible where a line crosses them.
+//! dependency. Every piece of text from the logs goes through [`escape`]. Every label among the arrows
+//! stands on an opaque white box drawn after the arrows, so no arrow is drawn across a label's text;
+//! labels also keep a white halo (`paint-order="stroke"`).
 
 use std::fmt::Write;
 
@@ -13,14 +14,18 @@ use crate::layout::{
 use crate::model::ArrowKind;
 
 /// Every arrow kind, in the order their markers are defined.
-const ARROW_KINDS: [ArrowKind; 6] = [
+const ARROW_KINDS: [ArrowKind; 7] = [
     ArrowKind::Join,
+    ArrowKind::Broadcast,
     ArrowKind::Publish,
     ArrowKind::Leave,
     ArrowKind::Ok,
     ArrowKind::Refused,
     ArrowKind::Delivery,
 ];
+
+/// How far a label's white box reaches beyond the box its text is measured to fill.
+const LABEL_BOX_PADDING: f64 = 1.5;
 
 /// The colour of crash-leave marks and crosses.
 const CRASH_COLOUR: &str = "#b71c1c";
@@ -34,6 +39,7 @@ fn colour(kind: ArrowKind) -> &'static str {
         ArrowKind::Ok => "#607d8b",
         ArrowKind::Refused => "#d81b60",
         ArrowKind::Delivery => "#7b1fa2",
+        ArrowKind::Broadcast => "#00838f",
     }
 }
 
@@ -46,6 +52,7 @@ fn name(kind: ArrowKind) -> &'static str {
         ArrowKind::Ok => "ok",
         ArrowKind::Refused => "refused",
         ArrowKind::Delivery => "delivery",
+        ArrowKind::Broadcast => "broadcast",
     }
 }
 
@@ -53,6 +60,7 @@ fn name(kind: ArrowKind) -> &'static str {
 fn stroke(kind: ArrowKind) -> String {
     let (width, dash) = match kind {
         ArrowKind::Ok | ArrowKind::Refused => ("1.4", " stroke-dasharray=\"6 3\""),
+        ArrowKind::Broadcast => ("1.6", " stroke-dasharray=\"2 2\""),
         ArrowKind::Delivery => ("1.1", ""),
         _ => ("1.6", ""),
     };
@@ -202,6 +210,22 @@ pub(crate) fn write(layout: &Layout) -> String {
             LabelStyle::Crash => (CRASH_COLOUR, " font-weight=\"bold\""),
             LabelStyle::Legend => ("#37474f", ""),
         };
+        // Text among the arrows stands on a white box of its own, drawn over the arrows, so no arrow
+        // crosses a label: an arrow that passes it disappears under the box and comes out beyond it.
+        if matches!(
+            label.style,
+            LabelStyle::Time | LabelStyle::Arrow(_) | LabelStyle::Event | LabelStyle::Crash
+        ) {
+            let b = label.bounds;
+            let _ = writeln!(
+                svg,
+                "<rect class=\"label-box\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#ffffff\" stroke=\"none\"/>",
+                n(b.x - LABEL_BOX_PADDING),
+                n(b.y - LABEL_BOX_PADDING),
+                n(b.width + 2.0 * LABEL_BOX_PADDING),
+                n(b.height + 2.0 * LABEL_BOX_PADDING)
+            );
+        }
         let _ = writeln!(
             svg,
             "<text x=\"{}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"{fill}\"{extra}>{}</text>",
@@ -293,6 +317,39 @@ mod tests {
             "a b c\u{fffd}d\u{fffd}e\u{fffd}"
         );
         assert_eq!(escape("plain ünïcödé → ok"), "plain ünïcödé → ok");
+    }
+
+    #[test]
+    fn every_label_among_the_arrows_stands_on_a_box_drawn_after_every_arrow() {
+        let run =
+            crate::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/run"))
+                .expect("the demo run's logs");
+        let diagram = run
+            .diagram(&crate::Window::Participant("dave".to_owned()))
+            .expect("dave's window");
+        let layout = Layout::of(&diagram);
+        let svg = write(&layout);
+        let boxed = layout
+            .labels
+            .iter()
+            .filter(|label| {
+                matches!(
+                    label.style,
+                    LabelStyle::Time | LabelStyle::Arrow(_) | LabelStyle::Event | LabelStyle::Crash
+                )
+            })
+            .count();
+        assert_eq!(
+            svg.matches("class=\"label-box\"").count(),
+            boxed,
+            "got a different number of label boxes than labels among the arrows"
+        );
+        let last_arrow = svg.rfind("<line class=").expect("arrows");
+        let first_box = svg.find("class=\"label-box\"").expect("label boxes");
+        assert!(
+            first_box > last_arrow,
+            "got a label box before the last arrow, want every box over every arrow"
+        );
     }
 
     #[test]
