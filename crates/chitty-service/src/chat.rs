@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use chitty_core::lamport::MAX_ACCEPTED_TIME;
 use chitty_core::validate::{self, MessageError, NameError};
-use chitty_core::{EventDraft, LamportClock};
+use chitty_core::{EventDraft, LamportClock, TokenHash};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -40,7 +40,7 @@ use crate::hub::{
     Append, Appended, EndReason, Hub, HubClosed, HubConfig, SessionChange, SubscribeError,
     Subscription, WriterStopped,
 };
-use crate::sessions::{SessionTable, SessionToken, TokenHash};
+use crate::sessions::{SessionTable, SessionToken};
 use crate::store::{Recovered, Store, StoreError};
 
 /// The longest idempotency key accepted, in bytes.

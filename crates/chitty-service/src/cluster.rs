@@ -39,7 +39,7 @@ use chitty_cluster::{
 };
 use chitty_core::lamport::MAX_ACCEPTED_TIME;
 use chitty_core::validate::{self, name_key};
-use chitty_core::{Event, EventDraft, EventKind, LamportClock};
+use chitty_core::{Event, EventDraft, EventKind, LamportClock, TokenHash};
 use tracing::{info, warn};
 
 use crate::chat::{
@@ -49,7 +49,7 @@ use crate::chat::{
 };
 use crate::fanout::{EndReason, Fanout, StreamEnd, SubscriberId, Subscription};
 use crate::history::History;
-use crate::sessions::{SessionToken, TokenHash};
+use crate::sessions::SessionToken;
 use crate::store::KeyedEvent;
 
 /// How many times a Leave re-reads a session whose revision changed under it before giving up.
@@ -367,10 +367,10 @@ impl ClusterChat {
         // the grace period and releases the name, with nothing announced.
         let record = chitty_cluster::SessionRecord::joining(name, self.node_id());
         members
-            .put_session(&hash.0, &record)
+            .put_session(&hash, &record)
             .await
             .map_err(unavailable)?;
-        match members.claim_name(name, &hash.0).await {
+        match members.claim_name(name, &hash).await {
             Ok(()) => {}
             Err(ClaimError::Taken) => {
                 self.abandon(&hash).await;
@@ -425,7 +425,7 @@ impl ClusterChat {
     /// join.
     async fn complete_join(&self, hash: TokenHash, known: Known) -> Result<(), ChatError> {
         let members = self.cluster.members();
-        match members.set_join_seq(&hash.0, known.join_seq).await {
+        match members.set_join_seq(&hash, known.join_seq).await {
             Ok(Some(_)) => {}
             // The session was ended while its join was in flight: see `end_overtaken_join`.
             Ok(None) => {
@@ -455,7 +455,7 @@ impl ClusterChat {
     /// idempotency key and only if the session is still present, so that it is announced once
     /// whichever node gets there first. Failures are logged: the name then stays taken.
     async fn end_overtaken_join(&self, hash: &TokenHash, session: &Known) {
-        let left_key = chitty_cluster::members::left_key(&hash.0);
+        let left_key = chitty_cluster::members::left_key(hash);
         match self.append_left(session, &left_key).await {
             Ok(appended) => {
                 // None if the node that ended the session announced it.
@@ -530,8 +530,8 @@ impl ClusterChat {
     async fn abandon(&self, hash: &TokenHash) {
         let members = self.cluster.members();
         let ended = async {
-            if let Some(entry) = members.session(&hash.0).await?
-                && let Some(ending) = members.claim_end(&hash.0, entry.revision).await?
+            if let Some(entry) = members.session(hash).await?
+                && let Some(ending) = members.claim_end(hash, entry.revision).await?
             {
                 members.finish_end(&ending).await?;
             }
@@ -634,14 +634,14 @@ impl ClusterChat {
     async fn claim_end(&self, hash: &TokenHash) -> Result<chitty_cluster::Ending, ChatError> {
         let members = self.cluster.members();
         for _ in 0..MAX_LEAVE_TRIES {
-            let Some(entry) = members.session(&hash.0).await.map_err(unavailable)? else {
+            let Some(entry) = members.session(hash).await.map_err(unavailable)? else {
                 return Err(AuthError::Unknown.into());
             };
             if entry.record.is_ending() {
                 return Err(AuthError::Unknown.into());
             }
             if let Some(ending) = members
-                .claim_end(&hash.0, entry.revision)
+                .claim_end(hash, entry.revision)
                 .await
                 .map_err(unavailable)?
             {
@@ -677,7 +677,7 @@ impl ClusterChat {
             name = Some(Arc::clone(&session.name));
             // Until the stream is registered, or this call fails and owes a detach.
             let _attaching = Attaching::start(&self.state, hash);
-            let registered = match self.cluster.members().attach(&hash.0).await {
+            let registered = match self.cluster.members().attach(&hash).await {
                 Ok(Some(_)) => self.register_stream(hash, &session, after_seq).await,
                 Ok(None) => return Err(AuthError::Unknown.into()),
                 // Perhaps attached all the same: the answer may have been lost.
@@ -835,7 +835,7 @@ impl ClusterChat {
             match self
                 .cluster
                 .members()
-                .detach(&token.0, ended_ms, attached_here_again)
+                .detach(&token, ended_ms, attached_here_again)
                 .await
             {
                 Ok(_) => {
@@ -896,7 +896,7 @@ impl ClusterChat {
             }
         }
         members.finish_end(&ending).await?;
-        self.known().remove(&TokenHash(ending.token_hash));
+        self.known().remove(&ending.token_hash);
         Ok(announced)
     }
 
@@ -925,7 +925,7 @@ impl ClusterChat {
             .members()
             .name_owner(&ending.record.name)
             .await?;
-        Ok(if owner == Some(chitty_cluster::hex(&ending.token_hash)) {
+        Ok(if owner == Some(ending.token_hash.to_hex()) {
             join_seq
         } else {
             0
@@ -988,7 +988,7 @@ impl ClusterChat {
                 let entry = self
                     .cluster
                     .members()
-                    .session(&hash.0)
+                    .session(&hash)
                     .await
                     .map_err(unavailable)?
                     .filter(|entry| entry.record.join_seq != 0 && !entry.record.is_ending())
@@ -1140,7 +1140,7 @@ mod tests {
     async fn stream_open(node: &ClusterChat, hash: &TokenHash) -> bool {
         node.cluster
             .members()
-            .session(&hash.0)
+            .session(hash)
             .await
             .expect("the sessions bucket answers")
             .expect("the session exists")
@@ -1222,11 +1222,11 @@ mod tests {
         let key = name_key("alice");
         let members = a.cluster.members();
         members
-            .put_session(&hash.0, &SessionRecord::joining("alice", "a"))
+            .put_session(&hash, &SessionRecord::joining("alice", "a"))
             .await
             .expect("the session is stored");
         members
-            .claim_name("alice", &hash.0)
+            .claim_name("alice", &hash)
             .await
             .expect("the name is claimed");
         let joined = a
@@ -1248,14 +1248,14 @@ mod tests {
         let entry = b
             .cluster
             .members()
-            .session(&hash.0)
+            .session(&hash)
             .await
             .expect("the sessions bucket answers")
             .expect("the session exists");
         let ending = b
             .cluster
             .members()
-            .claim_end(&hash.0, entry.revision)
+            .claim_end(&hash, entry.revision)
             .await
             .expect("the claim is answered")
             .expect("b wins the claim");

@@ -11,8 +11,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chitty_core::TokenHash;
 use chitty_core::validate::name_key;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::hub::{EndReason, StreamEnd, SubscriberId};
@@ -41,24 +41,6 @@ impl SessionToken {
 impl fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionToken(<secret>)")
-    }
-}
-
-/// The SHA-256 of a session token: what the service keeps, in memory and on disk, to recognise a token
-/// without holding the secret itself.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenHash(pub [u8; 32]);
-
-impl TokenHash {
-    /// The hash of a token as presented by a caller.
-    pub fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
-    }
-}
-
-impl fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenHash({:02x}{:02x}..)", self.0[0], self.0[1])
     }
 }
 

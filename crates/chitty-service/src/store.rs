@@ -18,12 +18,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chitty_core::{Event, EventKind};
+use chitty_core::{Event, EventKind, TokenHash};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-use crate::sessions::TokenHash;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
@@ -230,7 +228,10 @@ impl Store {
             let Ok(hash) = <[u8; 32]>::try_from(key.value()) else {
                 continue;
             };
-            sessions.push((TokenHash(hash), postcard::from_bytes(value.value())?));
+            sessions.push((
+                TokenHash::from_bytes(hash),
+                postcard::from_bytes(value.value())?,
+            ));
         }
         drop(meta);
         drop(read);
@@ -258,10 +259,13 @@ impl Store {
             }
             let mut sessions = write.open_table(SESSIONS)?;
             for (hash, session) in &batch.joined {
-                sessions.insert(hash.0.as_slice(), postcard::to_stdvec(session)?.as_slice())?;
+                sessions.insert(
+                    hash.as_bytes().as_slice(),
+                    postcard::to_stdvec(session)?.as_slice(),
+                )?;
             }
             for hash in &batch.ended {
-                sessions.remove(hash.0.as_slice())?;
+                sessions.remove(hash.as_bytes().as_slice())?;
             }
             let mut meta = write.open_table(META)?;
             if let Some(last) = batch.events.last() {
@@ -295,7 +299,7 @@ mod tests {
     #[test]
     fn what_was_committed_is_what_a_reopened_store_recovers() {
         let directory = tempfile::tempdir().expect("a temporary directory");
-        let hash = TokenHash([7; 32]);
+        let hash = TokenHash::from_bytes([7; 32]);
         {
             let (store, recovered) = Store::open(directory.path()).expect("open");
             assert_eq!(recovered.last_seq, 0);
@@ -342,7 +346,7 @@ mod tests {
     #[test]
     fn last_seq_survives_evicting_every_event_and_ended_sessions_are_gone() {
         let (store, _) = Store::in_memory().expect("open");
-        let hash = TokenHash([1; 32]);
+        let hash = TokenHash::from_bytes([1; 32]);
         store
             .commit(&Batch {
                 events: vec![keyed(1, None), keyed(2, None)],
