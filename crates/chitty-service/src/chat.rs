@@ -35,11 +35,9 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::fanout::{EndReason, SubscribeError, Subscription};
 use crate::history::HistoryError;
-use crate::hub::{
-    Append, Appended, EndReason, Hub, HubClosed, HubConfig, SessionChange, SubscribeError,
-    Subscription, WriterStopped,
-};
+use crate::hub::{Append, Appended, Hub, HubClosed, HubConfig, SessionChange, WriterStopped};
 use crate::sessions::{SessionTable, SessionToken};
 use crate::store::{Recovered, Store, StoreError};
 

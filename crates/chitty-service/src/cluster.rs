@@ -48,9 +48,8 @@ use crate::chat::{
     publish_repeated, refused, token_hash,
 };
 use crate::fanout::{EndReason, Fanout, StreamEnd, SubscriberId, Subscription};
-use crate::history::History;
+use crate::history::{History, KeyedEvent};
 use crate::sessions::SessionToken;
-use crate::store::KeyedEvent;
 
 /// How many times a Leave re-reads a session whose revision changed under it before giving up.
 const MAX_LEAVE_TRIES: u32 = 8;

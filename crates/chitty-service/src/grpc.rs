@@ -24,9 +24,8 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
 use crate::chat::{AuthError, ChatError, Credential, Refused};
-use crate::fanout::Subscription;
+use crate::fanout::{EndReason, Subscription};
 use crate::history::HistoryError;
-use crate::hub::EndReason;
 use crate::node::ChatNode;
 
 /// The metadata entry in which every status carries the service's Lamport time.

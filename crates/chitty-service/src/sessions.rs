@@ -15,7 +15,7 @@ use chitty_core::TokenHash;
 use chitty_core::validate::name_key;
 use tokio::time::Instant;
 
-use crate::hub::{EndReason, StreamEnd, SubscriberId};
+use crate::fanout::{EndReason, StreamEnd, SubscriberId};
 
 /// The secret that proves a caller is a session's participant.
 ///

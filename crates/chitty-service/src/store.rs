@@ -23,6 +23,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::history::KeyedEvent;
+
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -97,51 +99,42 @@ struct StoredEvent {
     idempotency_key: Option<String>,
 }
 
-/// One event with the key it was published under, as the hub keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedEvent {
-    /// The event.
-    pub event: Arc<Event>,
-    /// The idempotency key of the Publish that made it, if it had one.
-    pub idempotency_key: Option<Arc<str>>,
+/// `keyed` as the `events` table stores it.
+fn encode_event(keyed: &KeyedEvent) -> Result<Vec<u8>, postcard::Error> {
+    let event = &keyed.event;
+    postcard::to_stdvec(&StoredEvent {
+        seq: event.seq,
+        lamport: event.lamport,
+        kind: match event.kind {
+            EventKind::Message => 1,
+            EventKind::Joined => 2,
+            EventKind::Left => 3,
+        },
+        participant: event.participant.to_string(),
+        text: event.text.clone(),
+        idempotency_key: keyed.idempotency_key.as_deref().map(str::to_owned),
+    })
 }
 
-impl KeyedEvent {
-    fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
-        let event = &self.event;
-        postcard::to_stdvec(&StoredEvent {
-            seq: event.seq,
-            lamport: event.lamport,
-            kind: match event.kind {
-                EventKind::Message => 1,
-                EventKind::Joined => 2,
-                EventKind::Left => 3,
-            },
-            participant: event.participant.to_string(),
-            text: event.text.clone(),
-            idempotency_key: self.idempotency_key.as_deref().map(str::to_owned),
-        })
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        let stored: StoredEvent = postcard::from_bytes(bytes)?;
-        let kind = match stored.kind {
-            1 => EventKind::Message,
-            2 => EventKind::Joined,
-            3 => EventKind::Left,
-            _ => return Err(postcard::Error::DeserializeBadEnum),
-        };
-        Ok(Self {
-            event: Arc::new(Event {
-                seq: stored.seq,
-                lamport: stored.lamport,
-                kind,
-                participant: stored.participant.into(),
-                text: stored.text,
-            }),
-            idempotency_key: stored.idempotency_key.map(Into::into),
-        })
-    }
+/// An event as [`encode_event`] stored it.
+fn decode_event(bytes: &[u8]) -> Result<KeyedEvent, postcard::Error> {
+    let stored: StoredEvent = postcard::from_bytes(bytes)?;
+    let kind = match stored.kind {
+        1 => EventKind::Message,
+        2 => EventKind::Joined,
+        3 => EventKind::Left,
+        _ => return Err(postcard::Error::DeserializeBadEnum),
+    };
+    Ok(KeyedEvent {
+        event: Arc::new(Event {
+            seq: stored.seq,
+            lamport: stored.lamport,
+            kind,
+            participant: stored.participant.into(),
+            text: stored.text,
+        }),
+        idempotency_key: stored.idempotency_key.map(Into::into),
+    })
 }
 
 /// Everything one commit changes.
@@ -220,7 +213,7 @@ impl Store {
         let mut events = Vec::new();
         for entry in read.open_table(EVENTS)?.iter()? {
             let (_, value) = entry?;
-            events.push(KeyedEvent::decode(value.value())?);
+            events.push(decode_event(value.value())?);
         }
         let mut sessions = Vec::new();
         for entry in read.open_table(SESSIONS)?.iter()? {
@@ -252,7 +245,7 @@ impl Store {
         {
             let mut events = write.open_table(EVENTS)?;
             for keyed in &batch.events {
-                events.insert(keyed.event.seq, keyed.encode()?.as_slice())?;
+                events.insert(keyed.event.seq, encode_event(keyed)?.as_slice())?;
             }
             if let Some(through) = batch.evict_through {
                 events.retain_in(..=through, |_, _| false)?;
