@@ -89,20 +89,37 @@ struct LocalStream {
     end: Arc<StreamEnd>,
 }
 
-/// Marks the session of `token` as being attached on this node for as long as it lives (see
-/// `NodeState::attaching`).
+/// An attach of the session of `token` to this node, in flight. While it lives, the session is marked
+/// as being attached here (see `NodeState::attaching`). When it drops, however the call ends (an error
+/// returned at any step, or the call cancelled at any `.await` because its client went away), it
+/// records the detach the node then owes the cluster (see `NodeState::owed_detaches`): once the attach
+/// was sent, the session's record may say its stream is open here when none is. Only
+/// [`Attaching::settle`] spares that: the stream is registered here, or the cluster holds no record to
+/// correct. An owed detach that turns out needless changes nothing, since a detach leaves alone a record
+/// attached elsewhere or to a stream this node holds.
 struct Attaching<'a> {
-    /// The node state that holds the mark.
+    /// The node state that holds the mark and the owed detaches.
     state: &'a Mutex<NodeState>,
     /// The session being attached.
     token: TokenHash,
+    /// Whether dropping the guard records an owed detach: true until [`Attaching::settle`].
+    owes_detach: bool,
 }
 
 impl<'a> Attaching<'a> {
-    /// Marks the session of `token` as being attached.
+    /// Marks the session of `token` as being attached, owing a detach until settled.
     fn start(state: &'a Mutex<NodeState>, token: TokenHash) -> Self {
         *lock(state).attaching.entry(token).or_default() += 1;
-        Self { state, token }
+        Self {
+            state,
+            token,
+            owes_detach: true,
+        }
+    }
+
+    /// Ends the attach owing nothing: its stream is registered here, or the session has no record.
+    fn settle(mut self) {
+        self.owes_detach = false;
     }
 }
 
@@ -114,6 +131,11 @@ impl Drop for Attaching<'_> {
             if *count == 0 {
                 state.attaching.remove(&self.token);
             }
+        }
+        if self.owes_detach {
+            state
+                .owed_detaches
+                .insert(self.token, chitty_cluster::wall_clock_ms());
         }
     }
 }
@@ -128,7 +150,8 @@ struct NodeState {
     /// The Broadcast streams open on this node, by session.
     streams: HashMap<TokenHash, LocalStream>,
     /// Sessions whose record may say their stream is open here when it is not, with the wall-clock
-    /// millisecond since when it is not: streams that closed, and attaches whose answer was lost. They
+    /// millisecond since when it is not: streams that closed, and attaches that did not end with a stream
+    /// registered here (refused, failed, answer lost, or the call cancelled; see [`Attaching`]). They
     /// are detached in the cluster by the next sweep, and kept for the one after if that fails, so
     /// that their grace period runs; a stream opened here again cancels the entry.
     owed_detaches: HashMap<TokenHash, u64>,
@@ -674,21 +697,23 @@ impl ClusterChat {
             let hash = token_hash(credential)?;
             let session = self.session_of(credential).await?;
             name = Some(Arc::clone(&session.name));
-            // Until the stream is registered, or this call fails and owes a detach.
-            let _attaching = Attaching::start(&self.state, hash);
-            let registered = match self.cluster.members().attach(&hash).await {
-                Ok(Some(_)) => self.register_stream(hash, &session, after_seq).await,
-                Ok(None) => return Err(AuthError::Unknown.into()),
-                // Perhaps attached all the same: the answer may have been lost.
-                Err(error) => Err(unavailable(error)),
-            };
-            // The record may say a stream is open here, and none is: the next sweep must say so.
-            if registered.is_err() {
-                self.state()
-                    .owed_detaches
-                    .insert(hash, chitty_cluster::wall_clock_ms());
+            // From here on, every way out but the two settled below owes a detach: an attach whose
+            // answer was lost may have been stored.
+            let attaching = Attaching::start(&self.state, hash);
+            if self
+                .cluster
+                .members()
+                .attach(&hash)
+                .await
+                .map_err(unavailable)?
+                .is_none()
+            {
+                attaching.settle();
+                return Err(AuthError::Unknown.into());
             }
-            registered
+            let registered = self.register_stream(hash, &session, after_seq).await?;
+            attaching.settle();
+            Ok(registered)
         }
         .await;
         match outcome {
@@ -1159,6 +1184,70 @@ mod tests {
             })
             .map(|logged| logged.event.seq)
             .collect()
+    }
+
+    #[test]
+    fn an_attach_owes_a_detach_however_it_ends_unless_settled() {
+        let state = Mutex::new(NodeState::default());
+        let token = TokenHash::of("t");
+        let attaching = Attaching::start(&state, token);
+        assert!(
+            lock(&state).is_attached_here(&token),
+            "marked while in flight"
+        );
+        // An error returned, or the call's future dropped at an `.await`.
+        drop(attaching);
+        {
+            let state = lock(&state);
+            assert!(
+                !state.is_attached_here(&token),
+                "the mark goes with the guard"
+            );
+            assert!(
+                state.owed_detaches.contains_key(&token),
+                "got no owed detach, want one: the record may say the stream is open here"
+            );
+        }
+        lock(&state).owed_detaches.clear();
+        Attaching::start(&state, token).settle();
+        let state = lock(&state);
+        assert!(
+            state.owed_detaches.is_empty() && state.attaching.is_empty(),
+            "got {:?} owed and {:?} attaching, want neither after a settled attach",
+            state.owed_detaches,
+            state.attaching
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broadcast_call_cancelled_while_attaching_owes_a_detach() {
+        let Some(nats) = NatsCluster::start_or_skip(
+            "a_broadcast_call_cancelled_while_attaching_owes_a_detach",
+            1,
+        )
+        .await
+        else {
+            return;
+        };
+        let node = node(&nats, "a", &unique_prefix()).await;
+        let joined = node.join("alice", "", None, 0).await.expect("alice joins");
+        let credential = Credential::Bearer(joined.token.as_str());
+        // One poll sends the attach to NATS, whose answer cannot be there yet; then the client goes
+        // away and tonic drops the call.
+        let opened = futures_util::FutureExt::now_or_never(node.open_stream(credential, 0, 0));
+        assert!(opened.is_none(), "the attach waits for NATS");
+        let state = node.state();
+        assert!(
+            state
+                .owed_detaches
+                .contains_key(&TokenHash::of(joined.token.as_str())),
+            "got no owed detach, want one: the attach may have been stored"
+        );
+        assert!(
+            state.attaching.is_empty(),
+            "got {:?} attaching",
+            state.attaching
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
