@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
-use crate::chat::{AuthError, ChatError, Credential, Refused};
+use crate::call::{AuthError, ChatError, Credential, Refused};
 use crate::fanout::{EndReason, Subscription};
 use crate::history::HistoryError;
 use crate::node::ChatNode;
@@ -536,7 +536,8 @@ mod tests {
     use prost::Message as _;
     use tonic::codegen::Service as _;
 
-    use crate::chat::{ChatConfig, ChatService, Rate};
+    use crate::call::{ChatConfig, Rate};
+    use crate::chat::ChatService;
     use crate::history::Retention;
     use crate::hub::HubConfig;
 

@@ -1,6 +1,6 @@
 //! Who is present: names, session tokens, and the state of each session's Broadcast stream.
 //!
-//! The table is plain data with no lock and no I/O; [`crate::chat::ChatService`] owns it behind its lock
+//! The table is plain data with no lock and no I/O; [`crate::chat::SingleNode`] owns it behind its lock
 //! and decides what to broadcast. A session is *present* from its Join until it leaves or vanishes. It
 //! vanishes when it has had no open Broadcast stream for the grace period: it never opened one, or its
 //! stream ended (connection closed, cut off for reading too slowly, replaced and then dropped) and no new
@@ -141,15 +141,9 @@ impl SessionTable {
         self.sessions.len()
     }
 
-    /// The names of everyone present, sorted.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .sessions
-            .values()
-            .map(|session| session.name.to_string())
-            .collect();
-        names.sort();
-        names
+    /// The names of everyone present, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sessions.values().map(|session| &*session.name)
     }
 
     /// Whether nobody is present.
