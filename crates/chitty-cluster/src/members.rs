@@ -87,6 +87,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use chitty_core::TokenHash;
 use chitty_core::validate::name_key;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -208,7 +209,7 @@ impl fmt::Display for Why {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VanishedSession {
     /// The session's token hash.
-    pub token_hash: [u8; 32],
+    pub token_hash: TokenHash,
     /// Its record.
     pub record: SessionRecord,
     /// The revision the mirror saw: pass it to [`Members::claim_end`].
@@ -221,7 +222,7 @@ pub struct VanishedSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ending {
     /// The session's token hash.
-    pub token_hash: [u8; 32],
+    pub token_hash: TokenHash,
     /// Its record, as claimed.
     pub record: SessionRecord,
     /// The revision of the claim.
@@ -239,8 +240,8 @@ impl Ending {
 /// The idempotency key of the left event of the session of `token_hash`, whoever appends it: the
 /// node that ends the session, one that takes the ending over, or the node whose join the session's
 /// ending overtook.
-pub fn left_key(token_hash: &[u8; 32]) -> String {
-    format!("session-end/{}", hex(token_hash))
+pub fn left_key(token_hash: &TokenHash) -> String {
+    format!("session-end/{}", token_hash.to_hex())
 }
 
 /// Two clock readings taken together, for [`Members::vanished`].
@@ -300,7 +301,7 @@ struct Shared {
     nodes: kv::Store,
     /// Sessions this process attached to itself: those of its id not in here belong to an earlier
     /// process of the same node.
-    attached_here: Mutex<HashSet<[u8; 32]>>,
+    attached_here: Mutex<HashSet<TokenHash>>,
     /// What the watches have seen.
     mirror: Mutex<Mirror>,
     /// When this node's heartbeat was last stored: while that is recent, JetStream answers writes.
@@ -312,7 +313,7 @@ struct Mirror {
     /// When the mirror started: the latest a node unheard of can have been seen.
     started: Instant,
     /// Every session record, by token hash.
-    sessions: HashMap<[u8; 32], Mirrored>,
+    sessions: HashMap<TokenHash, Mirrored>,
     /// Every node heard from, by id.
     nodes: HashMap<String, NodeSeen>,
     /// Since when the nodes' watch has been current: it delivered every heartbeat the bucket held
@@ -434,11 +435,11 @@ impl Members {
     /// nats-server before 2.9.21). Claiming a name the same token already holds succeeds, so a retry
     /// after a lost answer is safe; the call itself retries while the bucket has no leader, and a
     /// claim whose answer was lost counts as made when the name turns out to be the token's.
-    pub async fn claim_name(&self, name: &str, token_hash: &[u8; 32]) -> Result<(), ClaimError> {
+    pub async fn claim_name(&self, name: &str, token_hash: &TokenHash) -> Result<(), ClaimError> {
         let shared = &self.shared;
         let operation = "claim a name";
         let key = name_bucket_key(name);
-        let owner = hex(token_hash);
+        let owner = token_hash.to_hex();
         let deadline = shared.deadline();
         let mut backoff = Backoff::default();
         // The revision the claim expects: 0 while the key was never written, or that of the deletion
@@ -502,13 +503,13 @@ impl Members {
     pub async fn release_name(
         &self,
         name: &str,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
     ) -> Result<bool, ClusterError> {
         let shared = &self.shared;
         let operation = "release a name";
         let deadline = shared.deadline();
         let key = name_bucket_key(name);
-        let owner = hex(token_hash);
+        let owner = token_hash.to_hex();
         let mut backoff = Backoff::default();
         let mut maybe_released = false;
         loop {
@@ -554,7 +555,7 @@ impl Members {
         let Some(owner) = shared.name_owner(&name_bucket_key(name), deadline).await? else {
             return Ok(true);
         };
-        let Some(owner) = parse_token_key(&owner) else {
+        let Some(owner) = TokenHash::from_hex(&owner) else {
             return Ok(false);
         };
         Ok(shared
@@ -569,7 +570,7 @@ impl Members {
     /// lost is repeated, which stores the same record once more.
     pub async fn put_session(
         &self,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
         record: &SessionRecord,
     ) -> Result<u64, ClusterError> {
         let shared = &self.shared;
@@ -577,7 +578,7 @@ impl Members {
         if record.stream_open && record.node == shared.node_id {
             shared.attached_here().insert(*token_hash);
         }
-        let key = hex(token_hash);
+        let key = token_hash.to_hex();
         retry_until(shared.deadline(), "store a session", || {
             shared.sessions.put(&key, value.clone())
         })
@@ -588,7 +589,7 @@ impl Members {
     /// as soon as it was stored.
     pub async fn session(
         &self,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
     ) -> Result<Option<SessionEntry>, ClusterError> {
         let shared = &self.shared;
         shared.session(token_hash, shared.deadline()).await
@@ -602,7 +603,7 @@ impl Members {
     /// ([`Why::NodeRestarted`]); the caller must [`Members::detach`] it, since no stream is open.
     pub async fn attach(
         &self,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
     ) -> Result<Option<SessionEntry>, ClusterError> {
         let node = self.shared.node_id.clone();
         // Noted before the write, so the mirror never sees this process's attachment as an orphan.
@@ -635,7 +636,7 @@ impl Members {
     /// revision if its write lands first, and then this write does not land over it.
     pub async fn detach(
         &self,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
         now_ms: u64,
         attached_here_again: impl Fn() -> bool,
     ) -> Result<Option<SessionEntry>, ClusterError> {
@@ -659,7 +660,7 @@ impl Members {
     /// Records the seq of the session's joined event, once it is in the log.
     pub async fn set_join_seq(
         &self,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
         join_seq: u64,
     ) -> Result<Option<SessionEntry>, ClusterError> {
         self.shared
@@ -725,13 +726,13 @@ impl Members {
     /// claim counts as won.
     pub async fn claim_end(
         &self,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
         revision: u64,
     ) -> Result<Option<Ending>, ClusterError> {
         let shared = &self.shared;
         let operation = "claim to end a session";
         let deadline = shared.deadline();
-        let key = hex(token_hash);
+        let key = token_hash.to_hex();
         let Some(entry) = shared.session(token_hash, deadline).await? else {
             return Ok(None);
         };
@@ -799,7 +800,7 @@ impl Members {
         let shared = &self.shared;
         let operation = "delete a session";
         let deadline = shared.deadline();
-        let key = hex(&ending.token_hash);
+        let key = ending.token_hash.to_hex();
         let mut backoff = Backoff::default();
         let over = loop {
             match shared
@@ -841,7 +842,7 @@ impl Members {
 
     /// Every session in the bucket, with its token hash: for a node starting up, to learn who is
     /// present from before the events the stream still holds.
-    pub async fn sessions(&self) -> Result<Vec<([u8; 32], SessionRecord)>, ClusterError> {
+    pub async fn sessions(&self) -> Result<Vec<(TokenHash, SessionRecord)>, ClusterError> {
         let shared = &self.shared;
         let deadline = shared.deadline();
         let keys: Vec<String> = retry_until(deadline, "list the sessions", || async {
@@ -853,7 +854,7 @@ impl Members {
         .await?;
         let mut sessions = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some(token_hash) = parse_token_key(&key) else {
+            let Some(token_hash) = TokenHash::from_hex(&key) else {
                 continue;
             };
             if let Some(entry) = shared.session(&token_hash, deadline).await? {
@@ -953,7 +954,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn attached_here(&self) -> MutexGuard<'_, HashSet<[u8; 32]>> {
+    fn attached_here(&self) -> MutexGuard<'_, HashSet<TokenHash>> {
         self.attached_here
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1052,10 +1053,10 @@ impl Shared {
     /// The session of `token_hash`, from the bucket.
     async fn session(
         &self,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
         deadline: Deadline,
     ) -> Result<Option<SessionEntry>, ClusterError> {
-        let key = hex(token_hash);
+        let key = token_hash.to_hex();
         let Some(KeyState {
             revision,
             value: Some(value),
@@ -1076,12 +1077,12 @@ impl Shared {
     /// is returned without writing, so a stored write is not made twice.
     async fn update_session(
         &self,
-        token_hash: &[u8; 32],
+        token_hash: &TokenHash,
         mut change: impl FnMut(&mut SessionRecord) -> Change,
     ) -> Result<Option<SessionEntry>, ClusterError> {
         let operation = "update a session";
         let deadline = self.deadline();
-        let key = hex(token_hash);
+        let key = token_hash.to_hex();
         let mut backoff = Backoff::default();
         let mut conflicts = 0;
         loop {
@@ -1131,7 +1132,7 @@ impl Shared {
 
     /// Applies one session entry from the watch to the mirror.
     fn mirror_session(&self, entry: &kv::Entry, seen_at: Instant) {
-        let Some(token_hash) = parse_token_key(&entry.key) else {
+        let Some(token_hash) = TokenHash::from_hex(&entry.key) else {
             warn!(component = "cluster", event = "foreign_session_key", key = %entry.key);
             return;
         };
@@ -1245,19 +1246,6 @@ fn decode_record(key: &str, value: &[u8]) -> Result<SessionRecord, ClusterError>
         what: format!("session {key}"),
         reason: error.to_string(),
     })
-}
-
-/// The token hash a sessions-bucket key names, if it is 64 hex digits.
-fn parse_token_key(key: &str) -> Option<[u8; 32]> {
-    if key.len() != 64 {
-        return None;
-    }
-    let mut hash = [0; 32];
-    for (byte, pair) in hash.iter_mut().zip(key.as_bytes().chunks(2)) {
-        let text = std::str::from_utf8(pair).ok()?;
-        *byte = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(hash)
 }
 
 /// Puts this node's heartbeat every [`HEARTBEAT_INTERVAL`] until told to stop.
@@ -1391,10 +1379,10 @@ mod tests {
 
     #[test]
     fn token_keys_round_trip_and_foreign_keys_are_ignored() {
-        let hash = [0xab; 32];
-        assert_eq!(parse_token_key(&hex(&hash)), Some(hash));
-        assert_eq!(parse_token_key("abc"), None);
-        assert_eq!(parse_token_key(&"zz".repeat(32)), None);
+        let hash = TokenHash::from_bytes([0xab; 32]);
+        assert_eq!(TokenHash::from_hex(&hex(hash.as_bytes())), Some(hash));
+        assert_eq!(TokenHash::from_hex("abc"), None);
+        assert_eq!(TokenHash::from_hex(&"zz".repeat(32)), None);
     }
 
     #[test]
@@ -1421,7 +1409,7 @@ mod tests {
     #[test]
     fn an_endings_left_event_is_keyed_by_the_session() {
         let ending = Ending {
-            token_hash: [1; 32],
+            token_hash: TokenHash::from_bytes([1; 32]),
             record: SessionRecord::joining("alice", "n"),
             revision: 3,
         };

@@ -10,7 +10,7 @@ use chitty_cluster::testing::{NatsCluster, unique_prefix};
 use chitty_cluster::{
     ClaimError, Cluster, ClusterConfig, EventLog, LogEvent, Now, SessionRecord, Why,
 };
-use chitty_core::{EventDraft, EventKind, LamportClock};
+use chitty_core::{EventDraft, EventKind, LamportClock, TokenHash};
 use tokio::time::Instant;
 
 /// A node of `prefix` named `node`, connected to server `server` of `nats` only (it learns the others
@@ -253,7 +253,10 @@ async fn two_nodes_claiming_one_name_at_once_admit_exactly_one() {
     let b = Cluster::connect(config(&nats, 1, "node-b", &prefix))
         .await
         .expect("node b");
-    let (token_a, token_b) = ([0xaa; 32], [0xbb; 32]);
+    let (token_a, token_b) = (
+        TokenHash::from_bytes([0xaa; 32]),
+        TokenHash::from_bytes([0xbb; 32]),
+    );
     for round in 0..20 {
         // Look-alike spellings on the two nodes: one name.
         let (name_a, name_b) = (format!("alice{round}"), format!("ALICE{round}"));
@@ -319,7 +322,10 @@ async fn a_dead_nodes_sessions_vanish_after_the_grace_period_and_exactly_one_sur
         .expect("node c");
 
     // Two participants joined through node c and hold streams there.
-    let tokens = [[1u8; 32], [2u8; 32]];
+    let tokens = [
+        TokenHash::from_bytes([1; 32]),
+        TokenHash::from_bytes([2; 32]),
+    ];
     for (token, name) in tokens.iter().zip(["carol", "dave"]) {
         c.members()
             .put_session(token, &SessionRecord::joining(name, "node-c"))
@@ -337,7 +343,7 @@ async fn a_dead_nodes_sessions_vanish_after_the_grace_period_and_exactly_one_sur
         Some("node-c")
     );
     let vanished_of = |node: &Node| {
-        let mut tokens: Vec<[u8; 32]> = node
+        let mut tokens: Vec<TokenHash> = node
             .cluster
             .members()
             .vanished(Now::current())
@@ -485,7 +491,7 @@ async fn detached_sessions_vanish_after_the_grace_period_and_a_stalled_ending_is
     let prefix = unique_prefix();
     let a = Node::start(config(&nats, 0, "node-a", &prefix)).await;
     let b = Node::start(config(&nats, 1, "node-b", &prefix)).await;
-    let token = [7u8; 32];
+    let token = TokenHash::from_bytes([7; 32]);
     let members = a.cluster.members();
     members
         .put_session(&token, &SessionRecord::joining("erin", "node-a"))
@@ -636,7 +642,7 @@ async fn appends_go_on_when_one_nats_server_of_three_is_killed() {
     // Membership still works with two servers of three.
     b.cluster
         .members()
-        .claim_name("frank", &[9; 32])
+        .claim_name("frank", &TokenHash::from_bytes([9; 32]))
         .await
         .expect("a claim with one server down");
 }
@@ -790,7 +796,7 @@ async fn a_name_counts_as_being_released_only_while_its_session_ends_or_is_gone(
     config.replicas = 1;
     let a = Cluster::connect(config).await.expect("node a");
     let members = a.members();
-    let token = [0x5e; 32];
+    let token = TokenHash::from_bytes([0x5e; 32]);
     let released = || async {
         members
             .name_being_released("Grace")

@@ -9,10 +9,13 @@
 //! - [`validate`]: what makes a participant name and a chat message acceptable, with errors that say why.
 //! - [`event`]: the events the service orders and broadcasts (joined, message, left), and the exact
 //!   sentences the assignment prescribes for joins and leaves.
+//! - [`token`]: the hash of a session token, the one form in which the service keeps and shares tokens.
 
 pub mod event;
 pub mod lamport;
+pub mod token;
 pub mod validate;
 
 pub use event::{Event, EventDraft, EventKind};
 pub use lamport::LamportClock;
+pub use token::TokenHash;

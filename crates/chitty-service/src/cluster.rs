@@ -1,10 +1,13 @@
-//! Cluster mode: one node of several that serve one chat together through NATS JetStream.
+//! Cluster mode: one node of several that serve one chat together through NATS JetStream, as a
+//! [`Backend`] of the call protocol ([`crate::call`]).
 //!
-//! [`ClusterChat`] answers the same calls as [`crate::chat::ChatService`], with the same Lamport rules,
-//! log lines and limits, but the single node's lock and store are replaced by the shared parts of
-//! [`chitty_cluster`]: the JetStream event log orders and keeps events, and KV buckets share names and
-//! sessions. What stays local is what a node serves: its [`Fanout`] of Broadcast streams, fed in seq
-//! order by the log's consumer, and the roster derived from the events it applied.
+//! [`ClusterChat`] is the protocol over [`ClusterNode`]: the same calls as the single node's
+//! [`crate::chat::ChatService`], with the same Lamport rules, checks, limits and log lines, all of
+//! them in [`crate::call`]. What differs is where the chat is kept: the single node's lock and store
+//! are replaced by the shared parts of [`chitty_cluster`]: the JetStream event log orders and keeps
+//! events, and KV buckets share names and sessions. What stays local is what a node serves: its
+//! [`Fanout`] of Broadcast streams, fed in seq order by the log's consumer, and the roster derived from
+//! the events it applied.
 //!
 //! # The roster is the authority
 //!
@@ -26,31 +29,27 @@
 //!
 //! # What is per node
 //!
-//! The publish rate limit and the join-secret throttling are enforced by each node for the calls it
-//! receives. The participant limit is checked against the shared roster.
+//! The protocol enforces the publish rate limit and the join-secret throttling on each node for the
+//! calls it receives. The participant limit is checked against the shared roster, as each joined event
+//! is appended.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chitty_cluster::{
     Appended, Cluster, ClusterConfig, ClusterError, EventLog, LogEvent, Now, members::ClaimError,
 };
-use chitty_core::lamport::MAX_ACCEPTED_TIME;
-use chitty_core::validate::{self, name_key};
-use chitty_core::{Event, EventDraft, EventKind, LamportClock};
+use chitty_core::validate::name_key;
+use chitty_core::{Event, EventDraft, EventKind, LamportClock, TokenHash};
 use tracing::{info, warn};
 
-use crate::chat::{
-    AuthError, Call, CallTimes, ChatConfig, ChatError, Credential, Done, JoinGate, Joined,
-    Presence, PublishLimits, Refused, accepted_event, check_publish, presence_answered,
-    publish_repeated, refused, token_hash,
+use crate::call::{
+    Admitted, AuthError, Backend, Chat, ChatConfig, ChatError, NotAdmitted, Opened, Roster, Stored,
 };
-use crate::fanout::{EndReason, Fanout, StreamEnd, SubscriberId, Subscription};
-use crate::history::History;
-use crate::sessions::{SessionToken, TokenHash};
-use crate::store::KeyedEvent;
+use crate::fanout::{EndReason, Fanout, StreamEnd, SubscriberId};
+use crate::history::{History, KeyedEvent};
+use crate::sessions::SessionToken;
 
 /// How many times a Leave re-reads a session whose revision changed under it before giving up.
 const MAX_LEAVE_TRIES: u32 = 8;
@@ -90,20 +89,37 @@ struct LocalStream {
     end: Arc<StreamEnd>,
 }
 
-/// Marks the session of `token` as being attached on this node for as long as it lives (see
-/// `NodeState::attaching`).
+/// An attach of the session of `token` to this node, in flight. While it lives, the session is marked
+/// as being attached here (see `NodeState::attaching`). When it drops, however the call ends (an error
+/// returned at any step, or the call cancelled at any `.await` because its client went away), it
+/// records the detach the node then owes the cluster (see `NodeState::owed_detaches`): once the attach
+/// was sent, the session's record may say its stream is open here when none is. Only
+/// [`Attaching::settle`] spares that: the stream is registered here, or the cluster holds no record to
+/// correct. An owed detach that turns out needless changes nothing, since a detach leaves alone a record
+/// attached elsewhere or to a stream this node holds.
 struct Attaching<'a> {
-    /// The node state that holds the mark.
+    /// The node state that holds the mark and the owed detaches.
     state: &'a Mutex<NodeState>,
     /// The session being attached.
     token: TokenHash,
+    /// Whether dropping the guard records an owed detach: true until [`Attaching::settle`].
+    owes_detach: bool,
 }
 
 impl<'a> Attaching<'a> {
-    /// Marks the session of `token` as being attached.
+    /// Marks the session of `token` as being attached, owing a detach until settled.
     fn start(state: &'a Mutex<NodeState>, token: TokenHash) -> Self {
         *lock(state).attaching.entry(token).or_default() += 1;
-        Self { state, token }
+        Self {
+            state,
+            token,
+            owes_detach: true,
+        }
+    }
+
+    /// Ends the attach owing nothing: its stream is registered here, or the session has no record.
+    fn settle(mut self) {
+        self.owes_detach = false;
     }
 }
 
@@ -115,6 +131,11 @@ impl Drop for Attaching<'_> {
             if *count == 0 {
                 state.attaching.remove(&self.token);
             }
+        }
+        if self.owes_detach {
+            state
+                .owed_detaches
+                .insert(self.token, chitty_cluster::wall_clock_ms());
         }
     }
 }
@@ -129,7 +150,8 @@ struct NodeState {
     /// The Broadcast streams open on this node, by session.
     streams: HashMap<TokenHash, LocalStream>,
     /// Sessions whose record may say their stream is open here when it is not, with the wall-clock
-    /// millisecond since when it is not: streams that closed, and attaches whose answer was lost. They
+    /// millisecond since when it is not: streams that closed, and attaches that did not end with a stream
+    /// registered here (refused, failed, answer lost, or the call cancelled; see [`Attaching`]). They
     /// are detached in the cluster by the next sweep, and kept for the one after if that fails, so
     /// that their grace period runs; a stream opened here again cancels the entry.
     owed_detaches: HashMap<TokenHash, u64>,
@@ -197,9 +219,41 @@ enum NotNow {
     Gone,
 }
 
+impl From<NotNow> for NotAdmitted {
+    fn from(not_now: NotNow) -> Self {
+        match not_now {
+            NotNow::Full => NotAdmitted::Full,
+            NotNow::Taken | NotNow::Gone => NotAdmitted::Taken,
+        }
+    }
+}
+
+/// The chat of a node of a cluster: the call protocol over [`ClusterNode`].
+pub type ClusterChat = Chat<ClusterNode>;
+
+impl Chat<ClusterNode> {
+    /// Joins the cluster as node `cluster_config.node_id`: connects, reads who is present, and starts
+    /// applying the event log from the oldest event the stream holds.
+    pub async fn connect(
+        config: ChatConfig,
+        cluster_config: ClusterConfig,
+    ) -> Result<Self, ClusterError> {
+        let node = ClusterNode::connect(&config, cluster_config).await?;
+        Ok(Chat::new(&config, node))
+    }
+
+    /// Tells the cluster which of this node's streams closed, then announces as left every session,
+    /// on any node, that has vanished for the grace period and that this node wins the right to end,
+    /// and forgets idle rate-limit state. Returns how many it announced.
+    pub async fn expire_vanished(&self) -> usize {
+        self.forget_idle();
+        self.backend().expire_vanished().await
+    }
+}
+
 /// One node of a chat shared through NATS JetStream. See the module documentation.
 #[derive(Debug)]
-pub struct ClusterChat {
+pub struct ClusterNode {
     /// The node's Lamport clock, shared with the log's consumer, which witnesses every event.
     clock: Arc<LamportClock>,
     /// The connection to the cluster: membership.
@@ -212,21 +266,14 @@ pub struct ClusterChat {
     fanout: Arc<Fanout>,
     /// Sessions this node has resolved, so a Publish does not ask the cluster each time.
     known: Mutex<HashMap<TokenHash, Known>>,
-    /// How long a session may go without an open stream.
+    /// How long a session may go without an open stream before it counts as vanished.
     grace: Duration,
-    /// The most participants present at once, in the whole chat.
-    max_participants: usize,
-    /// The publish rate, enforced per node.
-    publish_limits: PublishLimits,
-    /// The join secret, if any.
-    join_gate: JoinGate,
 }
 
-impl ClusterChat {
-    /// Joins the cluster as node `cluster_config.node_id`: connects, reads who is present, and starts
-    /// applying the event log from the oldest event the stream holds.
-    pub async fn connect(
-        config: ChatConfig,
+impl ClusterNode {
+    /// Joins the cluster as node `cluster_config.node_id`; see [`ClusterChat::connect`].
+    async fn connect(
+        config: &ChatConfig,
         mut cluster_config: ClusterConfig,
     ) -> Result<Self, ClusterError> {
         cluster_config.grace = config.grace;
@@ -270,9 +317,6 @@ impl ClusterChat {
             fanout,
             known: Mutex::new(HashMap::new()),
             grace: config.grace,
-            max_participants: config.max_participants,
-            publish_limits: PublishLimits::new(config.publish_rate),
-            join_gate: JoinGate::new(config.join_secret.as_deref()),
         })
     }
 
@@ -286,65 +330,6 @@ impl ClusterChat {
         self.cluster.members().node_id()
     }
 
-    /// Admits `name` and appends its joined event to the shared log.
-    pub async fn join(
-        &self,
-        name: &str,
-        join_secret: &str,
-        peer: Option<IpAddr>,
-        request_lamport: u64,
-    ) -> Result<Joined, Refused> {
-        let received = self.receive(Call::Join, request_lamport)?;
-        let outcome = self.admit(name, join_secret, peer).await;
-        let times = self.respond(request_lamport, received);
-        match outcome {
-            Ok((token, event)) => {
-                accepted_event(Call::Join, name, event.seq, Some(event.lamport), times);
-                Ok(Joined {
-                    token,
-                    seq: event.seq,
-                    times,
-                })
-            }
-            Err(error) => Err(refused(Call::Join, Some(name), error, Some(times))),
-        }
-    }
-
-    /// Admits `name` if it is free, or becomes free within [`NAME_RELEASE_WAIT`]: a name whose
-    /// session is being ended is released a few round trips to JetStream later, and the participant
-    /// joining under it is often the same person, back after their session ended (see
-    /// [`chitty_cluster::Members::name_being_released`]). A name held by a live session is refused
-    /// at once.
-    async fn admit(
-        &self,
-        name: &str,
-        join_secret: &str,
-        peer: Option<IpAddr>,
-    ) -> Result<(SessionToken, Event), ChatError> {
-        self.join_gate.check(join_secret, peer)?;
-        validate::check_name(name)?;
-        let key = name_key(name);
-        let give_up_at = tokio::time::Instant::now() + NAME_RELEASE_WAIT;
-        let mut pause = Duration::from_millis(20);
-        let mut waited = false;
-        loop {
-            match self.try_admit(name, &key).await {
-                Err(ChatError::NameTaken(_))
-                    if tokio::time::Instant::now() + pause < give_up_at
-                        && self.name_being_released(name).await =>
-                {
-                    if !waited {
-                        info!(component = "cluster", event = "join_waits_for_name", participant = %name, node = self.node_id());
-                        waited = true;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-                outcome => return outcome,
-            }
-        }
-    }
-
     /// Whether `name` is being released; `false` when the cluster cannot tell, so that the Join is
     /// refused as taken rather than kept waiting.
     async fn name_being_released(&self, name: &str) -> bool {
@@ -355,11 +340,16 @@ impl ClusterChat {
             .unwrap_or(false)
     }
 
-    /// One attempt to admit `name`, whose key is `key`.
-    async fn try_admit(&self, name: &str, key: &str) -> Result<(SessionToken, Event), ChatError> {
+    /// One attempt to admit `name`, whose key is `key`, while fewer than `max_participants` are
+    /// present.
+    async fn try_admit(
+        &self,
+        name: &str,
+        key: &str,
+        max_participants: usize,
+    ) -> Result<Admitted, NotAdmitted> {
         let key = key.to_owned();
-        self.check_admissible(&key)
-            .map_err(|not_now| self.join_refusal(name, not_now))?;
+        self.check_admissible(&key, max_participants)?;
         let token = SessionToken::generate();
         let hash = TokenHash::of(token.as_str());
         let members = self.cluster.members();
@@ -367,18 +357,18 @@ impl ClusterChat {
         // the grace period and releases the name, with nothing announced.
         let record = chitty_cluster::SessionRecord::joining(name, self.node_id());
         members
-            .put_session(&hash.0, &record)
+            .put_session(&hash, &record)
             .await
             .map_err(unavailable)?;
-        match members.claim_name(name, &hash.0).await {
+        match members.claim_name(name, &hash).await {
             Ok(()) => {}
             Err(ClaimError::Taken) => {
                 self.abandon(&hash).await;
-                return Err(ChatError::NameTaken(name.to_owned()));
+                return Err(NotAdmitted::Taken);
             }
             Err(ClaimError::Cluster(error)) => {
                 self.abandon(&hash).await;
-                return Err(unavailable(error));
+                return Err(unavailable(error).into());
             }
         }
         let participant: Arc<str> = name.into();
@@ -389,26 +379,26 @@ impl ClusterChat {
                     participant: Arc::clone(&participant),
                 },
                 None,
-                || self.check_admissible(&key),
+                || self.check_admissible(&key, max_participants),
             )
             .await;
         let event = match appended {
             Ok(Ok(appended)) => appended.event,
             Ok(Err(not_now)) => {
                 self.abandon(&hash).await;
-                return Err(self.join_refusal(name, not_now));
+                return Err(not_now.into());
             }
             // Other nodes kept appending first: nothing was stored.
             Err(error @ ClusterError::Contended { .. }) => {
                 self.abandon(&hash).await;
-                return Err(unavailable(error));
+                return Err(unavailable(error).into());
             }
             // The joined event may have been stored all the same. The session is left as it is, never
             // attached: after the grace period it counts as vanished, and the node that ends it finds
             // in the log whether it joined, and if so announces it left (see `end_vanished`).
             Err(error) => {
                 warn!(component = "cluster", event = "join_outcome_unknown", participant = %name, error = %error);
-                return Err(unavailable(error));
+                return Err(unavailable(error).into());
             }
         };
         let known = Known {
@@ -417,7 +407,14 @@ impl ClusterChat {
             join_seq: event.seq,
         };
         self.complete_join(hash, known).await?;
-        Ok((token, event))
+        Ok(Admitted {
+            token,
+            joined: Stored {
+                seq: event.seq,
+                lamport: Some(event.lamport),
+                repeated: false,
+            },
+        })
     }
 
     /// Records the join seq of the session of `hash`, whose joined event is in the log, and makes the
@@ -425,7 +422,7 @@ impl ClusterChat {
     /// join.
     async fn complete_join(&self, hash: TokenHash, known: Known) -> Result<(), ChatError> {
         let members = self.cluster.members();
-        match members.set_join_seq(&hash.0, known.join_seq).await {
+        match members.set_join_seq(&hash, known.join_seq).await {
             Ok(Some(_)) => {}
             // The session was ended while its join was in flight: see `end_overtaken_join`.
             Ok(None) => {
@@ -455,7 +452,7 @@ impl ClusterChat {
     /// idempotency key and only if the session is still present, so that it is announced once
     /// whichever node gets there first. Failures are logged: the name then stays taken.
     async fn end_overtaken_join(&self, hash: &TokenHash, session: &Known) {
-        let left_key = chitty_cluster::members::left_key(&hash.0);
+        let left_key = chitty_cluster::members::left_key(hash);
         match self.append_left(session, &left_key).await {
             Ok(appended) => {
                 // None if the node that ended the session announced it.
@@ -498,7 +495,8 @@ impl ClusterChat {
             .await
     }
 
-    /// Whether a participant with name key `key` could be admitted now, as the check of its joined
+    /// Whether a participant with name key `key` could be admitted now, while fewer than
+    /// `max_participants` are present, as the check of its joined
     /// event's append: the name must be absent, and JetStream then makes sure no joined event of the
     /// name came in between. The roster does not keep the seq of an absent name's last left event,
     /// so this relies on none (0); if there is one, the append learns its seq from JetStream, and
@@ -507,21 +505,14 @@ impl ClusterChat {
     /// The participant limit is checked against the roster too, but joins of different names on
     /// different nodes at the same moment do not exclude each other, so the chat may hold a few more
     /// than the limit: as many as were joining at once.
-    fn check_admissible(&self, key: &str) -> Result<u64, NotNow> {
+    fn check_admissible(&self, key: &str, max_participants: usize) -> Result<u64, NotNow> {
         let state = self.state();
         if state.present.contains_key(key) {
             Err(NotNow::Taken)
-        } else if state.present.len() >= self.max_participants {
+        } else if state.present.len() >= max_participants {
             Err(NotNow::Full)
         } else {
             Ok(0)
-        }
-    }
-
-    fn join_refusal(&self, name: &str, not_now: NotNow) -> ChatError {
-        match not_now {
-            NotNow::Full => ChatError::Full(self.max_participants),
-            NotNow::Taken | NotNow::Gone => ChatError::NameTaken(name.to_owned()),
         }
     }
 
@@ -530,8 +521,8 @@ impl ClusterChat {
     async fn abandon(&self, hash: &TokenHash) {
         let members = self.cluster.members();
         let ended = async {
-            if let Some(entry) = members.session(&hash.0).await?
-                && let Some(ending) = members.claim_end(&hash.0, entry.revision).await?
+            if let Some(entry) = members.session(hash).await?
+                && let Some(ending) = members.claim_end(hash, entry.revision).await?
             {
                 members.finish_end(&ending).await?;
             }
@@ -542,106 +533,19 @@ impl ClusterChat {
         }
     }
 
-    /// Publishes `text` for the session `credential` proves, once JetStream has stored it.
-    pub async fn publish(
-        &self,
-        credential: Credential<'_>,
-        text: &str,
-        idempotency_key: &str,
-        request_lamport: u64,
-    ) -> Result<Done, Refused> {
-        let received = self.receive(Call::Publish, request_lamport)?;
-        let mut name = None;
-        let outcome = async {
-            let session = self.session_of(credential).await?;
-            name = Some(Arc::clone(&session.name));
-            let key = check_publish(text, idempotency_key)?;
-            self.publish_limits.check(&session.name)?;
-            let draft = EventDraft::Message {
-                participant: Arc::clone(&session.name),
-                text: text.to_owned(),
-            };
-            let appended = self
-                .log
-                .append_if(draft, key.as_deref(), || self.check_current(&session))
-                .await
-                .map_err(unavailable)?
-                .map_err(|_| ChatError::Unauthenticated(AuthError::Unknown))?;
-            Ok::<_, ChatError>(appended)
-        }
-        .await;
-        let times = self.respond(request_lamport, received);
-        match outcome {
-            Ok(appended) => {
-                let name = name.as_deref().unwrap_or("");
-                let seq = appended.event.seq;
-                if appended.duplicate {
-                    publish_repeated(name, seq, times);
-                } else {
-                    accepted_event(
-                        Call::Publish,
-                        name,
-                        seq,
-                        Some(appended.event.lamport),
-                        times,
-                    );
-                }
-                Ok(Done { seq, times })
-            }
-            Err(error) => Err(refused(Call::Publish, name.as_deref(), error, Some(times))),
-        }
-    }
-
-    /// Ends the session `credential` proves and appends its left event.
-    pub async fn leave(
-        &self,
-        credential: Credential<'_>,
-        request_lamport: u64,
-    ) -> Result<Done, Refused> {
-        let received = self.receive(Call::Leave, request_lamport)?;
-        let mut name = None;
-        let outcome = async {
-            let hash = token_hash(credential)?;
-            let session = self.session_of(credential).await?;
-            name = Some(Arc::clone(&session.name));
-            let ending = self.claim_end(&hash).await?;
-            let appended = self
-                .append_left(&session, &ending.left_key())
-                .await
-                .map_err(unavailable)?
-                .map_err(|_| ChatError::Unauthenticated(AuthError::Unknown))?;
-            self.finish_end(&ending).await;
-            self.known().remove(&hash);
-            Ok::<_, ChatError>(appended.event)
-        }
-        .await;
-        let times = self.respond(request_lamport, received);
-        match outcome {
-            Ok(event) => {
-                let name = name.as_deref().unwrap_or("");
-                accepted_event(Call::Leave, name, event.seq, Some(event.lamport), times);
-                Ok(Done {
-                    seq: event.seq,
-                    times,
-                })
-            }
-            Err(error) => Err(refused(Call::Leave, name.as_deref(), error, Some(times))),
-        }
-    }
-
     /// Marks the session of `hash` as being ended by this node, re-reading it while other writes
     /// (a stream opening or closing) change it under the claim.
     async fn claim_end(&self, hash: &TokenHash) -> Result<chitty_cluster::Ending, ChatError> {
         let members = self.cluster.members();
         for _ in 0..MAX_LEAVE_TRIES {
-            let Some(entry) = members.session(&hash.0).await.map_err(unavailable)? else {
+            let Some(entry) = members.session(hash).await.map_err(unavailable)? else {
                 return Err(AuthError::Unknown.into());
             };
             if entry.record.is_ending() {
                 return Err(AuthError::Unknown.into());
             }
             if let Some(ending) = members
-                .claim_end(&hash.0, entry.revision)
+                .claim_end(hash, entry.revision)
                 .await
                 .map_err(unavailable)?
             {
@@ -661,75 +565,15 @@ impl ClusterChat {
         }
     }
 
-    /// Opens the Broadcast stream of the session `credential` proves on this node, replacing any open
-    /// one here. The stream delivers every event after `after_seq`, but none from before the join.
-    pub async fn open_stream(
-        &self,
-        credential: Credential<'_>,
-        after_seq: u64,
-        request_lamport: u64,
-    ) -> Result<Subscription, Refused> {
-        let received = self.receive(Call::Broadcast, request_lamport)?;
-        let mut name = None;
-        let outcome = async {
-            let hash = token_hash(credential)?;
-            let session = self.session_of(credential).await?;
-            name = Some(Arc::clone(&session.name));
-            // Until the stream is registered, or this call fails and owes a detach.
-            let _attaching = Attaching::start(&self.state, hash);
-            let registered = match self.cluster.members().attach(&hash.0).await {
-                Ok(Some(_)) => self.register_stream(hash, &session, after_seq).await,
-                Ok(None) => return Err(AuthError::Unknown.into()),
-                // Perhaps attached all the same: the answer may have been lost.
-                Err(error) => Err(unavailable(error)),
-            };
-            // The record may say a stream is open here, and none is: the next sweep must say so.
-            if registered.is_err() {
-                self.state()
-                    .owed_detaches
-                    .insert(hash, chitty_cluster::wall_clock_ms());
-            }
-            registered
-        }
-        .await;
-        match outcome {
-            Ok((from, subscription, replaced)) => {
-                info!(
-                    component = "service",
-                    event = Call::Broadcast.event(),
-                    participant = name.as_deref().unwrap_or(""),
-                    after_seq,
-                    from_seq = from + 1,
-                    replay = subscription.replay_len(),
-                    replaced,
-                    request_lamport,
-                    received_lamport = received,
-                    node = self.node_id(),
-                );
-                Ok(subscription)
-            }
-            Err(error) => {
-                let times = self.respond(request_lamport, received);
-                Err(refused(
-                    Call::Broadcast,
-                    name.as_deref(),
-                    error,
-                    Some(times),
-                ))
-            }
-        }
-    }
-
     /// Opens the subscription of `session` (of token `hash`), attached in the cluster to this node,
     /// after `after_seq` but from its join at the earliest, and registers it as the session's stream
-    /// here, replacing any open one. Returns where the replay starts, the subscription, and whether
-    /// it replaced a stream.
+    /// here, replacing any open one.
     async fn register_stream(
         &self,
         hash: TokenHash,
         session: &Known,
         after_seq: u64,
-    ) -> Result<(u64, Subscription, bool), ChatError> {
+    ) -> Result<Opened, ChatError> {
         self.catch_up_to(after_seq).await?;
         let mut state = self.state();
         if !state.is_current(session) {
@@ -749,44 +593,17 @@ impl ClusterChat {
         if let Some(replaced) = &replaced {
             self.fanout.end(replaced.subscriber, EndReason::Replaced);
         }
-        Ok((from, subscription, replaced.is_some()))
-    }
-
-    /// Who is present, as of the newest event this node applied.
-    pub async fn participants(
-        &self,
-        credential: Credential<'_>,
-        request_lamport: u64,
-    ) -> Result<Presence, Refused> {
-        let received = self.receive(Call::Participants, request_lamport)?;
-        let outcome = async {
-            let session = self.session_of(credential).await?;
-            let state = self.state();
-            let mut names: Vec<String> = state
-                .present
-                .values()
-                .map(|present| present.name.to_string())
-                .collect();
-            names.sort();
-            Ok::<_, ChatError>((session.name, names, state.seq))
-        }
-        .await;
-        let times = self.respond(request_lamport, received);
-        match outcome {
-            Ok((name, names, seq)) => {
-                presence_answered(&name, names.len(), seq, times);
-                Ok(Presence { names, seq, times })
-            }
-            Err(error) => Err(refused(Call::Participants, None, error, Some(times))),
-        }
+        Ok(Opened {
+            from,
+            subscription,
+            replaced: replaced.is_some(),
+        })
     }
 
     /// Tells the cluster which of this node's streams closed, then announces as left every session,
     /// on any node, that has vanished for the grace period and that this node wins the right to end.
     /// Returns how many it announced.
     pub async fn expire_vanished(&self) -> usize {
-        self.publish_limits.forget_idle();
-        self.join_gate.forget_expired();
         self.report_closed_streams().await;
         let mut announced = 0;
         for vanished in self.cluster.members().vanished(Now::current()) {
@@ -835,7 +652,7 @@ impl ClusterChat {
             match self
                 .cluster
                 .members()
-                .detach(&token.0, ended_ms, attached_here_again)
+                .detach(&token, ended_ms, attached_here_again)
                 .await
             {
                 Ok(_) => {
@@ -896,7 +713,7 @@ impl ClusterChat {
             }
         }
         members.finish_end(&ending).await?;
-        self.known().remove(&TokenHash(ending.token_hash));
+        self.known().remove(&ending.token_hash);
         Ok(announced)
     }
 
@@ -925,7 +742,7 @@ impl ClusterChat {
             .members()
             .name_owner(&ending.record.name)
             .await?;
-        Ok(if owner == Some(chitty_cluster::hex(&ending.token_hash)) {
+        Ok(if owner == Some(ending.token_hash.to_hex()) {
             join_seq
         } else {
             0
@@ -972,23 +789,17 @@ impl ClusterChat {
         self.state().present.len()
     }
 
-    /// A fresh timestamp for a message that is not the answer to a call.
-    pub fn stamp(&self) -> u64 {
-        self.clock.tick()
-    }
-
-    /// The session behind `credential`, if it is current: from this node's cache, or else from the
-    /// cluster, after this node has applied the session's joined event.
-    async fn session_of(&self, credential: Credential<'_>) -> Result<Known, ChatError> {
-        let hash = token_hash(credential)?;
-        let cached = self.known().get(&hash).cloned();
+    /// The session of `hash`, if it is current: from this node's cache, or else from the cluster,
+    /// after this node has applied the session's joined event.
+    async fn session_of(&self, hash: &TokenHash) -> Result<Known, ChatError> {
+        let cached = self.known().get(hash).cloned();
         let session = match cached {
             Some(session) => session,
             None => {
                 let entry = self
                     .cluster
                     .members()
-                    .session(&hash.0)
+                    .session(hash)
                     .await
                     .map_err(unavailable)?
                     .filter(|entry| entry.record.join_seq != 0 && !entry.record.is_ending())
@@ -1002,14 +813,14 @@ impl ClusterChat {
                     .wait_applied(session.join_seq)
                     .await
                     .map_err(unavailable)?;
-                self.known().insert(hash, session.clone());
+                self.known().insert(*hash, session.clone());
                 session
             }
         };
         if self.state().is_current(&session) {
             Ok(session)
         } else {
-            self.known().remove(&hash);
+            self.known().remove(hash);
             Err(AuthError::Unknown.into())
         }
     }
@@ -1038,40 +849,157 @@ impl ClusterChat {
         }
     }
 
-    /// The receive rule: witness the request's timestamp, or refuse an implausible one.
-    fn receive(&self, call: Call, request_lamport: u64) -> Result<u64, Refused> {
-        if request_lamport > MAX_ACCEPTED_TIME {
-            let response = self.clock.tick();
-            let times = CallTimes {
-                request: request_lamport,
-                received: response,
-                response,
-            };
-            return Err(refused(
-                call,
-                None,
-                ChatError::LamportTooLarge(request_lamport),
-                Some(times),
-            ));
-        }
-        Ok(self.clock.witness(request_lamport))
-    }
-
-    /// Stamps a response.
-    fn respond(&self, request_lamport: u64, received: u64) -> CallTimes {
-        CallTimes {
-            request: request_lamport,
-            received,
-            response: self.clock.tick(),
-        }
-    }
-
     fn state(&self) -> MutexGuard<'_, NodeState> {
         lock(&self.state)
     }
 
     fn known(&self) -> MutexGuard<'_, HashMap<TokenHash, Known>> {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Backend for ClusterNode {
+    fn clock(&self) -> &LamportClock {
+        &self.clock
+    }
+
+    /// Never fails: a cluster node keeps no durable clock floor of its own that a tick would have to
+    /// wait for, as a single node's store does.
+    async fn stamp(&self) -> Result<u64, ChatError> {
+        Ok(self.clock.tick())
+    }
+
+    fn node_in_cluster(&self) -> Option<&str> {
+        Some(self.node_id())
+    }
+
+    /// Admits `name` if it is free, or becomes free within `NAME_RELEASE_WAIT`: a name whose
+    /// session is being ended is released a few round trips to JetStream later, and the participant
+    /// joining under it is often the same person, back after their session ended (see
+    /// [`chitty_cluster::Members::name_being_released`]). A name held by a live session is refused
+    /// at once.
+    async fn admit(&self, name: &str, max_participants: usize) -> Result<Admitted, NotAdmitted> {
+        let key = name_key(name);
+        let give_up_at = tokio::time::Instant::now() + NAME_RELEASE_WAIT;
+        let mut pause = Duration::from_millis(20);
+        let mut waited = false;
+        loop {
+            match self.try_admit(name, &key, max_participants).await {
+                Err(NotAdmitted::Taken)
+                    if tokio::time::Instant::now() + pause < give_up_at
+                        && self.name_being_released(name).await =>
+                {
+                    if !waited {
+                        info!(component = "cluster", event = "join_waits_for_name", participant = %name, node = self.node_id());
+                        waited = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Appends the message once JetStream has stored it, with a check that the session is still the
+    /// one present under its name.
+    async fn append_message(
+        &self,
+        token: &TokenHash,
+        text: &str,
+        check: impl FnOnce(&Arc<str>) -> Result<Option<Arc<str>>, ChatError> + Send,
+    ) -> Result<Stored, ChatError> {
+        let session = self.session_of(token).await?;
+        let idempotency_key = check(&session.name)?;
+        let draft = EventDraft::Message {
+            participant: Arc::clone(&session.name),
+            text: text.to_owned(),
+        };
+        let appended = self
+            .log
+            .append_if(draft, idempotency_key.as_deref(), || {
+                self.check_current(&session)
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(|_| ChatError::Unauthenticated(AuthError::Unknown))?;
+        Ok(stored(&appended))
+    }
+
+    /// Claims the right to end the session in the cluster, as a vanished session's ending does, so
+    /// that a Leave and a vanishing are never both announced; then appends its left event.
+    async fn end_session(
+        &self,
+        token: &TokenHash,
+        found: impl FnOnce(&Arc<str>) + Send,
+    ) -> Result<Stored, ChatError> {
+        let session = self.session_of(token).await?;
+        found(&session.name);
+        let ending = self.claim_end(token).await?;
+        let appended = self
+            .append_left(&session, &ending.left_key())
+            .await
+            .map_err(unavailable)?
+            .map_err(|_| ChatError::Unauthenticated(AuthError::Unknown))?;
+        self.finish_end(&ending).await;
+        self.known().remove(token);
+        Ok(stored(&appended))
+    }
+
+    /// Attaches the session to this node in the cluster, then registers its stream here.
+    async fn open_stream(
+        &self,
+        token: &TokenHash,
+        after_seq: u64,
+        found: impl FnOnce(&Arc<str>) + Send,
+    ) -> Result<Opened, ChatError> {
+        let session = self.session_of(token).await?;
+        found(&session.name);
+        // From here on, every way out but the two settled below owes a detach: an attach whose
+        // answer was lost may have been stored.
+        let attaching = Attaching::start(&self.state, *token);
+        if self
+            .cluster
+            .members()
+            .attach(token)
+            .await
+            .map_err(unavailable)?
+            .is_none()
+        {
+            attaching.settle();
+            return Err(AuthError::Unknown.into());
+        }
+        let opened = self.register_stream(*token, &session, after_seq).await?;
+        attaching.settle();
+        Ok(opened)
+    }
+
+    /// Who is present as of the newest event this node applied.
+    async fn roster(
+        &self,
+        token: &TokenHash,
+        found: impl FnOnce(&Arc<str>) + Send,
+    ) -> Result<Roster, ChatError> {
+        let session = self.session_of(token).await?;
+        found(&session.name);
+        let state = self.state();
+        Ok(Roster {
+            names: state
+                .present
+                .values()
+                .map(|present| present.name.to_string())
+                .collect(),
+            seq: state.seq,
+        })
+    }
+}
+
+/// What an append to the log stored, as the protocol logs it.
+fn stored(appended: &Appended) -> Stored {
+    Stored {
+        seq: appended.event.seq,
+        lamport: Some(appended.event.lamport),
+        repeated: appended.duplicate,
     }
 }
 
@@ -1120,6 +1048,9 @@ mod tests {
 
     use super::*;
 
+    use crate::call::{Credential, Joined};
+    use crate::sessions::SessionToken;
+
     use chitty_cluster::SessionRecord;
     use chitty_cluster::testing::{NatsCluster, unique_prefix};
 
@@ -1137,11 +1068,21 @@ mod tests {
             .expect("the node joins the cluster")
     }
 
+    /// Node a of a new chat on a one-server cluster, and alice's Join there; `None` when the test
+    /// `test` is skipped without nats-server. The cluster runs until it is dropped.
+    async fn alice_joined_on_one_node(test: &str) -> Option<(NatsCluster, ClusterChat, Joined)> {
+        let nats = NatsCluster::start_or_skip(test, 1).await?;
+        let node = node(&nats, "a", &unique_prefix()).await;
+        let joined = node.join("alice", "", None, 0).await.expect("alice joins");
+        Some((nats, node, joined))
+    }
+
     /// Whether the cluster's record of the session of `hash` says its stream is open.
     async fn stream_open(node: &ClusterChat, hash: &TokenHash) -> bool {
-        node.cluster
+        node.backend()
+            .cluster
             .members()
-            .session(&hash.0)
+            .session(hash)
             .await
             .expect("the sessions bucket answers")
             .expect("the session exists")
@@ -1151,7 +1092,8 @@ mod tests {
 
     /// The left events of `name` in the log, by seq.
     async fn left_events(node: &ClusterChat, name: &str) -> Vec<u64> {
-        node.log
+        node.backend()
+            .log
             .read(0, 1_000)
             .await
             .expect("the log reads")
@@ -1163,20 +1105,77 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn an_attach_owes_a_detach_however_it_ends_unless_settled() {
+        let state = Mutex::new(NodeState::default());
+        let token = TokenHash::of("t");
+        let attaching = Attaching::start(&state, token);
+        assert!(
+            lock(&state).is_attached_here(&token),
+            "marked while in flight"
+        );
+        // An error returned, or the call's future dropped at an `.await`.
+        drop(attaching);
+        {
+            let state = lock(&state);
+            assert!(
+                !state.is_attached_here(&token),
+                "the mark goes with the guard"
+            );
+            assert!(
+                state.owed_detaches.contains_key(&token),
+                "got no owed detach, want one: the record may say the stream is open here"
+            );
+        }
+        lock(&state).owed_detaches.clear();
+        Attaching::start(&state, token).settle();
+        let state = lock(&state);
+        assert!(
+            state.owed_detaches.is_empty() && state.attaching.is_empty(),
+            "got {:?} owed and {:?} attaching, want neither after a settled attach",
+            state.owed_detaches,
+            state.attaching
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broadcast_call_cancelled_while_attaching_owes_a_detach() {
+        let Some((_nats, node, joined)) =
+            alice_joined_on_one_node("a_broadcast_call_cancelled_while_attaching_owes_a_detach")
+                .await
+        else {
+            return;
+        };
+        let credential = Credential::Bearer(joined.token.as_str());
+        // One poll sends the attach to NATS, whose answer cannot be there yet; then the client goes
+        // away and tonic drops the call.
+        let opened = futures_util::FutureExt::now_or_never(node.open_stream(credential, 0, 0));
+        assert!(opened.is_none(), "the attach waits for NATS");
+        let state = node.backend().state();
+        assert!(
+            state
+                .owed_detaches
+                .contains_key(&TokenHash::of(joined.token.as_str())),
+            "got no owed detach, want one: the attach may have been stored"
+        );
+        assert!(
+            state.attaching.is_empty(),
+            "got {:?} attaching",
+            state.attaching
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sweep_does_not_record_as_closed_a_stream_opened_again_since() {
-        let Some(nats) = NatsCluster::start_or_skip(
+        let Some((_nats, node, joined)) = alice_joined_on_one_node(
             "a_sweep_does_not_record_as_closed_a_stream_opened_again_since",
-            1,
         )
         .await
         else {
             return;
         };
-        let node = node(&nats, "a", &unique_prefix()).await;
-        let joined = node.join("alice", "", None, 0).await.expect("alice joins");
         let credential = Credential::Bearer(joined.token.as_str());
-        let hash = token_hash(credential).expect("a bearer token");
+        let hash = TokenHash::of(joined.token.as_str());
         let stream = node
             .open_stream(credential, 0, 0)
             .await
@@ -1185,10 +1184,11 @@ mod tests {
 
         // A detach owed from before the stream opened (an earlier stream closed here, or an attach's
         // answer was lost), which a sweep took up just before the stream opened again.
-        node.state()
+        node.backend()
+            .state()
             .owed_detaches
             .insert(hash, chitty_cluster::wall_clock_ms() - 10_000);
-        node.report_closed_streams().await;
+        node.backend().report_closed_streams().await;
         assert!(
             stream_open(&node, &hash).await,
             "got the stream recorded as closed, want it open: it is open here"
@@ -1196,7 +1196,7 @@ mod tests {
 
         // Once it closes, the next sweep records that.
         drop(stream);
-        node.report_closed_streams().await;
+        node.backend().report_closed_streams().await;
         assert!(
             !stream_open(&node, &hash).await,
             "got the stream recorded as open, want it closed"
@@ -1221,23 +1221,27 @@ mod tests {
         let token = SessionToken::generate();
         let hash = TokenHash::of(token.as_str());
         let key = name_key("alice");
-        let members = a.cluster.members();
+        let members = a.backend().cluster.members();
         members
-            .put_session(&hash.0, &SessionRecord::joining("alice", "a"))
+            .put_session(&hash, &SessionRecord::joining("alice", "a"))
             .await
             .expect("the session is stored");
         members
-            .claim_name("alice", &hash.0)
+            .claim_name("alice", &hash)
             .await
             .expect("the name is claimed");
         let joined = a
+            .backend()
             .log
             .append_if(
                 EventDraft::Joined {
                     participant: "alice".into(),
                 },
                 None,
-                || a.check_admissible(&key),
+                || {
+                    a.backend()
+                        .check_admissible(&key, crate::chat::tests::config().max_participants)
+                },
             )
             .await
             .expect("the log appends")
@@ -1247,20 +1251,23 @@ mod tests {
         // Meanwhile node b found her session joining for a grace period, looked for her joined
         // event before it was in the log, and ended the session announcing nothing.
         let entry = b
+            .backend()
             .cluster
             .members()
-            .session(&hash.0)
+            .session(&hash)
             .await
             .expect("the sessions bucket answers")
             .expect("the session exists");
         let ending = b
+            .backend()
             .cluster
             .members()
-            .claim_end(&hash.0, entry.revision)
+            .claim_end(&hash, entry.revision)
             .await
             .expect("the claim is answered")
             .expect("b wins the claim");
-        b.cluster
+        b.backend()
+            .cluster
             .members()
             .finish_end(&ending)
             .await
@@ -1271,7 +1278,7 @@ mod tests {
             key: key.clone(),
             join_seq: joined.seq,
         };
-        let outcome = a.complete_join(hash, session.clone()).await;
+        let outcome = a.backend().complete_join(hash, session.clone()).await;
         assert!(
             matches!(outcome, Err(ChatError::Unavailable(_))),
             "got {outcome:?}, want the join refused as unavailable"
@@ -1285,7 +1292,7 @@ mod tests {
         );
 
         // Announced once, however often it is tried.
-        a.end_overtaken_join(&hash, &session).await;
+        a.backend().end_overtaken_join(&hash, &session).await;
         assert_eq!(left_events(&a, "alice").await, left, "announced once");
 
         // Her name is free again, on either node.

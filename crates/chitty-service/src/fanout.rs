@@ -29,9 +29,8 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::history::{History, HistoryError};
+use crate::history::{History, HistoryError, KeyedEvent};
 use crate::mailbox::{Mailbox, SharedMailbox};
-use crate::store::KeyedEvent;
 
 /// Identifies one subscription for as long as the hub runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

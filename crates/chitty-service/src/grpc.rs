@@ -23,10 +23,9 @@ use tokio::sync::oneshot;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
-use crate::chat::{AuthError, ChatError, Credential, Refused};
-use crate::fanout::Subscription;
+use crate::call::{AuthError, ChatError, Credential, Refused};
+use crate::fanout::{EndReason, Subscription};
 use crate::history::HistoryError;
-use crate::hub::EndReason;
 use crate::node::ChatNode;
 
 /// The metadata entry in which every status carries the service's Lamport time.
@@ -537,7 +536,8 @@ mod tests {
     use prost::Message as _;
     use tonic::codegen::Service as _;
 
-    use crate::chat::{ChatConfig, ChatService, Rate};
+    use crate::call::{ChatConfig, Rate};
+    use crate::chat::ChatService;
     use crate::history::Retention;
     use crate::hub::HubConfig;
 

@@ -12,10 +12,18 @@ use std::sync::Arc;
 use chitty_core::Event;
 use thiserror::Error;
 
-use crate::store::KeyedEvent;
-
 /// What an event is assumed to cost beyond its text and name: seq, times, kind, pointers and bookkeeping.
 const EVENT_OVERHEAD_BYTES: usize = 96;
+
+/// One event with the idempotency key it was published under, if any: what the history holds, so that
+/// a repeated Publish finds the first one's seq, and what a single node's store keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedEvent {
+    /// The event.
+    pub event: Arc<Event>,
+    /// The idempotency key of the Publish that made it, if it had one.
+    pub idempotency_key: Option<Arc<str>>,
+}
 
 /// How much of the history to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,16 +34,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use chitty_core::{Event, EventDraft, LamportClock};
+use chitty_core::{Event, EventDraft, LamportClock, TokenHash};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::error;
 
-use crate::fanout::Fanout;
-pub use crate::fanout::{EndReason, StreamEnd, SubscribeError, SubscriberId, Subscription};
-use crate::history::{History, Retention};
-use crate::sessions::TokenHash;
-use crate::store::{Batch, KeyedEvent, Recovered, Store, StoredSession};
+use crate::fanout::{EndReason, Fanout, SubscribeError, SubscriberId, Subscription};
+use crate::history::{History, KeyedEvent, Retention};
+use crate::store::{Batch, Recovered, Store, StoredSession};
 
 /// How far ahead of the clock the durable Lamport floor is set, so that it rarely needs a write of its own.
 pub const LAMPORT_FLOOR_STEP: u64 = 1 << 16;

@@ -12,19 +12,22 @@
 //!   whatever orders the events.
 //! - [`history`]: the retained window of events that late joiners and reconnecting participants replay.
 //! - [`sessions`]: who is present, their names and secret tokens, and whether their stream is open.
-//! - [`chat`]: what Join, Publish, Broadcast and Leave mean, with the service's Lamport clock, the log
-//!   line of every call, and the limits on abuse (publish rate, participants, join secret). It knows
-//!   nothing of gRPC.
-//! - [`cluster`]: the same calls for one node of several sharing one chat through NATS JetStream, on
+//! - [`call`]: the call protocol, written once: what Join, Publish, Broadcast, Leave and Participants
+//!   mean, with the Lamport rules of every call, the log line of every call, validation, and the limits
+//!   on abuse (publish rate, participants, join secret), over a [`call::Backend`]. It knows nothing of
+//!   gRPC.
+//! - [`chat`]: the single node's backend: sessions and the [`hub`], under one lock.
+//! - [`cluster`]: the backend of one node of several sharing one chat through NATS JetStream, on
 //!   [`chitty_cluster`]: the shared event log orders and keeps events, KV buckets share names and sessions,
 //!   and a local [`fanout`] serves the node's streams.
-//! - [`node`]: the seam: [`ChatNode`] is either a single node ([`chat`]) or a cluster node ([`cluster`]),
-//!   and the gRPC layer and the server see only it.
+//! - [`node`]: the seam: [`ChatNode`] is the protocol over either a single node ([`chat`]) or a cluster
+//!   node ([`cluster`]), and the gRPC layer and the server see only it.
 //! - [`grpc`]: the thin tonic layer: protobuf to domain types and domain errors to status codes, and the
 //!   Broadcast body that sends each batch of events as one chunk.
 //! - [`server`]: opens the store, runs the gRPC server (with its transport limits and optional TLS) and
 //!   the task that announces vanished participants, and shuts all of it down promptly.
 
+pub mod call;
 pub mod chat;
 pub mod cluster;
 pub mod fanout;
@@ -37,7 +40,8 @@ pub mod server;
 pub mod sessions;
 pub mod store;
 
-pub use chat::{ChatConfig, ChatService, Rate};
+pub use call::{ChatConfig, Rate};
+pub use chat::ChatService;
 pub use chitty_cluster::ClusterConfig;
 pub use cluster::ClusterChat;
 pub use history::Retention;

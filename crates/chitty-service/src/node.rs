@@ -1,13 +1,17 @@
 //! The seam between the calls and where the chat lives: one node with its own store, or one node of a
 //! cluster sharing the chat through NATS JetStream.
 //!
-//! [`ChatNode`] answers every call the gRPC layer makes, and hands it to [`ChatService`] or
-//! [`ClusterChat`]. Neither the gRPC layer nor the server's tasks know which one runs.
+//! [`ChatNode`] answers every call the gRPC layer makes, and hands it to the call protocol
+//! ([`crate::call::Chat`]) over the backend this process runs: [`ChatService`] or [`ClusterChat`].
+//! Neither the gRPC layer nor the server's tasks know which one runs. Each call is one `match` here,
+//! after which the protocol runs with direct calls to its backend. What is not a call (the sweep,
+//! health, shutdown) goes to the backend itself.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::chat::{ChatService, Credential, Done, Joined, Presence, Refused};
+use crate::call::{Credential, Done, Joined, Presence, Refused};
+use crate::chat::ChatService;
 use crate::cluster::ClusterChat;
 use crate::fanout::Subscription;
 
@@ -107,15 +111,15 @@ impl ChatNode {
     pub async fn stamp(&self) -> Option<u64> {
         match self {
             ChatNode::Single(chat) => chat.stamp().await,
-            ChatNode::Cluster(chat) => Some(chat.stamp()),
+            ChatNode::Cluster(chat) => chat.stamp().await,
         }
     }
 
     /// The grace period after which a session without an open stream is announced as left.
     pub fn grace(&self) -> Duration {
         match self {
-            ChatNode::Single(chat) => chat.grace(),
-            ChatNode::Cluster(chat) => chat.grace(),
+            ChatNode::Single(chat) => chat.backend().grace(),
+            ChatNode::Cluster(chat) => chat.backend().grace(),
         }
     }
 
@@ -130,8 +134,8 @@ impl ChatNode {
     /// Ends every Broadcast stream with "shutting down" and accepts no more events.
     pub fn shutdown(&self) {
         match self {
-            ChatNode::Single(chat) => chat.shutdown(),
-            ChatNode::Cluster(chat) => chat.shutdown(),
+            ChatNode::Single(chat) => chat.backend().shutdown(),
+            ChatNode::Cluster(chat) => chat.backend().shutdown(),
         }
     }
 
@@ -139,33 +143,33 @@ impl ChatNode {
     /// node, until it has left the cluster.
     pub async fn flushed(&self) {
         match self {
-            ChatNode::Single(chat) => chat.flushed().await,
-            ChatNode::Cluster(chat) => chat.flushed().await,
+            ChatNode::Single(chat) => chat.backend().flushed().await,
+            ChatNode::Cluster(chat) => chat.backend().flushed().await,
         }
     }
 
     /// The seq of the newest event this node holds.
     pub fn last_seq(&self) -> u64 {
         match self {
-            ChatNode::Single(chat) => chat.last_seq(),
-            ChatNode::Cluster(chat) => chat.last_seq(),
+            ChatNode::Single(chat) => chat.backend().last_seq(),
+            ChatNode::Cluster(chat) => chat.backend().last_seq(),
         }
     }
 
     /// Whether the node can serve calls now: always for a single node; for a cluster node, while
-    /// JetStream stores its writes (see [`ClusterChat::reachable`]).
+    /// JetStream stores its writes (see [`crate::cluster::ClusterNode::reachable`]).
     pub fn serving(&self) -> bool {
         match self {
             ChatNode::Single(_) => true,
-            ChatNode::Cluster(chat) => chat.reachable(),
+            ChatNode::Cluster(chat) => chat.backend().reachable(),
         }
     }
 
     /// How many participants are present.
     pub fn present(&self) -> usize {
         match self {
-            ChatNode::Single(chat) => chat.present(),
-            ChatNode::Cluster(chat) => chat.present(),
+            ChatNode::Single(chat) => chat.backend().present(),
+            ChatNode::Cluster(chat) => chat.backend().present(),
         }
     }
 }

@@ -42,7 +42,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
-use crate::chat::{ChatConfig, ChatService};
+use crate::call::ChatConfig;
+use crate::chat::ChatService;
 use crate::cluster::ClusterChat;
 use crate::node::ChatNode;
 use chitty_proto::v1::chitty_chat_server::ChittyChatServer;

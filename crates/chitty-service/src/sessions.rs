@@ -1,6 +1,6 @@
 //! Who is present: names, session tokens, and the state of each session's Broadcast stream.
 //!
-//! The table is plain data with no lock and no I/O; [`crate::chat::ChatService`] owns it behind its lock
+//! The table is plain data with no lock and no I/O; [`crate::chat::SingleNode`] owns it behind its lock
 //! and decides what to broadcast. A session is *present* from its Join until it leaves or vanishes. It
 //! vanishes when it has had no open Broadcast stream for the grace period: it never opened one, or its
 //! stream ended (connection closed, cut off for reading too slowly, replaced and then dropped) and no new
@@ -11,11 +11,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chitty_core::TokenHash;
 use chitty_core::validate::name_key;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::hub::{EndReason, StreamEnd, SubscriberId};
+use crate::fanout::{EndReason, StreamEnd, SubscriberId};
 
 /// The secret that proves a caller is a session's participant.
 ///
@@ -41,24 +41,6 @@ impl SessionToken {
 impl fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionToken(<secret>)")
-    }
-}
-
-/// The SHA-256 of a session token: what the service keeps, in memory and on disk, to recognise a token
-/// without holding the secret itself.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenHash(pub [u8; 32]);
-
-impl TokenHash {
-    /// The hash of a token as presented by a caller.
-    pub fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
-    }
-}
-
-impl fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenHash({:02x}{:02x}..)", self.0[0], self.0[1])
     }
 }
 
@@ -159,15 +141,9 @@ impl SessionTable {
         self.sessions.len()
     }
 
-    /// The names of everyone present, sorted.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .sessions
-            .values()
-            .map(|session| session.name.to_string())
-            .collect();
-        names.sort();
-        names
+    /// The names of everyone present, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sessions.values().map(|session| &*session.name)
     }
 
     /// Whether nobody is present.

@@ -18,12 +18,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chitty_core::{Event, EventKind};
+use chitty_core::{Event, EventKind, TokenHash};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::sessions::TokenHash;
+use crate::history::KeyedEvent;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
@@ -99,51 +99,42 @@ struct StoredEvent {
     idempotency_key: Option<String>,
 }
 
-/// One event with the key it was published under, as the hub keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedEvent {
-    /// The event.
-    pub event: Arc<Event>,
-    /// The idempotency key of the Publish that made it, if it had one.
-    pub idempotency_key: Option<Arc<str>>,
+/// `keyed` as the `events` table stores it.
+fn encode_event(keyed: &KeyedEvent) -> Result<Vec<u8>, postcard::Error> {
+    let event = &keyed.event;
+    postcard::to_stdvec(&StoredEvent {
+        seq: event.seq,
+        lamport: event.lamport,
+        kind: match event.kind {
+            EventKind::Message => 1,
+            EventKind::Joined => 2,
+            EventKind::Left => 3,
+        },
+        participant: event.participant.to_string(),
+        text: event.text.clone(),
+        idempotency_key: keyed.idempotency_key.as_deref().map(str::to_owned),
+    })
 }
 
-impl KeyedEvent {
-    fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
-        let event = &self.event;
-        postcard::to_stdvec(&StoredEvent {
-            seq: event.seq,
-            lamport: event.lamport,
-            kind: match event.kind {
-                EventKind::Message => 1,
-                EventKind::Joined => 2,
-                EventKind::Left => 3,
-            },
-            participant: event.participant.to_string(),
-            text: event.text.clone(),
-            idempotency_key: self.idempotency_key.as_deref().map(str::to_owned),
-        })
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        let stored: StoredEvent = postcard::from_bytes(bytes)?;
-        let kind = match stored.kind {
-            1 => EventKind::Message,
-            2 => EventKind::Joined,
-            3 => EventKind::Left,
-            _ => return Err(postcard::Error::DeserializeBadEnum),
-        };
-        Ok(Self {
-            event: Arc::new(Event {
-                seq: stored.seq,
-                lamport: stored.lamport,
-                kind,
-                participant: stored.participant.into(),
-                text: stored.text,
-            }),
-            idempotency_key: stored.idempotency_key.map(Into::into),
-        })
-    }
+/// An event as [`encode_event`] stored it.
+fn decode_event(bytes: &[u8]) -> Result<KeyedEvent, postcard::Error> {
+    let stored: StoredEvent = postcard::from_bytes(bytes)?;
+    let kind = match stored.kind {
+        1 => EventKind::Message,
+        2 => EventKind::Joined,
+        3 => EventKind::Left,
+        _ => return Err(postcard::Error::DeserializeBadEnum),
+    };
+    Ok(KeyedEvent {
+        event: Arc::new(Event {
+            seq: stored.seq,
+            lamport: stored.lamport,
+            kind,
+            participant: stored.participant.into(),
+            text: stored.text,
+        }),
+        idempotency_key: stored.idempotency_key.map(Into::into),
+    })
 }
 
 /// Everything one commit changes.
@@ -222,7 +213,7 @@ impl Store {
         let mut events = Vec::new();
         for entry in read.open_table(EVENTS)?.iter()? {
             let (_, value) = entry?;
-            events.push(KeyedEvent::decode(value.value())?);
+            events.push(decode_event(value.value())?);
         }
         let mut sessions = Vec::new();
         for entry in read.open_table(SESSIONS)?.iter()? {
@@ -230,7 +221,10 @@ impl Store {
             let Ok(hash) = <[u8; 32]>::try_from(key.value()) else {
                 continue;
             };
-            sessions.push((TokenHash(hash), postcard::from_bytes(value.value())?));
+            sessions.push((
+                TokenHash::from_bytes(hash),
+                postcard::from_bytes(value.value())?,
+            ));
         }
         drop(meta);
         drop(read);
@@ -251,17 +245,20 @@ impl Store {
         {
             let mut events = write.open_table(EVENTS)?;
             for keyed in &batch.events {
-                events.insert(keyed.event.seq, keyed.encode()?.as_slice())?;
+                events.insert(keyed.event.seq, encode_event(keyed)?.as_slice())?;
             }
             if let Some(through) = batch.evict_through {
                 events.retain_in(..=through, |_, _| false)?;
             }
             let mut sessions = write.open_table(SESSIONS)?;
             for (hash, session) in &batch.joined {
-                sessions.insert(hash.0.as_slice(), postcard::to_stdvec(session)?.as_slice())?;
+                sessions.insert(
+                    hash.as_bytes().as_slice(),
+                    postcard::to_stdvec(session)?.as_slice(),
+                )?;
             }
             for hash in &batch.ended {
-                sessions.remove(hash.0.as_slice())?;
+                sessions.remove(hash.as_bytes().as_slice())?;
             }
             let mut meta = write.open_table(META)?;
             if let Some(last) = batch.events.last() {
@@ -295,7 +292,7 @@ mod tests {
     #[test]
     fn what_was_committed_is_what_a_reopened_store_recovers() {
         let directory = tempfile::tempdir().expect("a temporary directory");
-        let hash = TokenHash([7; 32]);
+        let hash = TokenHash::from_bytes([7; 32]);
         {
             let (store, recovered) = Store::open(directory.path()).expect("open");
             assert_eq!(recovered.last_seq, 0);
@@ -342,7 +339,7 @@ mod tests {
     #[test]
     fn last_seq_survives_evicting_every_event_and_ended_sessions_are_gone() {
         let (store, _) = Store::in_memory().expect("open");
-        let hash = TokenHash([1; 32]);
+        let hash = TokenHash::from_bytes([1; 32]);
         store
             .commit(&Batch {
                 events: vec![keyed(1, None), keyed(2, None)],

@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use chitty_core::validate::name_key;
-use chitty_service::chat::{AuthError, ChatError, Credential};
+use chitty_service::call::{AuthError, ChatError, Credential};
 use chitty_service::{ChatConfig, ChatService, HubConfig, Rate, Retention};
 use futures_util::FutureExt;
 use proptest::prelude::*;
@@ -284,12 +284,12 @@ impl StateMachineTest for ChatTest {
 
     fn check_invariants(service: &Service, model: &Model) {
         assert_eq!(
-            service.chat.present(),
+            service.chat.backend().present(),
             model.present.len(),
             "who is present"
         );
         assert_eq!(
-            service.chat.last_seq(),
+            service.chat.backend().last_seq(),
             model.events.len() as u64,
             "how many events"
         );
