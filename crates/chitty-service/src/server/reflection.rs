@@ -10,10 +10,13 @@
 //!
 //! A reflection call is a bidirectional stream that tonic-reflection answers on a task of its own,
 //! which ends when the client closes the stream or the connection closes. It is answered under the
-//! same transport limits as every other call, and a client that holds one open cannot hold shutdown
-//! beyond its backstop.
+//! same transport limits as every other call, each request in it refused past [`MAX_REQUEST_BYTES`] as
+//! Chitty-Chat's are (a reflection request is a name, a few dozen bytes), and a client that holds one
+//! open cannot hold shutdown beyond its backstop.
 
 use tonic_reflection::server::{Builder, Error, v1, v1alpha};
+
+use super::MAX_REQUEST_BYTES;
 
 /// The encoded descriptor sets of every service the server serves besides reflection itself.
 const SERVED_DESCRIPTOR_SETS: [&[u8]; 2] = [
@@ -48,8 +51,16 @@ pub(super) fn services(
         return Ok((None, None));
     }
     Ok((
-        Some(builder().build_v1()?),
-        Some(builder().build_v1alpha()?),
+        Some(
+            builder()
+                .build_v1()?
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ),
+        Some(
+            builder()
+                .build_v1alpha()?
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ),
     ))
 }
 
