@@ -28,11 +28,12 @@ async fn channel(service: &ServiceProcess) -> Channel {
         .expect("the service accepts connections")
 }
 
-/// One v1 reflection request over a fresh stream: the first response, or the call's status.
-async fn ask_v1(
+/// One v1 reflection request over a fresh stream: the first response, `None` if the stream ended
+/// without one, or the call's status.
+async fn first_v1_response(
     service: &ServiceProcess,
     request: v1::server_reflection_request::MessageRequest,
-) -> Result<v1::server_reflection_response::MessageResponse, tonic::Status> {
+) -> Result<Option<v1::ServerReflectionResponse>, tonic::Status> {
     let mut client =
         v1::server_reflection_client::ServerReflectionClient::new(channel(service).await);
     let request = v1::ServerReflectionRequest {
@@ -44,9 +45,18 @@ async fn ask_v1(
             .await
             .expect("the reflection call is answered within the bound")?
             .into_inner();
-    let response = tokio::time::timeout(WAIT, responses.message())
+    tokio::time::timeout(WAIT, responses.message())
         .await
-        .expect("a reflection response within the bound")?
+        .expect("a reflection response, or the stream's end, within the bound")
+}
+
+/// One v1 reflection request over a fresh stream: the first response, or the call's status.
+async fn ask_v1(
+    service: &ServiceProcess,
+    request: v1::server_reflection_request::MessageRequest,
+) -> Result<v1::server_reflection_response::MessageResponse, tonic::Status> {
+    let response = first_v1_response(service, request)
+        .await?
         .expect("the reflection stream answers before it ends");
     Ok(response
         .message_response
@@ -158,6 +168,38 @@ async fn reflection_serves_the_committed_descriptor_of_chittychat_verbatim() {
         "got a descriptor of {} bytes, want the committed file's bytes (the set is {} bytes)",
         served.len(),
         committed.len()
+    );
+}
+
+#[tokio::test]
+async fn a_reflection_request_over_the_request_size_limit_gets_no_answer() {
+    let dir = log_dir();
+    let service = service(dir.path(), &[]).await;
+
+    // Over the service's 4 KiB request limit, far under tonic's default of 4 MiB. Without the limit
+    // the service would answer NOT_FOUND, naming the symbol.
+    let oversized = "x".repeat(8 * 1024);
+    let answer = first_v1_response(
+        &service,
+        v1::server_reflection_request::MessageRequest::FileContainingSymbol(oversized),
+    )
+    .await;
+    assert!(
+        matches!(&answer, Ok(None)),
+        "a request over the size limit: got {answer:?}, want the stream to end with no response"
+    );
+    // The service is unharmed: a request of the ordinary size is still answered.
+    let listed = ask_v1(
+        &service,
+        v1::server_reflection_request::MessageRequest::ListServices(String::new()),
+    )
+    .await;
+    assert!(
+        matches!(
+            &listed,
+            Ok(v1::server_reflection_response::MessageResponse::ListServicesResponse(_))
+        ),
+        "a list after the oversized request: got {listed:?}, want a list of services"
     );
 }
 
