@@ -182,6 +182,11 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(2..=1024)
     )]
     max_streams_per_connection: u32,
+    /// Do not serve gRPC server reflection. By default the service describes itself and the health
+    /// service over reflection (v1 and v1alpha), so that grpcurl and similar tools work without the
+    /// proto files; with this flag reflection calls answer UNIMPLEMENTED.
+    #[arg(long)]
+    no_reflection: bool,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +330,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         keepalive_interval: args.keepalive_interval,
         keepalive_timeout: args.keepalive_timeout,
         max_streams_per_connection: args.max_streams_per_connection,
+        reflection: !args.no_reflection,
     };
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{}{address}", crate::harness::LISTENING)

@@ -3,7 +3,8 @@
 //!
 //! Next to Chitty-Chat it serves the standard `grpc.health.v1.Health` service: `SERVING` while it
 //! accepts calls, `NOT_SERVING` from the moment shutdown begins, and for a cluster node also while
-//! NATS does not store its writes.
+//! NATS does not store its writes. Unless turned off, it also serves gRPC server reflection for all of
+//! them (`server/reflection.rs`).
 //!
 //! [`serve`] owns every task it starts and waits for them before it returns. On shutdown it stops
 //! accepting connections, ends every Broadcast stream itself with `UNAVAILABLE` (tonic's graceful
@@ -50,6 +51,8 @@ use chitty_proto::v1::chitty_chat_server::ChittyChatServer;
 
 use crate::grpc::{ChatRoutes, GrpcChat};
 use crate::store::{Store, StoreError};
+
+mod reflection;
 
 /// How long shutdown waits for connections to close and the store to flush after every stream ended.
 pub const SHUTDOWN_BACKSTOP: Duration = Duration::from_secs(3);
@@ -105,6 +108,8 @@ pub struct ServeConfig {
     pub keepalive_timeout: Duration,
     /// The most concurrent HTTP/2 streams (calls) one connection may have open.
     pub max_streams_per_connection: u32,
+    /// Whether to serve gRPC server reflection (v1 and v1alpha) for every service served.
+    pub reflection: bool,
 }
 
 /// Why the service could not start, or stopped other than by being asked to.
@@ -123,6 +128,9 @@ pub enum ServeError {
     /// The TLS certificate or key is not usable.
     #[error("cannot use the TLS certificate and key: {0}")]
     Tls(#[source] tonic::transport::Error),
+    /// The reflection service could not be built from the committed descriptor sets.
+    #[error("cannot build the gRPC reflection service: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -138,6 +146,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let address: SocketAddr = listener.local_addr().map_err(ServeError::Address)?;
+    let (reflection_v1, reflection_v1alpha) =
+        reflection::services(config.reflection).map_err(ServeError::Reflection)?;
     let chat = Arc::new(match &config.storage {
         Storage::Directory(directory) => {
             let (store, recovered) = Store::open(directory)?;
@@ -184,7 +194,9 @@ pub async fn serve(
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .add_service(service)
-        .add_service(health);
+        .add_service(health)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server =
         tasks.spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
@@ -204,6 +216,7 @@ pub async fn serve(
             ),
         },
         tls = config.tls.is_some(),
+        reflection = config.reflection,
         node = match &config.storage {
             Storage::Cluster(cluster) => cluster.node_id.as_str(),
             Storage::Directory(_) | Storage::Memory => "",
