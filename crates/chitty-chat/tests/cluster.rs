@@ -151,6 +151,33 @@ fn order(received: &[EventLine]) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// Ends a run: every participant leaves and must exit successfully, every node stops cleanly on
+/// SIGTERM, and the checker must pass on the logs in `dir`.
+async fn leave_stop_and_check(
+    people: Vec<ParticipantProcess>,
+    nodes: impl IntoIterator<Item = ServiceProcess>,
+    dir: &Path,
+) {
+    for mut person in people {
+        person.close_input();
+        let status = person.wait(WAIT).await.expect("leaves and exits");
+        assert!(
+            status.success(),
+            "got: {} exited with {status}, stderr:\n{}\nwant: success",
+            person.name(),
+            person.errors().join("\n")
+        );
+    }
+    let nodes: Vec<ServiceProcess> = nodes.into_iter().collect();
+    for node in &nodes {
+        node.terminate().expect("SIGTERM");
+    }
+    for mut node in nodes {
+        assert!(node.wait(WAIT).await.expect("stops").success());
+    }
+    assert_checked(&check(dir).await);
+}
+
 /// Asserts that `checked` (the output of `chitty-chat check`) passed, showing it if not.
 fn assert_checked(checked: &std::process::Output) {
     assert!(
@@ -243,17 +270,7 @@ async fn participants_on_three_nodes_see_one_order_and_the_checker_passes() {
             .await
             .expect("a leave through one node reaches the others");
     }
-    for mut person in people {
-        person.close_input();
-        person.wait(WAIT).await.expect("leaves and exits");
-    }
-    for node in &nodes {
-        node.terminate().expect("SIGTERM");
-    }
-    for mut node in nodes {
-        assert!(node.wait(WAIT).await.expect("stops").success());
-    }
-    assert_checked(&check(dir.path()).await);
+    leave_stop_and_check(people, nodes, dir.path()).await;
 }
 
 #[tokio::test]
@@ -871,23 +888,7 @@ async fn participants_rejoin_after_nats_loses_its_quorum_for_longer_than_the_gra
         );
     }
 
-    for mut person in people {
-        person.close_input();
-        let status = person.wait(WAIT).await.expect("leaves and exits");
-        assert!(
-            status.success(),
-            "got: {} exited with {status}, stderr:\n{}\nwant: success",
-            person.name(),
-            person.errors().join("\n")
-        );
-    }
-    for node in &nodes {
-        node.terminate().expect("SIGTERM");
-    }
-    for mut node in nodes {
-        assert!(node.wait(WAIT).await.expect("stops").success());
-    }
-    assert_checked(&check(dir.path()).await);
+    leave_stop_and_check(people, nodes, dir.path()).await;
     println!("took {:?}", started.elapsed());
 }
 
@@ -1029,15 +1030,5 @@ async fn nine_publishers_on_three_nodes_while_one_name_is_claimed_left_and_claim
             person.name()
         );
     }
-    for mut person in people {
-        person.close_input();
-        person.wait(WAIT).await.expect("leaves and exits");
-    }
-    for node in &nodes {
-        node.terminate().expect("SIGTERM");
-    }
-    for mut node in nodes {
-        assert!(node.wait(WAIT).await.expect("stops").success());
-    }
-    assert_checked(&check(dir.path()).await);
+    leave_stop_and_check(people, nodes, dir.path()).await;
 }
