@@ -62,6 +62,7 @@ use tracing::info;
 use crate::fanout::{SubscribeError, Subscription};
 use crate::history::HistoryError;
 use crate::hub::HubConfig;
+use crate::metrics::{EventKind, Metrics};
 use crate::sessions::SessionToken;
 
 /// The longest idempotency key accepted, in bytes.
@@ -175,6 +176,27 @@ pub enum ChatError {
     Unavailable(String),
 }
 
+impl ChatError {
+    /// Why the call was refused, in one word: the `reason` label of the refusals counter. The log
+    /// line's `reason` is the sentence; this is the variant it came from.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ChatError::LamportTooLarge(_) => "lamport_too_large",
+            ChatError::InvalidName(_) => "invalid_name",
+            ChatError::NameTaken(_) => "name_taken",
+            ChatError::Full(_) => "full",
+            ChatError::WrongJoinSecret => "wrong_join_secret",
+            ChatError::TooManyJoinFailures(_) => "too_many_join_failures",
+            ChatError::InvalidMessage(_) => "invalid_message",
+            ChatError::IdempotencyKeyTooLong(_) => "idempotency_key_too_long",
+            ChatError::RateLimited { .. } => "rate_limited",
+            ChatError::Unauthenticated(_) => "unauthenticated",
+            ChatError::History(_) => "history",
+            ChatError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
 impl From<SubscribeError> for ChatError {
     fn from(error: SubscribeError) -> Self {
         match error {
@@ -224,6 +246,17 @@ impl Call {
             Call::Leave => "Leave",
             Call::Broadcast => "Broadcast",
             Call::Participants => "Participants",
+        }
+    }
+
+    /// The `call` label of the refusals counter: the RPC's name in lowercase.
+    fn label(self) -> &'static str {
+        match self {
+            Call::Join => "join",
+            Call::Publish => "publish",
+            Call::Leave => "leave",
+            Call::Broadcast => "broadcast",
+            Call::Participants => "participants",
         }
     }
 
@@ -347,6 +380,9 @@ pub trait Backend: Send + Sync {
     /// The node's id in a cluster, which the `broadcast_open` line names; `None` for a single node.
     fn node_in_cluster(&self) -> Option<&str>;
 
+    /// The node's metrics, which the protocol and the node's fan-out count into.
+    fn metrics(&self) -> &Arc<Metrics>;
+
     /// Admits `name` (valid already) if no present participant has it or a look-alike, and fewer than
     /// `max_participants` are present, and broadcasts its joined event.
     fn admit(
@@ -415,6 +451,11 @@ impl<B: Backend> Chat<B> {
         }
     }
 
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.backend.metrics()
+    }
+
     /// The backend, for what is not a call: the sweep, health, shutdown.
     pub fn backend(&self) -> &B {
         &self.backend
@@ -462,6 +503,7 @@ impl<B: Backend> Chat<B> {
         idempotency_key: &str,
         request_lamport: u64,
     ) -> Result<Done, Refused> {
+        let started = Instant::now();
         let (stored, times) = self
             .call(Call::Publish, request_lamport, async |caller| {
                 let token = token_hash(credential)?;
@@ -474,6 +516,9 @@ impl<B: Backend> Chat<B> {
                 self.backend.append_message(&token, text, check).await
             })
             .await?;
+        self.metrics()
+            .publish_latency
+            .observe(started.elapsed().as_secs_f64());
         Ok(Done {
             seq: stored.seq,
             times,
@@ -578,14 +623,17 @@ impl<B: Backend> Chat<B> {
             )),
             Ok(answer) => match self.respond(request_lamport, received).await {
                 Ok(times) => Ok((answer, times)),
-                Err(error) => Err(refused(call, participant, error, None)),
+                Err(error) => Err(self.refused(call, participant, error, None)),
             },
             Err(error) => {
                 let times = self.respond(request_lamport, received).await.ok();
-                Err(refused(call, participant, error, times))
+                Err(self.refused(call, participant, error, times))
             }
         };
         if let Ok((answer, times)) = &answered {
+            if let Some(kind) = answer.appended(call) {
+                self.metrics().appended(kind);
+            }
             answer.log(
                 call,
                 participant.unwrap_or(""),
@@ -605,9 +653,21 @@ impl<B: Backend> Chat<B> {
                 received: response,
                 response,
             });
-            return Err(refused(call, None, error, times));
+            return Err(self.refused(call, None, error, times));
         }
         Ok(self.backend.clock().witness(request_lamport))
+    }
+
+    /// Counts a refused call, then logs it and builds its answer.
+    fn refused(
+        &self,
+        call: Call,
+        participant: Option<&str>,
+        error: ChatError,
+        times: Option<CallTimes>,
+    ) -> Refused {
+        self.metrics().refused(call.label(), error.reason());
+        refused(call, participant, error, times)
     }
 
     /// Stamps a response.
@@ -634,6 +694,11 @@ trait Answer {
     /// Logs the accepted call of `participant`, answered at `times`, on node `node` in a cluster. When
     /// the answer is not stamped, `times.response` is the received time.
     fn log(&self, call: Call, participant: &str, times: CallTimes, node: Option<&str>);
+
+    /// The kind of event the accepted call appended, if it appended one.
+    fn appended(&self, _call: Call) -> Option<EventKind> {
+        None
+    }
 }
 
 impl Answer for Stored {
@@ -646,11 +711,24 @@ impl Answer for Stored {
             accepted(call, participant, self, times);
         }
     }
+
+    fn appended(&self, call: Call) -> Option<EventKind> {
+        match call {
+            _ if self.repeated => None,
+            Call::Publish => Some(EventKind::message),
+            Call::Leave => Some(EventKind::left),
+            Call::Join | Call::Broadcast | Call::Participants => None,
+        }
+    }
 }
 
 impl Answer for Admitted {
     fn log(&self, call: Call, participant: &str, times: CallTimes, node: Option<&str>) {
         self.joined.log(call, participant, times, node);
+    }
+
+    fn appended(&self, _call: Call) -> Option<EventKind> {
+        Some(EventKind::joined)
     }
 }
 

@@ -27,6 +27,7 @@ use crate::call::{
 };
 use crate::fanout::EndReason;
 use crate::hub::{Append, Appended, Hub, HubClosed, SessionChange, WriterStopped};
+use crate::metrics::Metrics;
 use crate::sessions::{SessionTable, SessionToken};
 use crate::store::{Recovered, Store, StoreError};
 
@@ -56,6 +57,8 @@ pub struct SingleNode {
     sessions: Mutex<SessionTable>,
     /// How long a session may go without an open stream before the sweep announces it left.
     grace: Duration,
+    /// The node's metrics, shared with the hub's fan-out.
+    metrics: Arc<Metrics>,
 }
 
 impl Chat<SingleNode> {
@@ -107,17 +110,30 @@ impl SingleNode {
                 lamport = recovered.lamport_floor,
             );
         }
+        let metrics = Arc::new(Metrics::new());
         Self {
-            hub: Hub::start(Arc::clone(&clock), config.hub, store, recovered),
+            hub: Hub::start(
+                Arc::clone(&clock),
+                config.hub,
+                store,
+                recovered,
+                Arc::clone(&metrics),
+            ),
             clock,
             sessions: Mutex::new(sessions),
             grace: config.grace,
+            metrics,
         }
     }
 
     /// The grace period after which a session without an open stream is announced as left.
     pub fn grace(&self) -> Duration {
         self.grace
+    }
+
+    /// How many Broadcast streams are open.
+    pub fn streams_open(&self) -> usize {
+        self.hub.streams_open()
     }
 
     /// Announces as left every session that has had no open Broadcast stream for the grace period.
@@ -207,6 +223,10 @@ impl Backend for SingleNode {
 
     fn node_in_cluster(&self) -> Option<&str> {
         None
+    }
+
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     async fn admit(&self, name: &str, max_participants: usize) -> Result<Admitted, NotAdmitted> {

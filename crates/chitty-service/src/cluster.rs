@@ -49,6 +49,7 @@ use crate::call::{
 };
 use crate::fanout::{EndReason, Fanout, StreamEnd, SubscriberId};
 use crate::history::{History, KeyedEvent};
+use crate::metrics::Metrics;
 use crate::sessions::SessionToken;
 
 /// How many times a Leave re-reads a session whose revision changed under it before giving up.
@@ -268,6 +269,8 @@ pub struct ClusterNode {
     known: Mutex<HashMap<TokenHash, Known>>,
     /// How long a session may go without an open stream before it counts as vanished.
     grace: Duration,
+    /// The node's metrics, shared with its fan-out.
+    metrics: Arc<Metrics>,
 }
 
 impl ClusterNode {
@@ -298,9 +301,11 @@ impl ClusterNode {
             }
         }
         let state = Arc::new(Mutex::new(state));
+        let metrics = Arc::new(Metrics::new());
         let fanout = Arc::new(Fanout::new(
             History::new(config.hub.retention, from_seq - 1),
             config.hub.queue_capacity,
+            Arc::clone(&metrics),
         ));
         let log = cluster
             .start_log(
@@ -317,12 +322,18 @@ impl ClusterNode {
             fanout,
             known: Mutex::new(HashMap::new()),
             grace: config.grace,
+            metrics,
         })
     }
 
     /// The grace period after which a session without an open stream is announced as left.
     pub fn grace(&self) -> Duration {
         self.grace
+    }
+
+    /// How many Broadcast streams are open on this node.
+    pub fn streams_open(&self) -> usize {
+        self.fanout.subscribers()
     }
 
     /// This node's id in the cluster.
@@ -871,6 +882,10 @@ impl Backend for ClusterNode {
 
     fn node_in_cluster(&self) -> Option<&str> {
         Some(self.node_id())
+    }
+
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Admits `name` if it is free, or becomes free within `NAME_RELEASE_WAIT`: a name whose

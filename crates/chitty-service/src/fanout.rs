@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::history::{History, HistoryError, KeyedEvent};
 use crate::mailbox::{Mailbox, SharedMailbox};
+use crate::metrics::{CutOffLabels, Metrics};
 
 /// Identifies one subscription for as long as the hub runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +115,8 @@ pub enum SubscribeError {
 pub struct Fanout {
     /// The capacity of each new subscriber's mailbox.
     queue_capacity: usize,
+    /// The node's metrics: deliveries and cut-offs are counted here, once per batch.
+    metrics: Arc<Metrics>,
     /// Everything that must change together.
     state: Mutex<FanoutState>,
 }
@@ -149,10 +152,12 @@ impl Subscriber {
 }
 
 impl Fanout {
-    /// A fan-out over `history`, giving each subscriber a mailbox of `queue_capacity` events.
-    pub fn new(history: History, queue_capacity: usize) -> Self {
+    /// A fan-out over `history`, giving each subscriber a mailbox of `queue_capacity` events, counting
+    /// into `metrics`.
+    pub fn new(history: History, queue_capacity: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             queue_capacity: queue_capacity.max(1),
+            metrics,
             state: Mutex::new(FanoutState {
                 history,
                 subscribers: HashMap::new(),
@@ -272,6 +277,18 @@ impl Fanout {
                 None => true,
             }
         });
+        // Counted once per batch, from what the loop above already knows.
+        if !cut_off.is_empty() {
+            self.metrics
+                .slow_readers_cut_off
+                .get_or_create(&CutOffLabels {
+                    reason: "fell_behind",
+                })
+                .inc_by(cut_off.len() as u64);
+        }
+        self.metrics
+            .deliveries
+            .inc_by(recipients.iter().sum::<usize>() as u64);
         let mut published = Published {
             evicted,
             ..Published::default()
@@ -504,7 +521,11 @@ mod tests {
             events: 100,
             bytes: usize::MAX,
         };
-        Fanout::new(History::new(retention, 0), queue_capacity)
+        Fanout::new(
+            History::new(retention, 0),
+            queue_capacity,
+            Arc::new(Metrics::new()),
+        )
     }
 
     /// Publishes the events `seqs`, as one batch, ending nobody's stream.

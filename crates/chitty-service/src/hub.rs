@@ -41,6 +41,7 @@ use tracing::error;
 
 use crate::fanout::{EndReason, Fanout, SubscribeError, SubscriberId, Subscription};
 use crate::history::{History, KeyedEvent, Retention};
+use crate::metrics::Metrics;
 use crate::store::{Batch, Recovered, Store, StoredSession};
 
 /// How far ahead of the clock the durable Lamport floor is set, so that it rarely needs a write of its own.
@@ -185,7 +186,8 @@ struct Pending {
 }
 
 impl Hub {
-    /// Starts a hub over `store`, continuing from what it `recovered`, stamping events with `clock`.
+    /// Starts a hub over `store`, continuing from what it `recovered`, stamping events with `clock` and
+    /// counting its fan-out into `metrics`.
     ///
     /// The clock must already be at or above `recovered.lamport_floor`.
     pub fn start(
@@ -193,6 +195,7 @@ impl Hub {
         config: HubConfig,
         store: Store,
         recovered: Recovered,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let mut history = History::new(
             config.retention,
@@ -216,7 +219,7 @@ impl Hub {
         let last_seq = recovered.last_seq.max(history.last_seq());
         let shared = Arc::new(Shared {
             clock,
-            fanout: Fanout::new(history, config.queue_capacity),
+            fanout: Fanout::new(history, config.queue_capacity, metrics),
             state: Mutex::new(HubState {
                 next_seq: last_seq + 1,
                 pending: Vec::new(),
@@ -246,13 +249,24 @@ impl Hub {
         Self { shared, writer }
     }
 
-    /// A hub whose store lives in memory: for tests, benchmarks, and `serve --in-memory`.
+    /// How many Broadcast streams are open.
+    pub fn streams_open(&self) -> usize {
+        self.shared.fanout.subscribers()
+    }
+
+    /// A hub whose store lives in memory, with metrics of its own: for tests and benchmarks.
     pub fn in_memory(
         clock: Arc<LamportClock>,
         config: HubConfig,
     ) -> Result<Self, crate::store::StoreError> {
         let (store, recovered) = Store::in_memory()?;
-        Ok(Self::start(clock, config, store, recovered))
+        Ok(Self::start(
+            clock,
+            config,
+            store,
+            recovered,
+            Arc::new(Metrics::new()),
+        ))
     }
 
     /// Gives the event the next seq and Lamport time and queues it for the writer, which makes it

@@ -24,6 +24,7 @@
 //!   node ([`cluster`]), and the gRPC layer and the server see only it.
 //! - [`grpc`]: the thin tonic layer: protobuf to domain types and domain errors to status codes, and the
 //!   Broadcast body that sends each batch of events as one chunk.
+//! - [`metrics`]: the Prometheus metrics of a node, and the HTTP server of `GET /metrics`.
 //! - [`server`]: opens the store, runs the gRPC server (with its transport limits and optional TLS) and
 //!   the task that announces vanished participants, and shuts all of it down promptly.
 
@@ -35,6 +36,7 @@ pub mod grpc;
 pub mod history;
 pub mod hub;
 pub mod mailbox;
+pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod sessions;
@@ -49,4 +51,5 @@ pub use hub::HubConfig;
 pub use node::ChatNode;
 pub use server::{
     DEFAULT_MAX_STREAMS_PER_CONNECTION, ServeConfig, ServeError, Storage, TlsFiles, serve,
+    serve_with_metrics,
 };

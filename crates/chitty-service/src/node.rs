@@ -8,12 +8,15 @@
 //! health, shutdown) goes to the backend itself.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::call::Backend;
 use crate::call::{Credential, Done, Joined, Presence, Refused};
 use crate::chat::ChatService;
 use crate::cluster::ClusterChat;
 use crate::fanout::Subscription;
+use crate::metrics::{EventKind, KindLabels, Metrics};
 
 /// One Chitty-Chat service node. See the module documentation.
 #[derive(Debug)]
@@ -125,10 +128,19 @@ impl ChatNode {
 
     /// Announces as left every session that vanished for the grace period; returns how many.
     pub async fn expire_vanished(&self) -> usize {
-        match self {
+        let ended = match self {
             ChatNode::Single(chat) => chat.expire_vanished(),
             ChatNode::Cluster(chat) => chat.expire_vanished().await,
+        };
+        if ended > 0 {
+            self.metrics()
+                .events_appended
+                .get_or_create(&KindLabels {
+                    kind: EventKind::left,
+                })
+                .inc_by(ended as u64);
         }
+        ended
     }
 
     /// Ends every Broadcast stream with "shutting down" and accepts no more events.
@@ -162,6 +174,30 @@ impl ChatNode {
         match self {
             ChatNode::Single(_) => true,
             ChatNode::Cluster(chat) => chat.backend().reachable(),
+        }
+    }
+
+    /// The node's metrics, which `/metrics` serves.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        match self {
+            ChatNode::Single(chat) => chat.metrics(),
+            ChatNode::Cluster(chat) => chat.metrics(),
+        }
+    }
+
+    /// How many Broadcast streams are open on this node.
+    pub fn streams_open(&self) -> usize {
+        match self {
+            ChatNode::Single(chat) => chat.backend().streams_open(),
+            ChatNode::Cluster(chat) => chat.backend().streams_open(),
+        }
+    }
+
+    /// The node's Lamport clock now.
+    pub fn lamport(&self) -> u64 {
+        match self {
+            ChatNode::Single(chat) => chat.backend().clock().now(),
+            ChatNode::Cluster(chat) => chat.backend().clock().now(),
         }
     }
 

@@ -4,7 +4,8 @@
 //! Next to Chitty-Chat it serves the standard `grpc.health.v1.Health` service: `SERVING` while it
 //! accepts calls, `NOT_SERVING` from the moment shutdown begins, and for a cluster node also while
 //! NATS does not store its writes. Unless turned off, it also serves gRPC server reflection for all of
-//! them (`server/reflection.rs`).
+//! them (`server/reflection.rs`). With a metrics listener ([`serve_with_metrics`]) it serves Prometheus
+//! metrics on `GET /metrics` (`metrics.rs`), a task owned and stopped like the others.
 //!
 //! [`serve`] owns every task it starts and waits for them before it returns. On shutdown it stops
 //! accepting connections, ends every Broadcast stream itself with `UNAVAILABLE` (tonic's graceful
@@ -145,7 +146,23 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_with_metrics(listener, None, config, shutdown).await
+}
+
+/// [`serve`], and also `GET /metrics` (Prometheus) on `metrics_listener` if there is one, until the
+/// same shutdown.
+pub async fn serve_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let address: SocketAddr = listener.local_addr().map_err(ServeError::Address)?;
+    let metrics_address = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .map_err(ServeError::Address)?;
     let (reflection_v1, reflection_v1alpha) =
         reflection::services(config.reflection).map_err(ServeError::Reflection)?;
     let chat = Arc::new(match &config.storage {
@@ -167,6 +184,13 @@ pub async fn serve(
     let tasks = TaskTracker::new();
 
     tasks.spawn(announce_vanished(Arc::clone(&chat), stop.clone()));
+    if let Some(metrics_listener) = metrics_listener {
+        tasks.spawn(serve_metrics_until(
+            metrics_listener,
+            Arc::clone(&chat),
+            stop.clone(),
+        ));
+    }
 
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
@@ -205,6 +229,7 @@ pub async fn serve(
         component = "service",
         event = "start",
         address = %address,
+        metrics_address = metrics_address.map(|address| address.to_string()),
         storage = %match &config.storage {
             Storage::Directory(directory) => directory.display().to_string(),
             Storage::Memory => "memory".to_owned(),
@@ -281,6 +306,17 @@ pub async fn serve(
 }
 
 /// How often the health service's answer is brought up to date with [`ChatNode::serving`].
+/// Serves `/metrics` until `stop`; a failure of the metrics server is logged and stops only it.
+async fn serve_metrics_until(listener: TcpListener, chat: Arc<ChatNode>, stop: CancellationToken) {
+    if let Err(error) = crate::metrics::serve_metrics(listener, chat, stop).await {
+        warn!(
+            component = "service",
+            event = "metrics",
+            reason = %format!("the metrics server failed: {error}"),
+        );
+    }
+}
+
 const HEALTH_PERIOD: Duration = Duration::from_millis(500);
 
 /// Keeps the health service's answer true to [`ChatNode::serving`] until `stop` is cancelled, and logs
