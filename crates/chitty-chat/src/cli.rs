@@ -187,6 +187,12 @@ struct ServeArgs {
     /// proto files; with this flag reflection calls answer UNIMPLEMENTED.
     #[arg(long)]
     no_reflection: bool,
+    /// Serve Prometheus metrics on `GET /metrics` at this address (for example 127.0.0.1:9464); off by
+    /// default. Port 0 picks a free port; the chosen address is printed on standard output, on the line
+    /// after the gRPC address. The endpoint has no authentication: keep it on loopback or a private
+    /// network.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -332,11 +338,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_streams_per_connection: args.max_streams_per_connection,
         reflection: !args.no_reflection,
     };
+    let metrics_listener = match args.metrics_listen {
+        Some(metrics_address) => Some(
+            TcpListener::bind(metrics_address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {metrics_address}"))?,
+        ),
+        None => None,
+    };
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{}{address}", crate::harness::LISTENING)
+        .and_then(|()| match &metrics_listener {
+            Some(metrics_listener) => writeln!(
+                stdout,
+                "{}{}",
+                crate::harness::METRICS_LISTENING,
+                metrics_listener.local_addr()?
+            ),
+            None => Ok(()),
+        })
         .and_then(|()| stdout.flush())
         .context("cannot write to standard output")?;
-    chitty_service::serve(listener, config, shutdown_signal()).await?;
+    chitty_service::serve_with_metrics(listener, metrics_listener, config, shutdown_signal())
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,6 +22,10 @@ use tokio::time::{Instant, timeout_at};
 /// What the service prints on standard output once it listens, followed by the address.
 pub const LISTENING: &str = "chitty-chat service listening on ";
 
+/// What the service prints on standard output after [`LISTENING`] when it serves metrics, followed by
+/// the metrics address.
+pub const METRICS_LISTENING: &str = "chitty-chat metrics listening on ";
+
 /// `chitty-chat serve`, listening on a free loopback port.
 #[derive(Debug)]
 pub struct ServiceProcess {
@@ -29,6 +33,8 @@ pub struct ServiceProcess {
     child: Child,
     /// Where it listens.
     address: SocketAddr,
+    /// Where it serves metrics, when started with `--metrics-listen`.
+    metrics_address: Option<SocketAddr>,
     /// What it wrote to standard error, line by line.
     stderr: mpsc::UnboundedReceiver<String>,
 }
@@ -75,11 +81,26 @@ impl ServiceProcess {
             .strip_prefix(LISTENING)
             .and_then(|address| address.trim().parse().ok())
             .ok_or_else(|| anyhow!("unexpected first line from the service: {first:?}"))?;
+        let metrics_address = if extra.iter().any(|arg| arg == "--metrics-listen") {
+            let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
+                .await
+                .map_err(|_| anyhow!("the service did not report its metrics address within 20 s"))?
+                .context("cannot read the service's output")?
+                .ok_or_else(|| anyhow!("the service exited before serving metrics"))?;
+            Some(
+                line.strip_prefix(METRICS_LISTENING)
+                    .and_then(|address| address.trim().parse().ok())
+                    .ok_or_else(|| anyhow!("unexpected second line from the service: {line:?}"))?,
+            )
+        } else {
+            None
+        };
         // Keep draining standard output so the service never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
         Ok(Self {
             child,
             address,
+            metrics_address,
             stderr,
         })
     }
@@ -87,6 +108,11 @@ impl ServiceProcess {
     /// The address it listens on.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where it serves metrics, if it was started with `--metrics-listen`.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     /// The URL participants connect to.
