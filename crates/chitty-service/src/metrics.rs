@@ -39,8 +39,6 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::ChatNode;
-
 /// The content type of the OpenMetrics text format that [`Metrics::encode`] writes.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -212,35 +210,41 @@ impl Metrics {
         text
     }
 
-    /// Reads the gauges that `node` holds anyway, then encodes every metric.
-    fn scrape(&self, node: &ChatNode) -> String {
-        self.participants_present
-            .set(i64::try_from(node.present()).unwrap_or(i64::MAX));
-        self.broadcast_streams_open
-            .set(i64::try_from(node.streams_open()).unwrap_or(i64::MAX));
-        self.lamport_clock
-            .set(i64::try_from(node.lamport()).unwrap_or(i64::MAX));
-        self.last_seq
-            .set(i64::try_from(node.last_seq()).unwrap_or(i64::MAX));
+    /// Sets the gauges to what the node holds now, then encodes every metric.
+    pub fn scrape(&self, node: NodeGauges) -> String {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.participants_present.set(gauge(node.present));
+        self.broadcast_streams_open.set(gauge(node.streams_open));
+        self.lamport_clock.set(gauge(node.lamport));
+        self.last_seq.set(gauge(node.last_seq));
         self.encode()
     }
 }
 
-/// Serves `GET /metrics` for `node` on `listener` until `stop` is cancelled.
+/// What a node holds anyway, read when `/metrics` is scraped: the values of the gauges.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeGauges {
+    /// Participants present.
+    pub present: u64,
+    /// Broadcast streams open on the node.
+    pub streams_open: u64,
+    /// The node's Lamport clock.
+    pub lamport: u64,
+    /// The seq of the newest event the node holds.
+    pub last_seq: u64,
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` is cancelled, answering each scrape with
+/// `scrape()`. This module knows nothing of the node; the server passes `scrape`.
 pub async fn serve_metrics(
     listener: TcpListener,
-    node: Arc<ChatNode>,
+    scrape: impl Fn() -> String + Send + Sync + 'static,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let scrape = Arc::new(scrape);
     let app = Router::new().route(
         "/metrics",
-        get(async move || {
-            (
-                [(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],
-                node.metrics().scrape(&node),
-            )
-                .into_response()
-        }),
+        get(async move || ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], scrape()).into_response()),
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
