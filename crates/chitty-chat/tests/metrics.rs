@@ -107,8 +107,8 @@ async fn metrics_count_joins_messages_and_a_refused_publish() {
     }
     assert_eq!(
         sample(&text, "chitty_chat_events_appended_total{kind=\"left\"}"),
-        None,
-        "nobody left, so no left counter, in\n{text}"
+        Some("0"),
+        "nobody left, in\n{text}"
     );
     let published: u64 = sample(&text, "chitty_chat_publish_latency_seconds_count")
         .expect("the publish latency histogram has a count")

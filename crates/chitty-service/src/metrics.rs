@@ -174,6 +174,17 @@ impl Metrics {
             "The seq of the newest event the node holds",
             last_seq.clone(),
         );
+        // Series that exist from the start read 0 rather than missing, so rate() sees their first rise.
+        for kind in [EventKind::joined, EventKind::message, EventKind::left] {
+            events_appended
+                .get_or_create(&KindLabels { kind })
+                .inc_by(0);
+        }
+        slow_readers_cut_off
+            .get_or_create(&CutOffLabels {
+                reason: "fell_behind",
+            })
+            .inc_by(0);
         Self {
             registry,
             participants_present,
