@@ -681,6 +681,7 @@ impl EventLog {
             applied: applied_sender,
             on_event,
             batch: Vec::new(),
+            timed: Vec::new(),
             cut: None,
         };
         let consumer = Task::spawn(apply_loop(applier, stopped));
@@ -1476,6 +1477,9 @@ struct Applier<F> {
     on_event: F,
     /// Events taken in but not yet handed to the callback, in seq order.
     batch: Vec<LogEvent>,
+    /// The seq, time and stored size of each event in `batch`, added to the shared [`Times`] under one
+    /// lock when the batch is handed over.
+    timed: Vec<Timed>,
     /// The last cut of the stream this node started, if any; aborted when the applier goes.
     cut: Option<Task>,
 }
@@ -1612,9 +1616,11 @@ where
             Ok(record) => {
                 let lamport = self.timeline.place(record.stamp);
                 self.shared.clock.witness(lamport);
-                self.shared
-                    .times()
-                    .push(seq, lamport, payload_size(payload));
+                self.timed.push(Timed {
+                    seq,
+                    lamport,
+                    bytes: payload_size(payload),
+                });
                 self.batch.push(record.into_log_event(seq, lamport));
             }
             // A message this version cannot read is skipped rather than stopping the chat for every
@@ -1732,6 +1738,12 @@ where
     /// Hands the batch to the callback, then advances the applied seq past everything taken in
     /// (undecodable events included), so that whoever waits for a seq finds the callback's work done.
     fn hand_over(&mut self) {
+        if !self.timed.is_empty() {
+            let mut times = self.shared.times();
+            for timed in self.timed.drain(..) {
+                times.push(timed.seq, timed.lamport, timed.bytes);
+            }
+        }
         if !self.batch.is_empty() {
             (self.on_event)(std::mem::take(&mut self.batch));
         }
