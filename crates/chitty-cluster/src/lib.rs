@@ -342,6 +342,17 @@ impl Cluster {
         })
     }
 
+    /// How many times the connection to NATS was made again after it was lost (the client counts
+    /// every connect, the first included).
+    pub fn nats_reconnects(&self) -> u64 {
+        self.jetstream
+            .client()
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(1)
+    }
+
     /// The shared membership: names, sessions, node liveness.
     pub fn members(&self) -> &Members {
         &self.members

@@ -335,6 +335,9 @@ struct Shared {
     /// The highest seq known to exist (acknowledged or reported by JetStream): the consumer is
     /// recreated if it stays silent while it has not applied this far.
     wanted: watch::Sender<u64>,
+    /// The stream's last seq as the consumer's deliveries last reported it: with `wanted`, how far
+    /// the consumer is behind ([`EventLog::lag`]).
+    stream_last_seen: AtomicU64,
     /// Counters for [`AppendStats`].
     appends: AtomicU64,
     conflicts: AtomicU64,
@@ -658,6 +661,7 @@ impl EventLog {
             applied,
             wanted: watch::Sender::new(from_seq - 1),
             appends: AtomicU64::new(0),
+            stream_last_seen: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             transient_retries: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -937,6 +941,18 @@ impl EventLog {
     pub async fn wait_applied(&self, seq: u64) -> Result<(), ClusterError> {
         let deadline = Deadline::after(self.shared.timeout);
         self.shared.wait_applied(seq, deadline).await
+    }
+
+    /// How many events this node knows the stream holds beyond the last one it applied: from its own
+    /// appends' acknowledgments and from what its consumer's deliveries report. 0 when it has caught
+    /// up.
+    pub fn lag(&self) -> u64 {
+        let shared = &self.shared;
+        let known = shared
+            .stream_last_seen
+            .load(Ordering::Relaxed)
+            .max(*shared.wanted.borrow());
+        known.saturating_sub(*shared.applied.borrow())
     }
 
     /// The counters of this node's appends so far.
@@ -1267,6 +1283,9 @@ struct Delivery {
     heard_at: Instant,
     /// A flow-control request not yet answered: the consumer sends nothing more until it is.
     unanswered: Option<async_nats::Subject>,
+    /// The stream's last seq as the last event delivered reported it (its seq plus the events still
+    /// pending after it): how far behind the consumer is, for the lag metric.
+    stream_last: u64,
 }
 
 /// Why a [`Delivery`] is given up: what [`Delivery::next`] found, or what the consumer task found
@@ -1356,6 +1375,7 @@ impl Delivery {
             consumer_seq: 0,
             heard_at: Instant::now(),
             unanswered: None,
+            stream_last: 0,
         })
     }
 
@@ -1399,9 +1419,9 @@ impl Delivery {
             message,
             context: self.context.clone(),
         };
-        let (seq, consumer_seq) = message
+        let (seq, consumer_seq, pending) = message
             .info()
-            .map(|info| (info.stream_sequence, info.consumer_sequence))
+            .map(|info| (info.stream_sequence, info.consumer_sequence, info.pending))
             .map_err(|error| Lost::Unreadable(error.to_string()))?;
         if consumer_seq != self.consumer_seq + 1 {
             return Err(Lost::Gap {
@@ -1410,6 +1430,7 @@ impl Delivery {
             });
         }
         self.consumer_seq = consumer_seq;
+        self.stream_last = seq.saturating_add(pending);
         Ok((seq, message.message.payload))
     }
 
@@ -1922,6 +1943,10 @@ where
     async fn apply_batch(&mut self, mut delivery: Delivery, first: (u64, Bytes)) -> Phase {
         // `next` is cancel-safe, so polling it once and dropping it loses nothing.
         let (delivered, lost) = gather(first, || delivery.next().now_or_never());
+        self.applier
+            .shared
+            .stream_last_seen
+            .fetch_max(delivery.stream_last, Ordering::Relaxed);
         let applied = self.applier.apply_delivered(delivered).await;
         self.applier.hand_over();
         match applied.err().map(Lost::Resync).or(lost) {

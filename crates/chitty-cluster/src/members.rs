@@ -193,15 +193,22 @@ pub enum Why {
     },
 }
 
-impl fmt::Display for Why {
-    /// The stable name used in log lines.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Why {
+    /// The stable name used in log lines and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
             Why::Detached => "detached",
             Why::NodeGone { .. } => "node_gone",
             Why::NodeRestarted => "node_restarted",
             Why::EndingStalled { .. } => "ending_stalled",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Why {
+    /// The stable name used in log lines.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -825,6 +832,17 @@ impl Members {
                 .await?;
         }
         Ok(())
+    }
+
+    /// How many sessions, as the local mirror has them, have no Broadcast stream open on any node and
+    /// are not being ended: they wait out their grace period. Cheap: no request is made.
+    pub fn in_grace(&self) -> usize {
+        self.shared
+            .mirror()
+            .sessions
+            .values()
+            .filter(|mirrored| !mirrored.record.stream_open && mirrored.record.ending_by.is_none())
+            .count()
     }
 
     /// The nodes whose heartbeat this node saw within [`NODE_TTL`], itself included.

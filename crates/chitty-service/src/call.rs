@@ -227,13 +227,18 @@ pub struct Refused {
     pub lamport: Option<u64>,
 }
 
-/// The service calls, for log lines.
+/// The service calls, for log lines and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Call {
+pub enum Call {
+    /// Join.
     Join,
+    /// Publish.
     Publish,
+    /// Leave.
     Leave,
+    /// Broadcast.
     Broadcast,
+    /// Participants.
     Participants,
 }
 
@@ -250,7 +255,7 @@ impl Call {
     }
 
     /// The `call` label of the refusals counter: the RPC's name in lowercase.
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Call::Join => "join",
             Call::Publish => "publish",
@@ -562,6 +567,9 @@ impl<B: Backend> Chat<B> {
                 Ok(Opening { after_seq, opened })
             })
             .await?;
+        if opening.opened.replaced {
+            self.metrics().streams_replaced.inc();
+        }
         Ok(opening.opened.subscription)
     }
 
@@ -623,11 +631,11 @@ impl<B: Backend> Chat<B> {
             )),
             Ok(answer) => match self.respond(request_lamport, received).await {
                 Ok(times) => Ok((answer, times)),
-                Err(error) => Err(self.refused(call, participant, error, None)),
+                Err(error) => Err(refused(call, participant, error, None)),
             },
             Err(error) => {
                 let times = self.respond(request_lamport, received).await.ok();
-                Err(self.refused(call, participant, error, times))
+                Err(refused(call, participant, error, times))
             }
         };
         if let Ok((answer, times)) = &answered {
@@ -653,22 +661,11 @@ impl<B: Backend> Chat<B> {
                 received: response,
                 response,
             });
-            return Err(self.refused(call, None, error, times));
+            return Err(refused(call, None, error, times));
         }
         Ok(self.backend.clock().witness(request_lamport))
     }
 
-    /// Counts a refused call, then logs it and builds its answer.
-    fn refused(
-        &self,
-        call: Call,
-        participant: Option<&str>,
-        error: ChatError,
-        times: Option<CallTimes>,
-    ) -> Refused {
-        self.metrics().refused(call.label(), error.reason());
-        refused(call, participant, error, times)
-    }
 
     /// Stamps a response.
     async fn respond(&self, request_lamport: u64, received: u64) -> Result<CallTimes, ChatError> {

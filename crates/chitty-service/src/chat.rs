@@ -27,7 +27,7 @@ use crate::call::{
 };
 use crate::fanout::EndReason;
 use crate::hub::{Append, Appended, Hub, HubClosed, SessionChange, WriterStopped};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NodeKind, NodeSnapshot};
 use crate::sessions::{SessionTable, SessionToken};
 use crate::store::{Recovered, Store, StoreError};
 
@@ -110,7 +110,7 @@ impl SingleNode {
                 lamport = recovered.lamport_floor,
             );
         }
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(NodeKind::Single));
         Self {
             hub: Hub::start(
                 Arc::clone(&clock),
@@ -151,15 +151,18 @@ impl SingleNode {
                 })
             });
             match appended {
-                Ok(Appended::New(event)) => info!(
-                    component = "service",
-                    event = "crash_leave",
-                    participant = %name,
-                    seq = event.seq,
-                    lamport = event.lamport,
-                    grace_ms = self.grace.as_millis() as u64,
-                    reason = %why,
-                ),
+                Ok(Appended::New(event)) => {
+                    self.metrics.swept(why.as_str());
+                    info!(
+                        component = "service",
+                        event = "crash_leave",
+                        participant = %name,
+                        seq = event.seq,
+                        lamport = event.lamport,
+                        grace_ms = self.grace.as_millis() as u64,
+                        reason = %why,
+                    );
+                }
                 Ok(Appended::Duplicate(_)) => {}
                 // Shutting down: the session stays stored, and gets its grace period after the restart.
                 Err(HubClosed) => break,
@@ -187,6 +190,25 @@ impl SingleNode {
     /// How many participants are present.
     pub fn present(&self) -> usize {
         self.sessions().len()
+    }
+
+    /// What the node holds now, for a scrape of its metrics.
+    pub fn snapshot(&self) -> NodeSnapshot {
+        let (present, in_grace) = {
+            let sessions = self.sessions();
+            (sessions.len(), sessions.in_grace())
+        };
+        let (history_events, history_bytes) = self.hub.window();
+        NodeSnapshot {
+            present: present as u64,
+            streams_open: self.streams_open() as u64,
+            in_grace: in_grace as u64,
+            lamport: self.clock.now(),
+            last_seq: self.last_seq(),
+            history_events: history_events as u64,
+            history_bytes: history_bytes as u64,
+            cluster: None,
+        }
     }
 
     /// Waits until the event a call appended is durable, and says what it stored.

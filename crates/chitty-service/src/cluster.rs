@@ -49,7 +49,7 @@ use crate::call::{
 };
 use crate::fanout::{EndReason, Fanout, StreamEnd, SubscriberId};
 use crate::history::{History, KeyedEvent};
-use crate::metrics::Metrics;
+use crate::metrics::{ClusterSnapshot, Metrics, NodeKind, NodeSnapshot};
 use crate::sessions::SessionToken;
 
 /// How many times a Leave re-reads a session whose revision changed under it before giving up.
@@ -301,7 +301,7 @@ impl ClusterNode {
             }
         }
         let state = Arc::new(Mutex::new(state));
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(NodeKind::Cluster));
         let fanout = Arc::new(Fanout::new(
             History::new(config.hub.retention, from_seq - 1),
             config.hub.queue_capacity,
@@ -383,9 +383,7 @@ impl ClusterNode {
             }
         }
         let participant: Arc<str> = name.into();
-        let appended = self
-            .log
-            .append_if(
+        let appended = self.append_if(
                 EventDraft::Joined {
                     participant: Arc::clone(&participant),
                 },
@@ -487,6 +485,21 @@ impl ClusterNode {
         }
     }
 
+    /// [`EventLog::append_if`], timed into the append latency metric.
+    async fn append_if<E: Send>(
+        &self,
+        draft: EventDraft,
+        idempotency_key: Option<&str>,
+        check: impl FnMut() -> Result<u64, E> + Send,
+    ) -> Result<Result<Appended, E>, ClusterError> {
+        let started = std::time::Instant::now();
+        let appended = self.log.append_if(draft, idempotency_key, check).await;
+        if let Some(latency) = &self.metrics.cluster_append_latency {
+            latency.observe(started.elapsed().as_secs_f64());
+        }
+        appended
+    }
+
     /// Appends the left event of `session` with the idempotency key `left_key`, if the session is still
     /// present: every way a session ends (a Leave, a vanishing, a join overtaken by its ending) uses
     /// the key of its token, so it is announced once, whichever node gets there first.
@@ -495,8 +508,7 @@ impl ClusterNode {
         session: &Known,
         left_key: &str,
     ) -> Result<Result<Appended, NotNow>, ClusterError> {
-        self.log
-            .append_if(
+        self.append_if(
                 EventDraft::Left {
                     participant: Arc::clone(&session.name),
                 },
@@ -711,6 +723,7 @@ impl ClusterNode {
                 && !appended.duplicate
             {
                 announced = true;
+                self.metrics.swept(vanished.why.as_str());
                 info!(
                     component = "service",
                     event = "crash_leave",
@@ -798,6 +811,29 @@ impl ClusterNode {
     /// How many participants are present in the whole chat.
     pub fn present(&self) -> usize {
         self.state().present.len()
+    }
+
+    /// What the node holds now, for a scrape of its metrics.
+    pub fn snapshot(&self) -> NodeSnapshot {
+        let (history_events, history_bytes) = self.fanout.window();
+        let members = self.cluster.members();
+        let stats = self.log.stats();
+        NodeSnapshot {
+            present: self.present() as u64,
+            streams_open: self.streams_open() as u64,
+            in_grace: members.in_grace() as u64,
+            lamport: self.clock.now(),
+            last_seq: self.last_seq(),
+            history_events: history_events as u64,
+            history_bytes: history_bytes as u64,
+            cluster: Some(ClusterSnapshot {
+                consumer_lag: self.log.lag(),
+                nodes_alive: members.live_nodes(tokio::time::Instant::now()).len() as u64,
+                append_conflicts: stats.conflicts,
+                append_retries: stats.transient_retries,
+                nats_reconnects: self.cluster.nats_reconnects(),
+            }),
+        }
     }
 
     /// The session of `hash`, if it is current: from this node's cache, or else from the cluster,
@@ -930,9 +966,7 @@ impl Backend for ClusterNode {
             participant: Arc::clone(&session.name),
             text: text.to_owned(),
         };
-        let appended = self
-            .log
-            .append_if(draft, idempotency_key.as_deref(), || {
+        let appended = self.append_if(draft, idempotency_key.as_deref(), || {
                 self.check_current(&session)
             })
             .await

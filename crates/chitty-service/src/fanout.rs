@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::history::{History, HistoryError, KeyedEvent};
 use crate::mailbox::{Mailbox, SharedMailbox};
-use crate::metrics::{CutOffLabels, Metrics};
+use crate::metrics::Metrics;
 
 /// Identifies one subscription for as long as the hub runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,17 +58,22 @@ pub enum EndReason {
 impl std::fmt::Display for EndReason {
     /// The stable name used in log lines.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EndReason {
+    /// The stable name used in log lines and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
             EndReason::Left => "left",
             EndReason::Replaced => "replaced",
             EndReason::FellBehind { .. } => "fell_behind",
             EndReason::Disconnected => "disconnected",
             EndReason::ShuttingDown => "shutting_down",
-        })
+        }
     }
-}
 
-impl EndReason {
     /// Whether the stream ends normally, after delivering what was queued.
     pub fn is_clean(self) -> bool {
         self == EndReason::Left
@@ -177,6 +182,12 @@ impl Fanout {
         self.lock().subscribers.len()
     }
 
+    /// The history window: how many events are held for replay, and their estimated size in bytes.
+    pub fn window(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.history.len(), state.history.bytes())
+    }
+
     /// The seq of the oldest event held.
     pub fn first_held(&self) -> u64 {
         self.lock().history.first_held()
@@ -280,11 +291,7 @@ impl Fanout {
         // Counted once per batch, from what the loop above already knows.
         if !cut_off.is_empty() {
             self.metrics
-                .slow_readers_cut_off
-                .get_or_create(&CutOffLabels {
-                    reason: "fell_behind",
-                })
-                .inc_by(cut_off.len() as u64);
+                .cut_off("fell_behind", cut_off.len() as u64);
         }
         self.metrics
             .deliveries
@@ -524,7 +531,7 @@ mod tests {
         Fanout::new(
             History::new(retention, 0),
             queue_capacity,
-            Arc::new(Metrics::new()),
+            Arc::new(Metrics::default()),
         )
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 
-use crate::call::{AuthError, ChatError, Credential, Refused};
+use crate::call::{AuthError, Call, ChatError, Credential, Refused};
 use crate::fanout::{EndReason, Subscription};
 use crate::history::HistoryError;
 use crate::node::ChatNode;
@@ -73,7 +73,7 @@ impl ChittyChat for GrpcChat {
             .chat
             .join(&request.name, &request.join_secret, peer, request.lamport)
             .await
-            .map_err(status_of)?;
+            .map_err(refusal(&self.chat, Call::Join))?;
         Ok(Response::new(v1::JoinResponse {
             session_token: joined.token.as_str().to_owned(),
             lamport: joined.times.response,
@@ -110,7 +110,7 @@ impl ChittyChat for GrpcChat {
                 request.lamport,
             )
             .await
-            .map_err(status_of)?;
+            .map_err(refusal(&self.chat, Call::Publish))?;
         Ok(Response::new(v1::PublishResponse {
             lamport: published.times.response,
             seq: published.seq,
@@ -126,7 +126,7 @@ impl ChittyChat for GrpcChat {
             .chat
             .participants(credential, request.get_ref().lamport)
             .await
-            .map_err(status_of)?;
+            .map_err(refusal(&self.chat, Call::Participants))?;
         Ok(Response::new(v1::ParticipantsResponse {
             names: presence.names,
             seq: presence.seq,
@@ -143,7 +143,7 @@ impl ChittyChat for GrpcChat {
             .chat
             .leave(credential, request.get_ref().lamport)
             .await
-            .map_err(status_of)?;
+            .map_err(refusal(&self.chat, Call::Leave))?;
         Ok(Response::new(v1::LeaveResponse {
             lamport: left.times.response,
             seq: left.seq,
@@ -160,7 +160,7 @@ async fn open_subscription(
     let message = request.get_ref();
     chat.open_stream(credential, message.after_seq, message.lamport)
         .await
-        .map_err(status_of)
+        .map_err(refusal(chat, Call::Broadcast))
 }
 
 /// Opens the session's Broadcast stream: its events as the hub shares them, ended by a status when the
@@ -326,7 +326,9 @@ impl EventBatches {
             (subscription, chat, Vec::new()),
             |(mut subscription, chat, mut batch)| async move {
                 let item = match subscription.next_batch(&mut batch, BATCH_EVENTS).await? {
-                    Ok(()) => encode_batch(&batch),
+                    Ok(()) => encode_batch(&batch).inspect(|chunk| {
+                        chat.metrics().stream_bytes_written.inc_by(chunk.len() as u64);
+                    }),
                     Err(reason) => Err(with_lamport(end_status(reason), chat.stamp().await)),
                 };
                 // Hold no events between batches: the history decides how long they live.
@@ -425,6 +427,41 @@ fn credential(metadata: &MetadataMap) -> Credential<'_> {
 }
 
 /// The one place where a refused call becomes a gRPC status.
+/// What turns a refused `call` into its status, counting it in the node's metrics by call, status code
+/// and reason.
+fn refusal(chat: &ChatNode, call: Call) -> impl FnOnce(Refused) -> Status + '_ {
+    move |refused| {
+        let reason = refused.error.reason();
+        let status = status_of(refused);
+        chat.metrics()
+            .refused(call.label(), code_name(status.code()), reason);
+        status
+    }
+}
+
+/// A status code as gRPC spells it (`INVALID_ARGUMENT`), for the `code` label of the refusals counter.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 fn status_of(refused: Refused) -> Status {
     let code = match &refused.error {
         ChatError::LamportTooLarge(_)

@@ -96,6 +96,16 @@ impl History {
         self.last_seq + 1 - self.events.len() as u64
     }
 
+    /// How many events are held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether no event is held.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
     /// The estimated size of the held events, in bytes.
     pub fn bytes(&self) -> usize {
         self.bytes

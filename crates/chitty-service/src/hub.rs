@@ -33,6 +33,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use chitty_core::{Event, EventDraft, LamportClock, TokenHash};
 use thiserror::Error;
@@ -142,6 +143,8 @@ struct Shared {
     clock: Arc<LamportClock>,
     /// The history and the open Broadcast streams, fed by the writer.
     fanout: Fanout,
+    /// The node's metrics, shared with the fan-out: the writer times each commit into them.
+    metrics: Arc<Metrics>,
     /// Sequencing and what waits for the disk.
     state: Mutex<HubState>,
     /// Wakes the writer when events queue up, a floor is wanted, or the hub closes.
@@ -219,7 +222,8 @@ impl Hub {
         let last_seq = recovered.last_seq.max(history.last_seq());
         let shared = Arc::new(Shared {
             clock,
-            fanout: Fanout::new(history, config.queue_capacity, metrics),
+            fanout: Fanout::new(history, config.queue_capacity, Arc::clone(&metrics)),
+            metrics,
             state: Mutex::new(HubState {
                 next_seq: last_seq + 1,
                 pending: Vec::new(),
@@ -254,6 +258,11 @@ impl Hub {
         self.shared.fanout.subscribers()
     }
 
+    /// The history window: events held for replay, and their estimated size in bytes.
+    pub fn window(&self) -> (usize, usize) {
+        self.shared.fanout.window()
+    }
+
     /// A hub whose store lives in memory, with metrics of its own: for tests and benchmarks.
     pub fn in_memory(
         clock: Arc<LamportClock>,
@@ -265,7 +274,7 @@ impl Hub {
             config,
             store,
             recovered,
-            Arc::new(Metrics::new()),
+            Arc::new(Metrics::default()),
         ))
     }
 
@@ -456,7 +465,11 @@ impl Shared {
                 evict_through,
                 lamport_floor: new_floor,
             };
-            if let Err(store_error) = store.commit(&batch) {
+            let started = Instant::now();
+            let committed = store.commit(&batch);
+            self.metrics
+                .committed(batch.events.len(), started.elapsed().as_secs_f64());
+            if let Err(store_error) = committed {
                 error!(
                     component = "service",
                     event = "store_failed",

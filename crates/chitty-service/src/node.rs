@@ -16,7 +16,7 @@ use crate::call::{Credential, Done, Joined, Presence, Refused};
 use crate::chat::ChatService;
 use crate::cluster::ClusterChat;
 use crate::fanout::Subscription;
-use crate::metrics::{EventKind, KindLabels, Metrics};
+use crate::metrics::{EventKind, KindLabels, Metrics, NodeSnapshot};
 
 /// One Chitty-Chat service node. See the module documentation.
 #[derive(Debug)]
@@ -182,6 +182,14 @@ impl ChatNode {
         match self {
             ChatNode::Single(chat) => chat.metrics(),
             ChatNode::Cluster(chat) => chat.metrics(),
+        }
+    }
+
+    /// What the node holds now, for a scrape of its metrics.
+    pub fn snapshot(&self) -> NodeSnapshot {
+        match self {
+            ChatNode::Single(chat) => chat.backend().snapshot(),
+            ChatNode::Cluster(chat) => chat.backend().snapshot(),
         }
     }
 

@@ -47,7 +47,6 @@ use tracing::{info, warn};
 use crate::call::ChatConfig;
 use crate::chat::ChatService;
 use crate::cluster::ClusterChat;
-use crate::metrics::NodeGauges;
 use crate::node::ChatNode;
 use chitty_proto::v1::chitty_chat_server::ChittyChatServer;
 
@@ -309,14 +308,7 @@ pub async fn serve_with_metrics(
 /// How often the health service's answer is brought up to date with [`ChatNode::serving`].
 /// Serves `/metrics` until `stop`; a failure of the metrics server is logged and stops only it.
 async fn serve_metrics_until(listener: TcpListener, chat: Arc<ChatNode>, stop: CancellationToken) {
-    let scrape = move || {
-        chat.metrics().scrape(NodeGauges {
-            present: chat.present() as u64,
-            streams_open: chat.streams_open() as u64,
-            lamport: chat.lamport(),
-            last_seq: chat.last_seq(),
-        })
-    };
+    let scrape = move || chat.metrics().scrape(chat.snapshot());
     if let Err(error) = crate::metrics::serve_metrics(listener, scrape, stop).await {
         warn!(
             component = "service",

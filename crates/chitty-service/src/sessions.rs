@@ -100,6 +100,16 @@ pub enum Vanished {
     StreamEnded(EndReason),
 }
 
+impl Vanished {
+    /// The stable name of why, for the `reason` label of `chitty_chat_sessions_swept_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vanished::NeverOpened => "never_opened",
+            Vanished::StreamEnded(reason) => reason.as_str(),
+        }
+    }
+}
+
 impl fmt::Display for Vanished {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -139,6 +149,15 @@ impl SessionTable {
     /// How many participants are present.
     pub fn len(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// How many sessions have no open Broadcast stream: they wait out their grace period, after which
+    /// [`SessionTable::remove_vanished`] ends them.
+    pub fn in_grace(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|session| session.detached().is_some())
+            .count()
     }
 
     /// The names of everyone present, in no particular order.
