@@ -14,7 +14,7 @@ use chitty_chat::harness::{
 use chitty_cluster::testing::{NatsCluster, VersionOnlyServer, unique_prefix};
 use chitty_participant::output::EventLine;
 use chitty_proto::v1;
-use common::{WAIT, args, binary, check, log_dir};
+use common::{Scrape, WAIT, args, binary, check, has, log_dir, log_lines};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -50,6 +50,8 @@ async fn node(nats: &NatsCluster, dir: &Path, prefix: &str, index: usize) -> Ser
         "json",
         "--log-file",
         &log,
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     extra.extend(args(&FAST));
     let mut node = ServiceProcess::start(binary(), &extra)
@@ -158,6 +160,12 @@ async fn leave_stop_and_check(
     nodes: impl IntoIterator<Item = ServiceProcess>,
     dir: &Path,
 ) {
+    leave_all(people).await;
+    stop_and_check(nodes, dir).await;
+}
+
+/// Closes each participant's input, so it leaves and exits, and asserts that it exited successfully.
+async fn leave_all(people: Vec<ParticipantProcess>) {
     for mut person in people {
         person.close_input();
         let status = person.wait(WAIT).await.expect("leaves and exits");
@@ -168,6 +176,10 @@ async fn leave_stop_and_check(
             person.errors().join("\n")
         );
     }
+}
+
+/// Stops every node, waits for each to exit successfully, and runs the checker over the run's logs.
+async fn stop_and_check(nodes: impl IntoIterator<Item = ServiceProcess>, dir: &Path) {
     let nodes: Vec<ServiceProcess> = nodes.into_iter().collect();
     for node in &nodes {
         node.terminate().expect("SIGTERM");
@@ -1030,5 +1042,41 @@ async fn nine_publishers_on_three_nodes_while_one_name_is_claimed_left_and_claim
             person.name()
         );
     }
-    leave_stop_and_check(people, nodes, dir.path()).await;
+    leave_all(people).await;
+    // Node 0's metrics: it sees all three nodes, catches up with every leave, and counts the same
+    // append conflicts and retries that it logs when it stops.
+    let scraped = tokio::time::timeout(WAIT, async {
+        loop {
+            let scraped = Scrape::of(&nodes[0]).await;
+            if scraped.get("chitty_chat_cluster_consumer_lag_events", &[]) == 0.0
+                && scraped.get("chitty_chat_participants_present", &[]) == 0.0
+            {
+                break scraped;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("node 0 applies every leave within the bound");
+    scraped.expect("chitty_chat_cluster_nodes_alive", &[], 3);
+    assert!(
+        scraped.get("chitty_chat_cluster_append_latency_seconds_count", &[]) >= 1.0,
+        "node 0 timed its appends: {}",
+        scraped.text
+    );
+    let conflicts = scraped.get("chitty_chat_cluster_append_conflicts_total", &[]);
+    let retries = scraped.get("chitty_chat_cluster_append_retries_total", &[]);
+    stop_and_check(nodes, dir.path()).await;
+    let stats = log_lines(&dir.path().join("service-0.log"))
+        .into_iter()
+        .find(|line| has(line, "event", "append_stats"))
+        .expect("node 0 logs its append counts when it stops");
+    assert_eq!(
+        (Some(conflicts), Some(retries)),
+        (
+            stats["conflicts"].as_f64(),
+            stats["transient_retries"].as_f64()
+        ),
+        "conflicts and retries: the metrics, then the log line {stats}"
+    );
 }

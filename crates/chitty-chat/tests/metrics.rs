@@ -8,97 +8,12 @@ mod common;
 use chitty_chat::harness::ServiceProcess;
 use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
-use common::{WAIT, args, authorized, binary, raw_client, raw_join};
+use common::{Scrape, WAIT, args, authorized, binary, raw_client, raw_join};
 use tonic::Code;
 use tonic::transport::Channel;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// The body of `GET /metrics` from `service`, over a plain HTTP/1.1 connection.
-async fn scrape(service: &ServiceProcess) -> String {
-    let address = service
-        .metrics_address()
-        .expect("the service was started with --metrics-listen");
-    let response = tokio::time::timeout(WAIT, async {
-        let mut connection = TcpStream::connect(address).await?;
-        connection
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        connection.read_to_string(&mut response).await?;
-        std::io::Result::Ok(response)
-    })
-    .await
-    .expect("the metrics are served within the bound")
-    .expect("the metrics endpoint answers over HTTP");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .expect("an HTTP response has a head and a body");
-    assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "got response head {head:?}, want 200"
-    );
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text"),
-        "got response head {head:?}, want the OpenMetrics content type"
-    );
-    body.to_owned()
-}
-
-/// A scrape, parsed as Prometheus parses it.
-struct Scrape {
-    /// The parsed samples.
-    parsed: prometheus_parse::Scrape,
-    /// The text, for failure messages.
-    text: String,
-}
-
-impl Scrape {
-    /// Scrapes `service` and parses the answer; fails the test if it does not parse.
-    async fn of(service: &ServiceProcess) -> Self {
-        let text = scrape(service).await;
-        let parsed = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
-            .expect("the metrics parse as Prometheus text");
-        Self { parsed, text }
-    }
-
-    /// The value of the sample `name` with exactly `labels`, if there is one.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.parsed
-            .samples
-            .iter()
-            .find(|sample| {
-                sample.metric == name
-                    && sample.labels.len() == labels.len()
-                    && labels
-                        .iter()
-                        .all(|(key, value)| sample.labels.get(key) == Some(*value))
-            })
-            .and_then(|sample| match &sample.value {
-                prometheus_parse::Value::Counter(value)
-                | prometheus_parse::Value::Gauge(value)
-                | prometheus_parse::Value::Untyped(value) => Some(*value),
-                _ => None,
-            })
-    }
-
-    /// The value of `name` with `labels`, which must be there.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.value(name, labels)
-            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in\n{}", self.text))
-    }
-
-    /// Asserts that `name` with `labels` is `want`.
-    fn expect(&self, name: &str, labels: &[(&str, &str)], want: u64) {
-        assert_eq!(
-            self.get(name, labels),
-            want as f64,
-            "{name}{labels:?}: got/want, in\n{}",
-            self.text
-        );
-    }
-}
+/// A sample's name, its labels, and the value it should have.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
 
 /// A Publish of `text` by the session of `token`.
 async fn publish(
@@ -164,7 +79,11 @@ async fn a_known_sequence_of_calls_moves_every_counter_by_what_the_client_saw() 
     .expect("the service starts");
     let fresh = Scrape::of(&service).await;
     fresh.expect("chitty_chat_participants_present", &[], 0);
-    fresh.expect("chitty_chat_events_appended_total", &[("kind", "message")], 0);
+    fresh.expect(
+        "chitty_chat_events_appended_total",
+        &[("kind", "message")],
+        0,
+    );
     fresh.expect(
         "chitty_chat_slow_readers_cut_off_total",
         &[("reason", "fell_behind")],
@@ -215,7 +134,7 @@ async fn a_known_sequence_of_calls_moves_every_counter_by_what_the_client_saw() 
                 rate_limited += 1;
             }
         }
-        if !cut_off && accepted % 100 == 0 {
+        if !cut_off && accepted.is_multiple_of(100) {
             let now = Scrape::of(&service).await;
             cut_off = now.get(
                 "chitty_chat_slow_readers_cut_off_total",
@@ -261,9 +180,17 @@ async fn a_known_sequence_of_calls_moves_every_counter_by_what_the_client_saw() 
     let joins = 3;
     let last_seq = joins + accepted + 1;
     assert_eq!(left.seq, last_seq, "every accepted call appended one event");
-    let want: [(&str, &[(&str, &str)], u64); 13] = [
-        ("chitty_chat_events_appended_total", &[("kind", "joined")], joins),
-        ("chitty_chat_events_appended_total", &[("kind", "message")], accepted),
+    let want: [Want; 13] = [
+        (
+            "chitty_chat_events_appended_total",
+            &[("kind", "joined")],
+            joins,
+        ),
+        (
+            "chitty_chat_events_appended_total",
+            &[("kind", "message")],
+            accepted,
+        ),
         ("chitty_chat_events_appended_total", &[("kind", "left")], 1),
         (
             "chitty_chat_refusals_total",

@@ -666,7 +666,6 @@ impl<B: Backend> Chat<B> {
         Ok(self.backend.clock().witness(request_lamport))
     }
 
-
     /// Stamps a response.
     async fn respond(&self, request_lamport: u64, received: u64) -> Result<CallTimes, ChatError> {
         let response = self.backend.stamp().await?;

@@ -383,7 +383,8 @@ impl ClusterNode {
             }
         }
         let participant: Arc<str> = name.into();
-        let appended = self.append_if(
+        let appended = self
+            .append_if(
                 EventDraft::Joined {
                     participant: Arc::clone(&participant),
                 },
@@ -509,13 +510,13 @@ impl ClusterNode {
         left_key: &str,
     ) -> Result<Result<Appended, NotNow>, ClusterError> {
         self.append_if(
-                EventDraft::Left {
-                    participant: Arc::clone(&session.name),
-                },
-                Some(left_key),
-                || self.check_current(session),
-            )
-            .await
+            EventDraft::Left {
+                participant: Arc::clone(&session.name),
+            },
+            Some(left_key),
+            || self.check_current(session),
+        )
+        .await
     }
 
     /// Whether a participant with name key `key` could be admitted now, while fewer than
@@ -966,7 +967,8 @@ impl Backend for ClusterNode {
             participant: Arc::clone(&session.name),
             text: text.to_owned(),
         };
-        let appended = self.append_if(draft, idempotency_key.as_deref(), || {
+        let appended = self
+            .append_if(draft, idempotency_key.as_deref(), || {
                 self.check_current(&session)
             })
             .await

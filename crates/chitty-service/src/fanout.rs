@@ -290,8 +290,7 @@ impl Fanout {
         });
         // Counted once per batch, from what the loop above already knows.
         if !cut_off.is_empty() {
-            self.metrics
-                .cut_off("fell_behind", cut_off.len() as u64);
+            self.metrics.cut_off("fell_behind", cut_off.len() as u64);
         }
         self.metrics
             .deliveries

@@ -327,7 +327,9 @@ impl EventBatches {
             |(mut subscription, chat, mut batch)| async move {
                 let item = match subscription.next_batch(&mut batch, BATCH_EVENTS).await? {
                     Ok(()) => encode_batch(&batch).inspect(|chunk| {
-                        chat.metrics().stream_bytes_written.inc_by(chunk.len() as u64);
+                        chat.metrics()
+                            .stream_bytes_written
+                            .inc_by(chunk.len() as u64);
                     }),
                     Err(reason) => Err(with_lamport(end_status(reason), chat.stamp().await)),
                 };

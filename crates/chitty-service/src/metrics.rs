@@ -39,7 +39,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -316,10 +318,7 @@ impl Metrics {
 
     /// Records what the node holds now, then encodes every metric.
     pub fn scrape(&self, node: NodeSnapshot) -> String {
-        *self
-            .snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = node;
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = node;
         self.encode()
     }
 }
@@ -371,9 +370,17 @@ struct SnapshotCollector(Arc<Mutex<NodeSnapshot>>);
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let node = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let node = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let gauges = [
-            ("participants_present", "Participants present.", node.present),
+            (
+                "participants_present",
+                "Participants present.",
+                node.present,
+            ),
             (
                 "broadcast_streams_open",
                 "Broadcast streams open on this node.",
@@ -440,7 +447,12 @@ impl Collector for SnapshotCollector {
             ];
             for (name, help, value) in counters {
                 let counter = ConstCounter::new(value);
-                counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+                counter.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    counter.metric_type(),
+                )?)?;
             }
         }
         Ok(())
@@ -551,7 +563,11 @@ mod tests {
 
     /// The value of the sample `name` whose labels are exactly `labels`, as a Prometheus parser reads
     /// the text (a histogram's count for a histogram).
-    fn value_of(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    fn value_of(
+        scrape: &prometheus_parse::Scrape,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<f64> {
         scrape
             .samples
             .iter()
@@ -572,6 +588,9 @@ mod tests {
                 prometheus_parse::Value::Summary(_) => f64::NAN,
             })
     }
+
+    /// A sample's name, its labels, and the value it should have.
+    type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 
     fn parse(text: &str) -> prometheus_parse::Scrape {
         prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
@@ -603,10 +622,22 @@ mod tests {
         });
         assert_eq!(text.lines().last(), Some("# EOF"), "got {text}");
         let scrape = parse(&text);
-        let want: [(&str, &[(&str, &str)], f64); 18] = [
-            ("chitty_chat_events_appended_total", &[("kind", "joined")], 1.0),
-            ("chitty_chat_events_appended_total", &[("kind", "message")], 1.0),
-            ("chitty_chat_events_appended_total", &[("kind", "left")], 0.0),
+        let want: [Want; 18] = [
+            (
+                "chitty_chat_events_appended_total",
+                &[("kind", "joined")],
+                1.0,
+            ),
+            (
+                "chitty_chat_events_appended_total",
+                &[("kind", "message")],
+                1.0,
+            ),
+            (
+                "chitty_chat_events_appended_total",
+                &[("kind", "left")],
+                0.0,
+            ),
             (
                 "chitty_chat_refusals_total",
                 &[
@@ -618,8 +649,16 @@ mod tests {
             ),
             ("chitty_chat_deliveries_total", &[], 3.0),
             ("chitty_chat_stream_written_bytes_total", &[], 120.0),
-            ("chitty_chat_slow_readers_cut_off_total", &[("reason", "fell_behind")], 1.0),
-            ("chitty_chat_sessions_swept_total", &[("reason", "never_opened")], 1.0),
+            (
+                "chitty_chat_slow_readers_cut_off_total",
+                &[("reason", "fell_behind")],
+                1.0,
+            ),
+            (
+                "chitty_chat_sessions_swept_total",
+                &[("reason", "never_opened")],
+                1.0,
+            ),
             ("chitty_chat_streams_replaced_total", &[], 1.0),
             ("chitty_chat_publish_latency_seconds_count", &[], 1.0),
             ("chitty_chat_store_commit_latency_seconds_count", &[], 1.0),
@@ -656,7 +695,10 @@ mod tests {
             assert!(resident > 0.0, "got resident memory {resident}");
             let open = value_of(&scrape, "process_open_fds", &[]).expect("open fds");
             assert!(open >= 1.0, "got {open} open file descriptors");
-            assert!(value_of(&scrape, "process_cpu_seconds_total", &[]).is_some(), "{text}");
+            assert!(
+                value_of(&scrape, "process_cpu_seconds_total", &[]).is_some(),
+                "{text}"
+            );
         }
     }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use chitty_chat::harness::{ParticipantProcess, ServiceProcess};
 use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
@@ -136,4 +138,90 @@ pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
     let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("a token is ASCII");
     request.metadata_mut().insert("authorization", value);
     request
+}
+
+/// The body of `GET /metrics` from `service`, over a plain HTTP/1.1 connection.
+pub async fn scrape(service: &ServiceProcess) -> String {
+    let address = service
+        .metrics_address()
+        .expect("the service was started with --metrics-listen");
+    let response = tokio::time::timeout(WAIT, async {
+        let mut connection = TcpStream::connect(address).await?;
+        connection
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        connection.read_to_string(&mut response).await?;
+        std::io::Result::Ok(response)
+    })
+    .await
+    .expect("the metrics are served within the bound")
+    .expect("the metrics endpoint answers over HTTP");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("an HTTP response has a head and a body");
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "got response head {head:?}, want 200"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "got response head {head:?}, want the OpenMetrics content type"
+    );
+    body.to_owned()
+}
+
+/// A scrape, parsed as Prometheus parses it.
+pub struct Scrape {
+    /// The parsed samples.
+    pub parsed: prometheus_parse::Scrape,
+    /// The text, for failure messages.
+    pub text: String,
+}
+
+impl Scrape {
+    /// Scrapes `service` and parses the answer; fails the test if it does not parse.
+    pub async fn of(service: &ServiceProcess) -> Self {
+        let text = scrape(service).await;
+        let parsed = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+            .expect("the metrics parse as Prometheus text");
+        Self { parsed, text }
+    }
+
+    /// The value of the sample `name` with exactly `labels`, if there is one.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.parsed
+            .samples
+            .iter()
+            .find(|sample| {
+                sample.metric == name
+                    && sample.labels.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(key, value)| sample.labels.get(key) == Some(*value))
+            })
+            .and_then(|sample| match &sample.value {
+                prometheus_parse::Value::Counter(value)
+                | prometheus_parse::Value::Gauge(value)
+                | prometheus_parse::Value::Untyped(value) => Some(*value),
+                _ => None,
+            })
+    }
+
+    /// The value of `name` with `labels`, which must be there.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels)
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in\n{}", self.text))
+    }
+
+    /// Asserts that `name` with `labels` is `want`.
+    pub fn expect(&self, name: &str, labels: &[(&str, &str)], want: u64) {
+        assert_eq!(
+            self.get(name, labels),
+            want as f64,
+            "{name}{labels:?}: got/want, in\n{}",
+            self.text
+        );
+    }
 }
