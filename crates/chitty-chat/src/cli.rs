@@ -1,5 +1,5 @@
-//! The command line: `chitty-chat serve`, `join`, `demo`, `diagram`, `check` and `health`, and what each
-//! does.
+//! The command line: `chitty-chat serve`, `join`, `demo`, `diagram`, `check`, `health`, `bench` and
+//! `top`, and what each does.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -61,6 +61,55 @@ enum Command {
     /// (`--nodes 1,3`): `fanout`, `ingest`, `room`, `idle` or `churn`, with a table, `--json` figures
     /// and a `--plot` chart.
     Bench(chitty_bench::BenchArgs),
+    /// Watch running services live, from their metrics endpoints (`serve --metrics-listen`): per node and
+    /// in total, whether it is up, participants present, messages and deliveries per second, the p99 of
+    /// Publish latency over the interval, slow readers cut off, refusals, the Lamport clock and last seq,
+    /// and in cluster mode each node's lag.
+    ///
+    /// In a terminal it is a full-screen table (q, Esc or Ctrl-C quits); otherwise, or with --plain, one
+    /// block of plain lines per refresh, a column per figure, `-` where there is none.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// A node's metrics endpoint: a URL, or host:port (`http://` and `/metrics` are added). Repeat it, or
+    /// separate URLs by commas, to watch every node of a cluster.
+    #[arg(
+        long = "metrics",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9464/metrics",
+        value_delimiter = ',',
+        value_parser = chitty_top::metrics_url
+    )]
+    metrics: Vec<chitty_top::Uri>,
+    /// How often to scrape every node; rates and the p99 are over this interval.
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
+    interval: Duration,
+    /// Stop after this many refreshes, for scripts and tests. Without it, run until q, Esc or Ctrl-C in
+    /// the terminal, or until SIGINT or SIGTERM.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Plain lines even in a terminal.
+    #[arg(long)]
+    plain: bool,
+}
+
+impl TopArgs {
+    /// Whether to open the full-screen view rather than print plain lines.
+    fn wants_terminal_ui(&self) -> bool {
+        use std::io::IsTerminal as _;
+        !self.plain && std::io::stdout().is_terminal()
+    }
+}
+
+/// A duration of at least a millisecond, in humantime's words (`200ms`, `2s`).
+fn positive_duration(given: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(given).map_err(|error| error.to_string())?;
+    if duration < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +292,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let default_level = match (&cli.command, &cli.log.log_file) {
         (Command::Join(args), None) if args.wants_terminal_ui() => None,
         (Command::Join(_), None) => Some("warn"),
+        // The same holds for the full-screen `top`; its plain lines are for scripts.
+        (Command::Top(args), None) if args.wants_terminal_ui() => None,
+        (Command::Top(_), _) => Some("warn"),
         // The load generator's own clients (async-nats among them) would log every connection.
         (Command::Bench(_), _) => Some("warn"),
         _ => Some("info"),
@@ -263,6 +315,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Health(args) => health(args).await,
             Command::Check(args) => check(&args.logs),
             Command::Bench(args) => Ok(chitty_bench::run(args, crate::harness::LISTENING).await?),
+            Command::Top(args) => top(args).await,
         }
     })
 }
@@ -462,6 +515,29 @@ async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
         println!("not serving");
         Ok(ExitCode::FAILURE)
     }
+}
+
+async fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
+    let output = if args.wants_terminal_ui() {
+        chitty_top::Output::Terminal
+    } else {
+        chitty_top::Output::Plain
+    };
+    let config = chitty_top::TopConfig {
+        urls: args.metrics,
+        interval: args.interval,
+        count: args.count,
+    };
+    let stop = CancellationToken::new();
+    let signalled = stop.clone();
+    let signals = tokio::spawn(async move {
+        shutdown_signal().await;
+        signalled.cancel();
+    });
+    let shown = chitty_top::run(config, output, stop).await;
+    signals.abort();
+    shown?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(logs: &std::path::Path) -> anyhow::Result<ExitCode> {

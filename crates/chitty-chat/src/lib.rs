@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the commands `serve`, `join` and `demo`, and their flags. `main.rs` only calls [`cli::run`].
+//! - [`cli`]: the commands (`serve`, `join`, `demo`, `top` and the rest) and their flags. `main.rs`
+//!   only calls [`cli::run`].
 //! - [`logging`]: text or JSON log lines, to standard error or a file.
 //! - [`demo`]: the whole assignment demonstrated with real processes, and checked.
 //! - [`harness`]: starting and driving real `chitty-chat` processes, for the demo and the tests.
