@@ -1,0 +1,383 @@
+//! `chitty-chat top` against a real service, as an operator or a script runs it: the real binary scrapes
+//! the service's real metrics endpoint over HTTP, and its plain output, piped, says exactly what the
+//! calls made before it did.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use chitty_chat::harness::ServiceProcess;
+use chitty_proto::v1;
+use common::{WAIT, args, authorized, binary, log_dir, participant, raw_client, raw_join};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::time::{Instant, timeout_at};
+
+/// One block of `top`'s plain output: its refresh number and each row, cell by heading.
+#[derive(Debug)]
+struct Block {
+    /// The refresh number from the block's first line.
+    number: u64,
+    /// Each row (the nodes, then the total), as heading → cell; `note` is the rest of the line.
+    rows: Vec<BTreeMap<String, String>>,
+    /// The block as printed, for failure messages.
+    text: String,
+}
+
+impl Block {
+    /// The row whose `node` cell is `node`.
+    fn row(&self, node: &str) -> &BTreeMap<String, String> {
+        self.rows
+            .iter()
+            .find(|row| row.get("node").map(String::as_str) == Some(node))
+            .unwrap_or_else(|| panic!("no row for {node:?} in:\n{}", self.text))
+    }
+}
+
+/// Parses one block's lines: `# refresh N ...`, the headings, then a row per node and the total.
+fn parse_block(lines: &[String]) -> Block {
+    let text = lines.join("\n");
+    let number = lines
+        .first()
+        .and_then(|line| line.strip_prefix("# refresh "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("got block {text:?}, want it to start with `# refresh N`"));
+    let headings: Vec<&str> = lines
+        .get(1)
+        .unwrap_or_else(|| panic!("no headings in {text:?}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        headings.last(),
+        Some(&"note"),
+        "got headings {headings:?}, want `note` last"
+    );
+    let rows = lines[2..]
+        .iter()
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let figures = headings.len() - 1;
+            assert!(
+                words.len() >= figures,
+                "got row {line:?}, want a word under each of {headings:?}"
+            );
+            let mut row: BTreeMap<String, String> = headings[..figures]
+                .iter()
+                .zip(&words)
+                .map(|(heading, word)| ((*heading).to_owned(), (*word).to_owned()))
+                .collect();
+            row.insert("note".to_owned(), words[figures..].join(" "));
+            row
+        })
+        .collect();
+    Block { number, rows, text }
+}
+
+/// Splits plain output into blocks at the blank lines that end them.
+fn blocks(output: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    for line in output.lines() {
+        if line.is_empty() {
+            blocks.push(parse_block(&lines));
+            lines.clear();
+        } else {
+            lines.push(line.to_owned());
+        }
+    }
+    assert!(
+        lines.is_empty(),
+        "got output ending without a blank line:\n{output}"
+    );
+    blocks
+}
+
+/// Asserts that `row` has `want` under each heading.
+fn assert_cells(row: &BTreeMap<String, String>, want: &[(&str, &str)], block: &Block) {
+    for (heading, value) in want {
+        assert_eq!(
+            row.get(*heading).map(String::as_str),
+            Some(*value),
+            "{heading}: got/want, in refresh {}:\n{}",
+            block.number,
+            block.text
+        );
+    }
+}
+
+/// Runs `chitty-chat top ARGS` to the end, with standard output piped, within the bound.
+async fn top(arguments: &[&str]) -> std::process::Output {
+    tokio::time::timeout(
+        WAIT,
+        Command::new(binary())
+            .arg("top")
+            .args(arguments)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("top finishes its refreshes within the bound")
+    .expect("top runs")
+}
+
+#[tokio::test]
+async fn top_shows_a_services_participants_and_exact_counts() {
+    // A long grace, so that participants without a Broadcast stream stay present throughout.
+    let service = ServiceProcess::start(
+        binary(),
+        &args(&[
+            "--in-memory",
+            "--grace",
+            "60s",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]),
+    )
+    .await
+    .expect("the service starts");
+    let mut client = raw_client(&service).await;
+    let (ada, _) = raw_join(&mut client, "ada").await;
+    let (_grace, _) = raw_join(&mut client, "grace").await;
+    let publish = |text: String, lamport: u64| {
+        authorized(
+            v1::PublishRequest {
+                text,
+                lamport,
+                idempotency_key: String::new(),
+            },
+            &ada,
+        )
+    };
+    for (index, text) in ["one", "two", "three"].into_iter().enumerate() {
+        client
+            .publish(publish(text.to_owned(), 10 + index as u64))
+            .await
+            .expect("a valid message is accepted");
+    }
+    client
+        .publish(publish("x".repeat(129), 20))
+        .await
+        .expect_err("a message of 129 characters is refused");
+
+    let url = format!(
+        "http://{}/metrics",
+        service
+            .metrics_address()
+            .expect("the service serves metrics")
+    );
+    let output = top(&["--metrics", &url, "--interval", "200ms", "--count", "2"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "got {}, want success; stdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let blocks = blocks(&stdout);
+    assert_eq!(
+        blocks.iter().map(|block| block.number).collect::<Vec<_>>(),
+        [1, 2],
+        "got output:\n{stdout}"
+    );
+    // Two joins and three messages: seq 5. Nothing happens while top watches, and nobody has a stream.
+    let always = [
+        ("state", "up"),
+        ("participants", "2"),
+        ("cut_offs", "0"),
+        ("refusals", "1"),
+        ("last_seq", "5"),
+        ("lag", "-"),
+        ("note", ""),
+    ];
+    for block in &blocks {
+        let node = block.row(&url);
+        assert_cells(node, &always, block);
+        let lamport: u64 = node["lamport"]
+            .parse()
+            .unwrap_or_else(|_| panic!("got lamport {:?}, want a number", node["lamport"]));
+        assert!(
+            lamport >= 5,
+            "got Lamport clock {lamport}, want at least one tick per event"
+        );
+        let total = block.row("total");
+        assert_cells(
+            total,
+            &[
+                ("state", "1/1"),
+                ("participants", "2"),
+                ("refusals", "1"),
+                ("last_seq", "5"),
+            ],
+            block,
+        );
+    }
+    // The first refresh has no rates yet; the second has, over an interval in which nothing happened.
+    let no_rates = [
+        ("msg/s", "-"),
+        ("deliv/s", "-"),
+        ("p99_ms", "-"),
+        ("cut_offs_new", "-"),
+    ];
+    assert_cells(blocks[0].row(&url), &no_rates, &blocks[0]);
+    let idle = [
+        ("msg/s", "0.0"),
+        ("deliv/s", "0.0"),
+        ("p99_ms", "-"),
+        ("cut_offs_new", "0"),
+    ];
+    assert_cells(blocks[1].row(&url), &idle, &blocks[1]);
+    assert_cells(blocks[1].row("total"), &idle, &blocks[1]);
+}
+
+#[tokio::test]
+async fn top_shows_an_unreachable_node_down_with_the_reason_and_exits_0() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let address = listener.local_addr().expect("its address");
+    drop(listener);
+    let url = format!("http://{address}/metrics");
+    // Given as host:port, which top completes.
+    let output = top(&[
+        "--metrics",
+        &address.to_string(),
+        "--interval",
+        "200ms",
+        "--count",
+        "2",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "got {}, want success; stdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let blocks = blocks(&stdout);
+    assert_eq!(blocks.len(), 2, "got output:\n{stdout}");
+    for block in &blocks {
+        assert_cells(
+            block.row(&url),
+            &[
+                ("state", "down"),
+                ("participants", "-"),
+                ("msg/s", "-"),
+                ("last_seq", "-"),
+                ("note", "connection refused"),
+            ],
+            block,
+        );
+        assert_cells(
+            block.row("total"),
+            &[("state", "0/1"), ("participants", "-")],
+            block,
+        );
+    }
+}
+
+#[tokio::test]
+async fn top_sees_messages_published_while_it_watches_and_stops_on_sigint() {
+    let dir = log_dir();
+    let service = ServiceProcess::start(
+        binary(),
+        &args(&["--in-memory", "--metrics-listen", "127.0.0.1:0"]),
+    )
+    .await
+    .expect("the service starts");
+    let mut alice = participant(&service, dir.path(), "alice").await;
+    let mut bob = participant(&service, dir.path(), "bob").await;
+    let url = format!(
+        "http://{}/metrics",
+        service
+            .metrics_address()
+            .expect("the service serves metrics")
+    );
+    let mut child = Command::new(binary())
+        .args(["top", "--metrics", &url, "--interval", "200ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("top starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+    let deadline = Instant::now() + WAIT;
+    let mut printed = String::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut seen: Vec<Block> = Vec::new();
+    // Reads top's output until a whole block arrives.
+    let mut next_block = async || -> Block {
+        loop {
+            let line = timeout_at(deadline, lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no block within the bound; top printed:\n{printed}"))
+                .expect("top's output is readable")
+                .unwrap_or_else(|| panic!("top ended its output; it printed:\n{printed}"));
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.is_empty() {
+                let block = parse_block(&current);
+                current.clear();
+                return block;
+            }
+            current.push(line);
+        }
+    };
+    let first = next_block().await;
+    assert_cells(
+        first.row(&url),
+        &[("participants", "2"), ("msg/s", "-")],
+        &first,
+    );
+    let texts = ["one", "two", "three", "four"];
+    for text in texts {
+        alice.say(text).await.expect("alice types");
+    }
+    for text in texts {
+        let body = chitty_chat::harness::message_body("alice", text);
+        bob.wait_for_event(&format!("alice's {text:?}"), |line| line.body == body, WAIT)
+            .await
+            .expect("bob receives alice's messages");
+    }
+    // Every message is acknowledged and delivered now; a refresh from here on shows all of them.
+    // Two joins and four messages: seq 6.
+    loop {
+        let block = next_block().await;
+        let done = block.row(&url)["last_seq"] == "6";
+        seen.push(block);
+        if done {
+            break;
+        }
+    }
+    let rate = |block: &Block, heading: &str| -> f64 {
+        let cell = &block.row(&url)[heading];
+        cell.parse().unwrap_or_else(|_| {
+            panic!("got {heading} {cell:?}, want a number, in:\n{}", block.text)
+        })
+    };
+    assert!(
+        seen.iter().any(|block| rate(block, "msg/s") > 0.0),
+        "no refresh shows messages per second above 0; top printed:\n{printed}"
+    );
+    assert!(
+        seen.iter().any(|block| rate(block, "deliv/s") > 0.0),
+        "no refresh shows deliveries per second above 0; top printed:\n{printed}"
+    );
+    assert!(
+        seen.iter()
+            .any(|block| block.row(&url)["p99_ms"].parse::<f64>().is_ok()),
+        "no refresh shows a p99 of Publish latency; top printed:\n{printed}"
+    );
+
+    let pid = i32::try_from(child.id().expect("top is running")).expect("a pid fits");
+    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT is sent");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("top stops within the bound after SIGINT")
+        .expect("top is waited for");
+    assert!(status.success(), "got {status} after SIGINT, want success");
+}
