@@ -85,10 +85,10 @@ impl Snapshot {
             let name = sample.metric.as_str();
             match name {
                 names::PARTICIPANTS_PRESENT => snapshot.participants_present = scalar(sample),
-                names::EVENTS_APPENDED => {
-                    if sample.labels.get(names::KIND_LABEL) == Some(names::MESSAGE_KIND) {
-                        snapshot.messages_appended = scalar(sample);
-                    }
+                names::EVENTS_APPENDED
+                    if sample.labels.get(names::KIND_LABEL) == Some(names::MESSAGE_KIND) =>
+                {
+                    snapshot.messages_appended = scalar(sample);
                 }
                 names::DELIVERIES => snapshot.deliveries = scalar(sample),
                 names::SLOW_READERS_CUT_OFF => add_series(&mut snapshot.cut_offs, sample),
