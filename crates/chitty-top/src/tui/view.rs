@@ -97,14 +97,11 @@ fn render_table(view: &View, frame: &mut Frame, area: Rect) {
             NodeState::Up => Style::new(),
             NodeState::Down { .. } => Style::new().fg(Color::Red),
         };
-        rows.push(Row::new(cells.into_iter().map(Cell::from)).style(style));
+        rows.push(Row::new(aligned(cells)).style(style));
     }
     let total = total_cells(&refresh.total);
     measure(&total);
-    rows.push(
-        Row::new(total.into_iter().map(Cell::from))
-            .style(Style::new().add_modifier(Modifier::BOLD)),
-    );
+    rows.push(Row::new(aligned(total)).style(Style::new().add_modifier(Modifier::BOLD)));
     // Every column as wide as its widest cell, but the note, which takes what is left.
     let last = widths.len() - 1;
     let constraints = widths.iter().enumerate().map(|(column, width)| {
@@ -114,14 +111,32 @@ fn render_table(view: &View, frame: &mut Frame, area: Rect) {
             Constraint::Length(u16::try_from(*width).unwrap_or(u16::MAX))
         }
     });
-    let heading = Row::new(HEADINGS.iter().map(|heading| Cell::from(*heading)))
-        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let heading = Row::new(aligned(
+        HEADINGS.iter().map(|heading| (*heading).to_owned()),
+    ))
+    .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     frame.render_widget(
         Table::new(rows, constraints)
             .header(heading)
             .column_spacing(2),
         area,
     );
+}
+
+/// A row's cells, the figures aligned on the right and the node's name, state and note on the left.
+fn aligned(cells: impl IntoIterator<Item = String>) -> Vec<Cell<'static>> {
+    let figures = 2..HEADINGS.len() - 1;
+    cells
+        .into_iter()
+        .enumerate()
+        .map(|(column, cell)| {
+            if figures.contains(&column) {
+                Cell::from(Line::from(cell).right_aligned())
+            } else {
+                Cell::from(cell)
+            }
+        })
+        .collect()
 }
 
 /// A node's name in the table: the host and port of its URL, which is what tells nodes apart.
