@@ -280,6 +280,90 @@ async fn top_shows_an_unreachable_node_down_with_the_reason_and_exits_0() {
     }
 }
 
+/// `chitty-chat top` running without `--count`, its plain output read a block at a time as it comes.
+struct WatchingTop {
+    /// The running process.
+    child: tokio::process::Child,
+    /// Its standard output, line by line.
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// Everything it printed so far, for failure messages.
+    printed: String,
+}
+
+impl WatchingTop {
+    /// Starts `chitty-chat top --metrics URL --interval 200ms`.
+    fn start(url: &str) -> Self {
+        let mut child = Command::new(binary())
+            .args(["top", "--metrics", url, "--interval", "200ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("top starts");
+        let lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+        Self {
+            child,
+            lines,
+            printed: String::new(),
+        }
+    }
+
+    /// The next whole block it prints, within [`WAIT`].
+    async fn next_block(&mut self) -> Block {
+        let deadline = Instant::now() + WAIT;
+        let mut current: Vec<String> = Vec::new();
+        loop {
+            let line = timeout_at(deadline, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no block within {WAIT:?}; top printed:\n{}", self.printed)
+                })
+                .expect("top's output is readable")
+                .unwrap_or_else(|| panic!("top ended its output; it printed:\n{}", self.printed));
+            self.printed.push_str(&line);
+            self.printed.push('\n');
+            if line.is_empty() {
+                return parse_block(&current);
+            }
+            current.push(line);
+        }
+    }
+
+    /// Reads blocks until one that `wanted` accepts, within [`WAIT`] in all; returns every block read.
+    async fn blocks_until(
+        &mut self,
+        description: &str,
+        wanted: impl Fn(&Block) -> bool,
+    ) -> Vec<Block> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no refresh showed {description} within {WAIT:?}; top printed:\n{}",
+                self.printed
+            );
+            let block = self.next_block().await;
+            let done = wanted(&block);
+            seen.push(block);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Sends SIGINT and waits for it to exit, within [`WAIT`].
+    async fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id().expect("top is running")).expect("a pid fits");
+        kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT is sent");
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("top stops within the bound after SIGINT")
+            .expect("top is waited for")
+    }
+}
+
 #[tokio::test]
 async fn top_sees_messages_published_while_it_watches_and_stops_on_sigint() {
     let dir = log_dir();
@@ -297,38 +381,8 @@ async fn top_sees_messages_published_while_it_watches_and_stops_on_sigint() {
             .metrics_address()
             .expect("the service serves metrics")
     );
-    let mut child = Command::new(binary())
-        .args(["top", "--metrics", &url, "--interval", "200ms"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("top starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-    let deadline = Instant::now() + WAIT;
-    let mut printed = String::new();
-    let mut current: Vec<String> = Vec::new();
-    let mut seen: Vec<Block> = Vec::new();
-    // Reads top's output until a whole block arrives.
-    let mut next_block = async || -> Block {
-        loop {
-            let line = timeout_at(deadline, lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("no block within the bound; top printed:\n{printed}"))
-                .expect("top's output is readable")
-                .unwrap_or_else(|| panic!("top ended its output; it printed:\n{printed}"));
-            printed.push_str(&line);
-            printed.push('\n');
-            if line.is_empty() {
-                let block = parse_block(&current);
-                current.clear();
-                return block;
-            }
-            current.push(line);
-        }
-    };
-    let first = next_block().await;
+    let mut top = WatchingTop::start(&url);
+    let first = top.next_block().await;
     assert_cells(
         first.row(&url),
         &[("participants", "2"), ("msg/s", "-")],
@@ -344,42 +398,95 @@ async fn top_sees_messages_published_while_it_watches_and_stops_on_sigint() {
             .await
             .expect("bob receives alice's messages");
     }
-    // Every message is acknowledged and delivered now; a refresh from here on shows all of them.
-    // Two joins and four messages: seq 6.
-    loop {
-        let block = next_block().await;
-        let done = block.row(&url)["last_seq"] == "6";
-        seen.push(block);
-        if done {
-            break;
-        }
+    // Every message is acknowledged and delivered now; a refresh from here on shows all of them:
+    // two joins and four messages, seq 6.
+    let seen = top
+        .blocks_until("last seq 6", |block| block.row(&url)["last_seq"] == "6")
+        .await;
+    let number =
+        |block: &Block, heading: &str| -> Option<f64> { block.row(&url)[heading].parse().ok() };
+    for heading in ["msg/s", "deliv/s", "p99_ms"] {
+        assert!(
+            seen.iter()
+                .any(|block| number(block, heading).is_some_and(|value| value > 0.0)),
+            "no refresh shows {heading} above 0; top printed:\n{}",
+            top.printed
+        );
     }
-    let rate = |block: &Block, heading: &str| -> f64 {
-        let cell = &block.row(&url)[heading];
-        cell.parse().unwrap_or_else(|_| {
-            panic!("got {heading} {cell:?}, want a number, in:\n{}", block.text)
-        })
-    };
-    assert!(
-        seen.iter().any(|block| rate(block, "msg/s") > 0.0),
-        "no refresh shows messages per second above 0; top printed:\n{printed}"
-    );
-    assert!(
-        seen.iter().any(|block| rate(block, "deliv/s") > 0.0),
-        "no refresh shows deliveries per second above 0; top printed:\n{printed}"
-    );
-    assert!(
-        seen.iter()
-            .any(|block| block.row(&url)["p99_ms"].parse::<f64>().is_ok()),
-        "no refresh shows a p99 of Publish latency; top printed:\n{printed}"
+    let status = top.interrupt().await;
+    assert!(status.success(), "got {status} after SIGINT, want success");
+}
+
+#[tokio::test]
+async fn top_keeps_scraping_a_node_that_restarts_and_takes_its_counters_reset() {
+    let flags =
+        |metrics: &str| args(&["--in-memory", "--grace", "60s", "--metrics-listen", metrics]);
+    let mut service = ServiceProcess::start(binary(), &flags("127.0.0.1:0"))
+        .await
+        .expect("the service starts");
+    let metrics = service
+        .metrics_address()
+        .expect("the service serves metrics");
+    let url = format!("http://{metrics}/metrics");
+    let mut client = raw_client(&service).await;
+    let (ada, _) = raw_join(&mut client, "ada").await;
+    for lamport in 10..13 {
+        client
+            .publish(authorized(
+                v1::PublishRequest {
+                    text: format!("before the restart {lamport}"),
+                    lamport,
+                    idempotency_key: String::new(),
+                },
+                &ada,
+            ))
+            .await
+            .expect("a valid message is accepted");
+    }
+    let mut top = WatchingTop::start(&url);
+    top.blocks_until("the node up with seq 4", |block| {
+        block.row(&url)["state"] == "up" && block.row(&url)["last_seq"] == "4"
+    })
+    .await;
+
+    service.kill().expect("the service is killed");
+    service.wait(WAIT).await.expect("the service exits");
+    let seen = top
+        .blocks_until("the node down", |block| block.row(&url)["state"] == "down")
+        .await;
+    let down = seen.last().expect("a block");
+    assert_cells(
+        down.row(&url),
+        &[("participants", "-"), ("note", "connection refused")],
+        down,
     );
 
-    let pid = i32::try_from(child.id().expect("top is running")).expect("a pid fits");
-    kill(Pid::from_raw(pid), Signal::SIGINT).expect("SIGINT is sent");
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("top stops within the bound after SIGINT")
-        .expect("top is waited for");
+    // The same addresses, and counters from zero: an in-memory service remembers nothing.
+    let _service =
+        ServiceProcess::start_on(binary(), service.address(), &flags(&metrics.to_string()))
+            .await
+            .expect("the service starts again on the same addresses");
+    let seen = top
+        .blocks_until("the node up again", |block| {
+            block.row(&url)["state"] == "up"
+        })
+        .await;
+    let back = seen.last().expect("a block");
+    // Messages went from 3 to 0: a reset, so no increase, not a negative rate; the histogram was reset
+    // too, with nothing in it since.
+    assert_cells(
+        back.row(&url),
+        &[
+            ("participants", "0"),
+            ("msg/s", "0.0"),
+            ("deliv/s", "0.0"),
+            ("p99_ms", "-"),
+            ("last_seq", "0"),
+            ("note", ""),
+        ],
+        back,
+    );
+    let status = top.interrupt().await;
     assert!(status.success(), "got {status} after SIGINT, want success");
 }
 
