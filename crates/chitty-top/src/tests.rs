@@ -17,8 +17,8 @@ use crate::snapshot::{Buckets, Series, Snapshot, SnapshotError};
 use crate::tui::{View, quits, render};
 use crate::watch::Refresh;
 
-/// What `chitty-chat serve` wrote after two joins, five messages, a cut-off and three refusals (the
-/// format copied from a real scrape).
+/// What `chitty-chat serve` writes after two joins, five messages, a cut-off and three refusals: a real
+/// scrape of a fresh single node (process metrics, other histograms and all), with those figures set.
 const SCRAPE: &str = include_str!("../testdata/scrape.txt");
 
 /// Floats computed two ways agree to this much.
@@ -76,8 +76,11 @@ fn the_services_text_parses_into_every_figure() {
     assert_eq!(
         got.refusals,
         Some(series(&[
-            ("call=join,reason=name_taken", 2.0),
-            ("call=publish,reason=invalid_message", 1.0),
+            ("call=join,code=ALREADY_EXISTS,reason=name_taken", 2.0),
+            (
+                "call=publish,code=INVALID_ARGUMENT,reason=invalid_message",
+                1.0
+            ),
         ])),
         "refusals"
     );
@@ -93,6 +96,21 @@ fn the_services_text_parses_into_every_figure() {
     assert_eq!(got.lamport_clock, Some(17.0), "Lamport clock");
     assert_eq!(got.last_seq, Some(7.0), "last seq");
     assert_eq!(got.consumer_lag, None, "no lag on a single node");
+}
+
+#[test]
+fn a_cluster_nodes_lag_is_read() {
+    let cluster_node = SCRAPE.replace(
+        "# EOF",
+        "# HELP chitty_chat_cluster_consumer_lag_events Events in the stream this node has not applied yet.\n\
+         # TYPE chitty_chat_cluster_consumer_lag_events gauge\n\
+         chitty_chat_cluster_consumer_lag_events 3\n\
+         # EOF",
+    );
+    let got = Snapshot::parse(&cluster_node).expect("parses");
+    assert_eq!(got.consumer_lag, Some(3.0), "lag");
+    let figures = node_figures(None, &got, Duration::ZERO);
+    assert_eq!(figures.consumer_lag, Some(3), "lag in the row");
 }
 
 #[test]
