@@ -17,23 +17,16 @@
 //!
 //! # The terminal is always given back
 //!
-//! Raw mode and the alternate screen are undone on every way out, as in the chat's terminal UI: by the
-//! guard's `Drop` on a normal exit or an error, and by a panic hook for a panic anywhere.
+//! Raw mode and the alternate screen are undone on every way out: by the guard's `Drop` on a normal exit
+//! or an error, and by the panic hook `ratatui::try_init` installs for a panic anywhere.
 
 pub mod view;
 
-use std::io::{self, Stdout};
-use std::sync::Once;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io;
 use std::time::Duration;
 
-use ratatui::Terminal;
-use ratatui::backend::CrosstermBackend;
+use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use ratatui::crossterm::execute;
-use ratatui::crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
-};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -45,12 +38,6 @@ pub const TERMINAL_EVENT_BACKLOG: usize = 64;
 
 /// How long the terminal-reading thread waits for an event before checking whether anyone still listens.
 const POLL: Duration = Duration::from_millis(100);
-
-/// Whether the terminal is in the view's modes now, so the panic hook knows whether to restore it.
-static TERMINAL_TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// Installs the panic hook once per process.
-static PANIC_HOOK: Once = Once::new();
 
 /// Whether `key` ends the view: q, Esc or Ctrl-C (raw mode turns Ctrl-C into a key, not a signal).
 pub fn quits(key: &KeyEvent) -> bool {
@@ -90,33 +77,20 @@ pub async fn run_tui(
     }
 }
 
-/// The terminal in the view's modes; dropping it gives the terminal back.
+/// The terminal in the view's modes (ratatui's own setup: raw mode, the alternate screen, and a panic
+/// hook that restores the terminal); dropping it gives the terminal back.
 struct TerminalGuard {
     /// ratatui's terminal over standard output.
-    terminal: Terminal<CrosstermBackend<Stdout>>,
+    terminal: DefaultTerminal,
 }
 
 impl TerminalGuard {
-    /// Switches to raw mode and the alternate screen.
+    /// Switches to raw mode and the alternate screen; on failure, gives back what was switched.
     fn enter() -> io::Result<Self> {
-        PANIC_HOOK.call_once(|| {
-            let previous = std::panic::take_hook();
-            std::panic::set_hook(Box::new(move |info| {
-                restore_terminal();
-                previous(info);
-            }));
-        });
-        TERMINAL_TAKEN.store(true, Ordering::SeqCst);
-        if let Err(error) =
-            enable_raw_mode().and_then(|()| execute!(io::stdout(), EnterAlternateScreen))
-        {
-            restore_terminal();
-            return Err(error);
-        }
-        match Terminal::new(CrosstermBackend::new(io::stdout())) {
+        match ratatui::try_init() {
             Ok(terminal) => Ok(Self { terminal }),
             Err(error) => {
-                restore_terminal();
+                ratatui::restore();
                 Err(error)
             }
         }
@@ -133,20 +107,7 @@ impl TerminalGuard {
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
-        restore_terminal();
-    }
-}
-
-/// Leaves raw mode and the alternate screen and shows the cursor, if the view had taken the terminal.
-/// Safe to call more than once, from the panic hook and from the guard.
-fn restore_terminal() {
-    if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
-        let _ = execute!(
-            io::stdout(),
-            LeaveAlternateScreen,
-            ratatui::crossterm::cursor::Show
-        );
-        let _ = disable_raw_mode();
+        ratatui::restore();
     }
 }
 
