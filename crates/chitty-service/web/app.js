@@ -1,0 +1,1 @@
+// The participant page: join, messages, Lamport clock, reconnect and resume.
