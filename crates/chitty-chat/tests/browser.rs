@@ -17,7 +17,7 @@ use chitty_chat::harness::{
     ParticipantProcess, ServiceProcess, joined_prefix, left_prefix, message_body,
 };
 use chromium::{Browser, Chromedriver, Tools};
-use common::{WAIT, binary, check, log_dir, participant, service, service_args};
+use common::{WAIT, binary, check, has, log_dir, log_lines, participant, service, service_args};
 use fantoccini::key::Key;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -55,6 +55,7 @@ const STATIC_PAGE: &str = r##"<!doctype html>
 <body>
 <input id="text" autocomplete="off"> <span id="counter">0/128</span>
 <ul id="messages"></ul>
+<a id="download" href="#">download</a>
 <script>
   const text = document.querySelector("#text");
   const counter = document.querySelector("#counter");
@@ -71,6 +72,11 @@ const STATIC_PAGE: &str = r##"<!doctype html>
     li.textContent = text.value;
     document.querySelector("#messages").append(li);
     text.value = "";
+  });
+  document.querySelector("#download").addEventListener("click", (event) => {
+    const blob = new Blob(["first line\n", "second line\n"], { type: "application/x-ndjson" });
+    event.currentTarget.href = URL.createObjectURL(blob);
+    event.currentTarget.download = "saved.log";
   });
   window.later = (value) => new Promise((resolve) => setTimeout(() => resolve(value), 100));
   window.addEventListener("pagehide", () => {
@@ -194,6 +200,18 @@ async fn the_harness_drives_two_independent_headless_browsers_on_a_static_page()
         .await
         .expect("async script");
     assert_eq!(later, json!("resolved"), "the promise's value: got/want");
+
+    // A link that downloads what the page made lands in the browser's download directory.
+    one.click("#download").await.expect("click");
+    let saved = one
+        .wait_for_download("saved.log", WAIT)
+        .await
+        .expect("the download finishes");
+    assert_eq!(
+        String::from_utf8_lossy(&saved),
+        "first line\nsecond line\n",
+        "the downloaded file: got/want"
+    );
 
     // A screenshot is a PNG of the page.
     let png = one.screenshot().await.expect("screenshot");
@@ -766,7 +784,10 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     })
     .await;
     let png = ann.browser.screenshot().await.expect("screenshot");
-    std::fs::write(dir.path().join("ann-mid-chat.png"), &png).expect("write the screenshot");
+    // Beside the logs, in a directory of its own: `chitty-chat check` reads every file of the log directory.
+    let artifacts = dir.path().join("artifacts");
+    std::fs::create_dir_all(&artifacts).expect("the artifacts directory");
+    std::fs::write(artifacts.join("ann-mid-chat.png"), &png).expect("write the screenshot");
     std::fs::create_dir_all(artifact_dir()).expect("the artifact directory");
     let artifact = artifact_dir().join("ann-mid-chat.png");
     std::fs::write(&artifact, &png).expect("write the screenshot");
@@ -885,7 +906,15 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     cal.wait_for_event("bea's leave", |line| line.body.starts_with(&bea_left), WAIT)
         .await
         .expect("cal sees bea leave");
-    println!("ann saw bea leave {seen_after:?} after her tab closed");
+    let how = if log_lines(&dir.path().join("service.log"))
+        .iter()
+        .any(|line| has(line, "event", "leave") && has(line, "participant", "bea"))
+    {
+        "the Leave her closing tab sent"
+    } else {
+        "the grace period"
+    };
+    println!("ann saw bea leave {seen_after:?} after her tab closed, through {how}");
     phase("closed tab", &mut since);
 
     // 7. ann leaves through the page, cal quits; the checker passes on all the logs.
@@ -907,10 +936,30 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     .await
     .expect("cal sees ann leave");
     let ann_log = ann.save_log(dir.path()).await;
-    assert!(
-        ann_log.iter().any(|line| line.contains("\"leave_ok\"")),
-        "ann's log has no leave_ok after window.chittyLeave():\n{}",
-        ann_log.join("\n")
+    for event in ["disconnected", "reconnected", "leave_ok"] {
+        assert!(
+            ann_log
+                .iter()
+                .any(|line| line.contains(&format!("\"event\":\"{event}\""))),
+            "ann's log has no {event} line:\n{}",
+            ann_log.join("\n")
+        );
+    }
+    // #download-log saves the same lines as <name>.log.
+    ann.browser
+        .click("#download-log")
+        .await
+        .expect("#download-log");
+    let downloaded = ann
+        .browser
+        .wait_for_download("ann.log", WAIT)
+        .await
+        .expect("#download-log downloads ann.log");
+    let downloaded = String::from_utf8_lossy(&downloaded);
+    assert_eq!(
+        downloaded.lines().collect::<Vec<_>>(),
+        ann_log,
+        "#download-log's ann.log: got/want the lines of window.chittyLog()"
     );
     cal.close_input();
     let status = cal.wait(WAIT).await.expect("cal exits");

@@ -177,8 +177,11 @@ impl Chromedriver {
     /// Starts one more headless Chromium, with a fresh profile of its own, as a new WebDriver session.
     pub async fn open(&self, name: &str) -> anyhow::Result<Browser> {
         let profile = self.profiles.path().join(name);
-        std::fs::create_dir_all(&profile)
-            .with_context(|| format!("cannot make {}", profile.display()))?;
+        let downloads = self.profiles.path().join(format!("{name}-downloads"));
+        for directory in [&profile, &downloads] {
+            std::fs::create_dir_all(directory)
+                .with_context(|| format!("cannot make {}", directory.display()))?;
+        }
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -195,6 +198,11 @@ impl Chromedriver {
                     "--window-size=1100,800",
                     format!("--user-data-dir={}", profile.display()),
                 ],
+                // Downloads land in a directory of this browser's own, without asking.
+                "prefs": {
+                    "download.default_directory": downloads,
+                    "download.prompt_for_download": false,
+                },
             },
         });
         let serde_json::Value::Object(capabilities) = capabilities else {
@@ -212,6 +220,7 @@ impl Chromedriver {
         Ok(Browser {
             name: name.to_owned(),
             client,
+            downloads,
         })
     }
 }
@@ -274,6 +283,8 @@ pub struct Browser {
     name: String,
     /// Its WebDriver session.
     client: Client,
+    /// Where its downloads land.
+    downloads: PathBuf,
 }
 
 impl Browser {
@@ -386,6 +397,35 @@ impl Browser {
             .click()
             .await
             .with_context(|| format!("{} cannot click {css}", self.name))
+    }
+
+    /// Waits until a download named `file_name` has finished, at most `within`; returns its contents.
+    pub async fn wait_for_download(
+        &self,
+        file_name: &str,
+        within: Duration,
+    ) -> anyhow::Result<Vec<u8>> {
+        let path = self.downloads.join(file_name);
+        let deadline = Instant::now() + within;
+        // Chromium writes a download under another name and renames it when it is complete.
+        while Instant::now() < deadline {
+            if let Ok(contents) = std::fs::read(&path) {
+                return Ok(contents);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let present: Vec<String> = std::fs::read_dir(&self.downloads)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        bail!(
+            "{} did not download {file_name} within {within:?}; the download directory holds {present:?}",
+            self.name
+        )
     }
 
     /// A PNG of what the page shows now.
