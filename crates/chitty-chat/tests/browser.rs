@@ -148,8 +148,10 @@ async fn the_harness_drives_two_independent_headless_browsers_on_a_static_page()
     let driver = Chromedriver::start(&tools)
         .await
         .expect("chromedriver starts");
-    let one = driver.open("one").await.expect("a first browser starts");
-    let two = driver.open("two").await.expect("a second browser starts");
+    // Both browsers start at once, as they would on two computers.
+    let (one, two) = tokio::join!(driver.open("one"), driver.open("two"));
+    let one = one.expect("a first browser starts");
+    let two = two.expect("a second browser starts");
     for browser in [&one, &two] {
         browser.goto(&url).await.expect("the page loads");
     }
@@ -329,13 +331,6 @@ struct PageParticipant {
 }
 
 impl PageParticipant {
-    /// Opens the page at `url` in a new browser, joins as `name`, and waits to see its own join.
-    async fn join(driver: &Chromedriver, url: &str, name: &str) -> Self {
-        let participant = Self::open(driver, url, name).await;
-        participant.join_as(name).await;
-        participant
-    }
-
     /// Opens the page at `url` in a new browser for `name`, without joining yet.
     async fn open(driver: &Chromedriver, url: &str, name: &str) -> Self {
         let browser = driver.open(name).await.expect("the browser starts");
@@ -651,9 +646,13 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
         .expect("chromedriver starts");
 
     // 1. ann and bea join in their browsers, cal in a terminal; everyone sees the later joins.
-    let ann = PageParticipant::join(&driver, &url, "ann").await;
+    // Both browsers start at once (starting one takes seconds); ann joins first.
+    let (ann, bea) = tokio::join!(
+        PageParticipant::open(&driver, &url, "ann"),
+        PageParticipant::open(&driver, &url, "bea"),
+    );
+    ann.join_as("ann").await;
     // bea first asks for a name that is taken: the page says why, and she can try another.
-    let bea = PageParticipant::open(&driver, &url, "bea").await;
     let reason = bea.join_refused("ann").await;
     assert!(
         reason.contains("ann"),
