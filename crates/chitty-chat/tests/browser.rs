@@ -908,6 +908,13 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     cal.wait_for_event("bea's leave", |line| line.body.starts_with(&bea_left), WAIT)
         .await
         .expect("cal sees bea leave");
+    // The left sentence is the same, to the letter and the Lamport time, on the page and in the terminal.
+    let ann_state = ann.state().await;
+    assert_page_shows_events_exactly("ann", &ann_state);
+    assert_one_order(&[
+        ("ann", page_history(&ann_state)),
+        ("cal", terminal_history(&cal)),
+    ]);
     let how = if log_lines(&dir.path().join("service.log"))
         .iter()
         .any(|line| has(line, "event", "leave") && has(line, "participant", "bea"))
