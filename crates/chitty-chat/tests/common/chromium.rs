@@ -57,6 +57,20 @@ impl Tools {
             .ok_or_else(|| format!("no chromium on PATH: {INSTALL_HINT}"))?;
         let chromedriver = on_path("chromedriver")
             .ok_or_else(|| format!("no chromedriver on PATH: {INSTALL_HINT}"))?;
+        // A stand-in that only tells how to install the real one (a snap shim, say) counts as missing.
+        for program in [&chromium, &chromedriver] {
+            let answers = std::process::Command::new(program)
+                .arg("--version")
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|output| output.status.success());
+            if !answers {
+                return Err(format!(
+                    "{} --version fails: {INSTALL_HINT}",
+                    program.display()
+                ));
+            }
+        }
         Ok(Self {
             chromium,
             chromedriver,
