@@ -594,7 +594,12 @@ fn assert_page_shows_events_exactly(name: &str, state: &PageState) {
             "{name}: {event:?}: the page's clock is not past the event's time"
         );
     }
-    let last_me = state.events.iter().map(|event| event.me).max().unwrap_or(0);
+    let mes: Vec<u64> = state.events.iter().map(|event| event.me).collect();
+    assert!(
+        mes.windows(2).all(|pair| pair[0] < pair[1]),
+        "{name}: data-me along the list is {mes:?}, want it strictly increasing (one clock, witnessed in order)"
+    );
+    let last_me = mes.last().copied().unwrap_or(0);
     let clock = state
         .clock
         .as_deref()
@@ -908,8 +913,20 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     cal.wait_for_event("bea's leave", |line| line.body.starts_with(&bea_left), WAIT)
         .await
         .expect("cal sees bea leave");
-    // The left sentence is the same, to the letter and the Lamport time, on the page and in the terminal.
-    let ann_state = ann.state().await;
+    // bea is no longer listed as present; the left sentence is the same, to the letter and the Lamport
+    // time, on the page and in the terminal.
+    let ann_state = ann
+        .wait("bea no longer present", |state| {
+            !state
+                .participants
+                .iter()
+                .any(|shown| shown.starts_with("bea"))
+                && state
+                    .participants
+                    .iter()
+                    .any(|shown| shown.starts_with("cal"))
+        })
+        .await;
     assert_page_shows_events_exactly("ann", &ann_state);
     assert_one_order(&[
         ("ann", page_history(&ann_state)),
