@@ -10,6 +10,7 @@ mod chromium;
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,16 +23,19 @@ use fantoccini::key::Key;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// The service's grace period in these tests: short, so that a closed tab is announced promptly.
-const GRACE: Duration = Duration::from_secs(2);
+/// The service's grace period in these tests. The pages are kept away from the restarted service while
+/// the terminal participant publishes, and then come back after their backoff (at most 5 s): the grace
+/// period must outlast that, or the service would rightly announce them left.
+const GRACE: Duration = Duration::from_secs(10);
 
-/// How long after a tab closes the others may first see it left: the grace period, the service's sweep
-/// of expired sessions, and the event's way to every screen.
-const LEFT_BOUND: Duration = Duration::from_secs(6);
+/// How long after a tab closes the others may first see it left, if its Leave were lost: the grace period,
+/// the service's sweep of expired sessions, and the event's way to every screen. A closing tab sends a
+/// Leave, so they see it at once.
+const LEFT_BOUND: Duration = Duration::from_secs(14);
 
 /// Where the screenshot for the README goes when `CHITTY_UPDATE_SCREENSHOT=1`.
 fn readme_screenshot() -> PathBuf {
@@ -243,6 +247,60 @@ async fn the_harness_drives_two_independent_headless_browsers_on_a_static_page()
 // ---------------------------------------------------------------------------------------------------
 // The participant page.
 // ---------------------------------------------------------------------------------------------------
+
+/// A TCP proxy between the browsers and the service that the test can shut: while it is shut, the pages
+/// cannot reach the service, while a terminal participant, connected directly, can. This is how a page is
+/// made to miss events that it must then fetch when it resumes.
+struct Gate {
+    /// Where the browsers connect.
+    address: SocketAddr,
+    /// Whether connections pass; shutting it also cuts the connections that are open.
+    open: watch::Sender<bool>,
+}
+
+impl Gate {
+    /// An open gate in front of `upstream`.
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let open = watch::Sender::new(true);
+        let gate = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut is_open = gate.subscribe();
+                if !*is_open.borrow_and_update() {
+                    // Accepted and closed at once: the browser sees the connection fail.
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = is_open.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self { address, open }
+    }
+
+    /// The page's URL through the gate.
+    fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+
+    /// Cuts every connection through the gate and refuses new ones.
+    fn shut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
 
 /// One `li.event` of `#messages`, as the page shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -645,7 +703,9 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     let extra = ["--grace", grace.as_str()];
     let mut service = service(dir.path(), &extra).await;
     let address = service.address();
-    let url = format!("{}/", service.url());
+    // The browsers reach the service through a gate the test can shut; cal connects directly.
+    let gate = Gate::start(address).await;
+    let url = gate.url();
     let driver = Chromedriver::start(&tools)
         .await
         .expect("chromedriver starts");
@@ -809,8 +869,9 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     paste_into_text(&ann, "").await;
     phase("screenshot", &mut since);
 
-    // 5. The service restarts on the same address and data: the pages say they are reconnecting, then
-    // resume, and the chat goes on with nothing lost and nothing twice.
+    // 5. The service restarts on the same address and data: the pages say they are reconnecting. cal
+    // comes back first and says something while the pages are still kept away; then they come back,
+    // resume, and show it: nothing lost, nothing twice.
     service.terminate().expect("SIGTERM");
     let status = service.wait(WAIT).await.expect("the service stops");
     assert!(status.success(), "the service exited with {status}");
@@ -823,10 +884,42 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
         })
         .await;
     }
+    gate.shut();
     service = ServiceProcess::start_on(binary(), address, &service_args(dir.path(), &extra))
         .await
         .expect("the service restarts on the same address and data");
+    cal.wait_for_output(
+        "its resumption",
+        |line| line.starts_with("--- reconnected to "),
+        WAIT,
+    )
+    .await
+    .expect("cal resumes");
+    let away = message_body("cal", "said while the pages were away");
+    cal.say("said while the pages were away")
+        .await
+        .expect("cal types");
+    cal.wait_for_event("its own message", |line| line.body == away, WAIT)
+        .await
+        .expect("cal publishes after the restart");
     for page in [&ann, &bea] {
+        let state = page.state().await;
+        assert!(
+            !state.events.iter().any(|event| event.text == away)
+                && state
+                    .status
+                    .as_deref()
+                    .is_some_and(|status| status.starts_with("reconnecting")),
+            "{}'s page behind the shut gate: got status {:?} and {:?} last, want it still reconnecting",
+            page.name(),
+            state.status,
+            state.events.last()
+        );
+    }
+    gate.open();
+    for page in [&ann, &bea] {
+        page.wait_for_text("cal's message from while it was away", &away)
+            .await;
         page.wait("connected again", |state| {
             state
                 .status
@@ -835,13 +928,6 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
         })
         .await;
     }
-    cal.wait_for_output(
-        "its resumption",
-        |line| line.starts_with("--- reconnected to "),
-        WAIT,
-    )
-    .await
-    .expect("cal resumes");
     let resumed = [
         ("bea", "back after the restart"),
         ("cal", "so am I"),
@@ -875,17 +961,21 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     ]);
     for (name, state) in [("ann", &ann_state), ("bea", &bea_state)] {
         assert_page_shows_events_exactly(name, state);
+        // It missed cal's message while away, and says how many events it fetched on resuming.
         let reconnecting = state
             .statuses
             .iter()
             .position(|status| status.starts_with("reconnecting"));
-        let back = state
-            .statuses
-            .iter()
-            .rposition(|status| status == "connected" || status.starts_with("resumed with "));
+        let resumed = state.statuses.iter().rposition(|status| {
+            status
+                .strip_prefix("resumed with ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|missed| missed.parse::<u64>().ok())
+                .is_some_and(|missed| missed >= 1)
+        });
         assert!(
-            matches!((reconnecting, back), (Some(down), Some(up)) if down < up),
-            "{name}'s #status went through {:?}, want reconnecting then connected or resumed",
+            matches!((reconnecting, resumed), (Some(down), Some(up)) if down < up),
+            "{name}'s #status went through {:?}, want reconnecting, then resumed with N missed events (N >= 1)",
             state.statuses
         );
         assert!(
