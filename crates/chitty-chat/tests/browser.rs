@@ -17,6 +17,7 @@ use std::time::Duration;
 use chitty_chat::harness::{
     ParticipantProcess, ServiceProcess, joined_prefix, left_prefix, message_body,
 };
+use chitty_participant::output::escaped;
 use chromium::{Browser, Chromedriver, Tools};
 use common::{WAIT, binary, check, has, log_dir, log_lines, participant, service, service_args};
 use fantoccini::key::Key;
@@ -744,17 +745,18 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     }
     phase("three join", &mut since);
 
-    // 2. Everyone says something; the page shows others' text as text, never as markup.
+    // 2. Everyone says something. The page shows others' text as text, never as markup, and escapes a
+    // character that would reorder the line (a right-to-left override) as the terminal does.
     let said = [
         ("ann", "hello from ann's browser"),
         ("bea", "<b>not bold</b> & ünïcödé from bea"),
-        ("cal", "hello from cal's terminal"),
+        ("cal", "hello from cal's terminal, \u{202e}reversed?"),
     ];
     ann.say(said[0].1).await;
     bea.say(said[1].1).await;
     cal.say(said[2].1).await.expect("cal types");
     for (author, text) in said {
-        let body = message_body(author, text);
+        let body = message_body(author, &escaped(text));
         for page in [&ann, &bea] {
             page.wait_for_text(&format!("{author}'s message"), &body)
                 .await;
