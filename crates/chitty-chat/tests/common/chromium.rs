@@ -476,6 +476,20 @@ impl Browser {
         Ok(())
     }
 
+    /// Kills this browser's main process with SIGKILL: a crash, or a computer switched off, with no
+    /// chance for the page to say goodbye.
+    pub fn kill(&self) -> anyhow::Result<()> {
+        let pid = self
+            .client
+            .capabilities()
+            .and_then(|capabilities| capabilities.get("goog:processID"))
+            .and_then(Value::as_i64)
+            .and_then(|pid| i32::try_from(pid).ok())
+            .ok_or_else(|| anyhow!("chromedriver did not say {}'s browser process", self.name))?;
+        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)
+            .with_context(|| format!("cannot kill {}'s browser (process {pid})", self.name))
+    }
+
     /// Ends the WebDriver session, which quits this browser.
     pub async fn quit(self) -> anyhow::Result<()> {
         self.client
