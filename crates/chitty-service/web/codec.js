@@ -545,9 +545,11 @@ const ChittyCodec = (() => {
     return metadata;
   }
 
-  function transportError(path, cause) {
+  // The status of a call that never reached the service, or whose connection broke: the message is only
+  // the cause (such as "Failed to fetch"), since the caller knows which service it called.
+  function transportError(cause) {
     const reason = cause && cause.message ? cause.message : String(cause);
-    return new GrpcError(Code.UNAVAILABLE, `cannot reach the Chitty-Chat service (${path}): ${reason}`, new Map(), true);
+    return new GrpcError(Code.UNAVAILABLE, reason, new Map(), true);
   }
 
   // The path of a method of the service, such as `/chittychat.v1.ChittyChat/Join`.
@@ -589,7 +591,7 @@ const ChittyCodec = (() => {
         cache: "no-store",
       });
     } catch (error) {
-      throw transportError(path, error);
+      throw transportError(error);
     }
     const headerMetadata = headersToMap(response.headers);
     if (response.status !== 200) {
@@ -602,13 +604,13 @@ const ChittyCodec = (() => {
         throw error;
       }
     }
-    return { response, headerMetadata, descriptor, path };
+    return { response, headerMetadata, descriptor };
   }
 
   // Reads the frames of a response body as they come; yields decoded messages and returns the trailers. A
   // status other than OK throws its GrpcError; a body that ends without trailers throws UNAVAILABLE.
   async function* readBody(opened) {
-    const { response, headerMetadata, descriptor, path } = opened;
+    const { response, headerMetadata, descriptor } = opened;
     if (response.body === null) {
       throw new GrpcError(Code.INTERNAL, "the service's response has no body", headerMetadata, false);
     }
@@ -620,7 +622,7 @@ const ChittyCodec = (() => {
         try {
           chunk = await reader.read();
         } catch (error) {
-          throw transportError(path, error);
+          throw transportError(error);
         }
         if (chunk.done) {
           break;
@@ -643,7 +645,7 @@ const ChittyCodec = (() => {
     if (headerMetadata.has("grpc-status")) {
       return headerMetadata;
     }
-    throw transportError(path, new Error("the response ended before its status"));
+    throw transportError(new Error("the response ended before its status"));
   }
 
   // Calls a unary method: resolves to `{ message, metadata }`, or rejects with a GrpcError.
