@@ -15,7 +15,8 @@
 //!   hold lines of the NATS client library, which are not Chitty-Chat records and are skipped.
 //!
 //! - `testdata/web/` holds the logs of a run with browser participants: alice and bob are the participant
-//!   page (`GET /`) in headless Chromium, their logs what `window.chittyLog()` returned; carol is a
+//!   page in headless Chromium (served from another origin, with `serve --web-origin`), their logs what
+//!   `window.chittyLog()` returned; carol is a
 //!   terminal participant (`join --plain --say ... --leave-after 12s`). bob first tries the name "Alice"
 //!   and is refused, the service is stopped and restarted while alice types, both pages resume, carol
 //!   leaves on her own and the pages leave with `window.chittyLeave()`.
