@@ -1003,6 +1003,20 @@ if (typeof document !== "undefined") {
         link.download = `${state.name || "chitty"}.log`;
       });
       window.addEventListener("pagehide", leaveOnClose);
+      // A stream over a connection that died silently may never end by itself: when the browser says it
+      // went offline, the link is down; when it is back online, the next attempt is due at once.
+      window.addEventListener("offline", () => {
+        if (state.link === "up" && !state.leaving) {
+          lost(new GrpcError(Code.UNAVAILABLE, "the browser went offline", new Map(), true), false);
+        }
+      });
+      window.addEventListener("online", () => {
+        if (state.link === "down" && !state.reconnecting) {
+          clearTimeout(state.retryTimer);
+          state.retryAt = Date.now();
+          state.retryTimer = setTimeout(reconnectAttempt, 0);
+        }
+      });
       // A page brought back from the back-forward cache has left already (on pagehide): say so.
       window.addEventListener("pageshow", (event) => {
         if (event.persisted && state.link === "left") {
