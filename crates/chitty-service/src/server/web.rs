@@ -296,7 +296,9 @@ impl WebOrigin {
             return Err("an origin names a host: want e.g. https://chat.example.com".to_owned());
         };
         if authority.as_str().contains('@')
-            || uri.path_and_query().is_some()
+            || uri
+                .path_and_query()
+                .is_some_and(|path| !matches!(path.as_str(), "" | "/"))
             || given.ends_with('/')
         {
             return Err(
