@@ -35,6 +35,20 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    send_on_own_connection(address, request).await.0
+}
+
+/// [`send`], and the handle of the task that drives the connection: aborting it closes the connection,
+/// as closing a browser's tab does.
+async fn send_on_own_connection<B>(
+    address: SocketAddr,
+    request: Request<B>,
+) -> (Response<Incoming>, tokio::task::AbortHandle)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     tokio::time::timeout(WAIT, async {
         let stream = TcpStream::connect(address)
             .await
@@ -42,11 +56,12 @@ where
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("an HTTP/1.1 handshake");
-        tokio::spawn(connection);
-        sender
+        let connection = tokio::spawn(connection).abort_handle();
+        let response = sender
             .send_request(request)
             .await
-            .expect("an HTTP/1.1 response")
+            .expect("an HTTP/1.1 response");
+        (response, connection)
     })
     .await
     .expect("a response head within the bound")
@@ -116,18 +131,27 @@ struct WebResponse {
     buffered: BytesMut,
     /// A frame read and put back, to be read again.
     pending: Option<WebFrame>,
+    /// The task that drives the connection.
+    connection: tokio::task::AbortHandle,
 }
 
 impl WebResponse {
     /// Sends `request` and reads its head.
     async fn send(address: SocketAddr, request: Request<Full<Bytes>>) -> Self {
-        let (head, body) = send(address, request).await.into_parts();
+        let (response, connection) = send_on_own_connection(address, request).await;
+        let (head, body) = response.into_parts();
         Self {
+            connection,
             head: Response::from_parts(head, ()),
             body,
             buffered: BytesMut::new(),
             pending: None,
         }
+    }
+
+    /// Closes the connection, as a browser does when its tab closes.
+    fn close(self) {
+        self.connection.abort();
     }
 
     /// A response header as text.
@@ -467,6 +491,53 @@ async fn a_grpc_web_broadcast_over_http1_delivers_each_event_as_it_comes() {
     assert_eq!(left.seq, 4, "got {left:?}");
     assert_eq!(leave.status().await, (Code::Ok as i32, String::new()));
     assert_eq!(stream.status().await, (Code::Ok as i32, String::new()));
+}
+
+#[tokio::test]
+async fn a_browser_that_closes_its_http1_stream_without_leaving_is_announced_left() {
+    let dir = log_dir();
+    let service = service(dir.path(), &["--grace", "1s"]).await;
+    let address = service.address();
+    let (_, joined) = web_join(address, "webby").await;
+    let token = joined.expect("webby joins").session_token;
+    let request = v1::BroadcastRequest {
+        after_seq: 0,
+        lamport: 2,
+    };
+    let mut stream = WebResponse::send(
+        address,
+        grpc_web_request(address, "Broadcast", &request, Some(&token), &[]),
+    )
+    .await;
+    let _: v1::Event = stream.message().await;
+
+    let mut native = raw_client(&service).await;
+    let (native_token, _) = raw_join(&mut native, "native").await;
+    let mut events = native
+        .broadcast(authorized(
+            v1::BroadcastRequest {
+                after_seq: 2,
+                lamport: 3,
+            },
+            &native_token,
+        ))
+        .await
+        .expect("the native stream opens")
+        .into_inner();
+    // The browser's stream sees the native join, so the service has both streams open.
+    let _: v1::Event = stream.message().await;
+    stream.close();
+
+    let left = tokio::time::timeout(WAIT, events.message())
+        .await
+        .expect("webby announced left within the bound")
+        .expect("the native stream is healthy")
+        .expect("the native stream is open");
+    assert_eq!(
+        (left.kind(), left.participant.as_str()),
+        (v1::EventKind::Left, "webby"),
+        "got {left:?}"
+    );
 }
 
 #[tokio::test]
