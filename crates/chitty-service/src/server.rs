@@ -239,7 +239,18 @@ pub async fn serve_with_metrics(
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // HTTP/1.1 has no ping: a browser's Broadcast stream over it would outlive a vanished peer until
+    // a write failed. TCP keepalive probes its idle connections at the same pace as HTTP/2's pings.
+    let keepalive_probes = config
+        .keepalive_timeout
+        .as_millis()
+        .div_ceil(config.keepalive_interval.as_millis().max(1))
+        .clamp(1, 10) as u32;
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(config.keepalive_interval))
+        .with_keepalive_interval(Some(config.keepalive_interval))
+        .with_keepalive_retries(Some(keepalive_probes));
     let mut server =
         tasks.spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
     tasks.close();
