@@ -158,8 +158,7 @@ impl Page {
             copied = at + marker_len;
         }
         html.push_str(&template[copied..]);
-        let script_hashes = inline_hashes(&html, "script")?;
-        let style_hashes = inline_hashes(&html, "style")?;
+        let (script_hashes, style_hashes) = inline_hashes(&html)?;
         let policy = format!(
             "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src data:; \
              base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -243,22 +242,35 @@ fn sources(hashes: &[String]) -> String {
         .join(" ")
 }
 
-/// The base64 SHA-256 of the text of every `<element>` in `html`, as a browser hashes an inline script
-/// or style for its policy: everything between the start tag's `>` and the end tag.
-fn inline_hashes(html: &str, element: &'static str) -> Result<Vec<String>, PageError> {
+/// The base64 SHA-256 of the text of every inline `<script>` and of every `<style>` in `html`, in that
+/// order, as a browser hashes them for its policy: everything between the start tag's `>` and the end
+/// tag. The elements are found in document order, so that what one contains is never taken for
+/// another.
+fn inline_hashes(html: &str) -> Result<(Vec<String>, Vec<String>), PageError> {
+    const ELEMENTS: [&str; 2] = ["script", "style"];
     let lower = html.to_ascii_lowercase();
-    let start_tag = format!("<{element}");
-    let end_tag = format!("</{element}");
-    let mut hashes = Vec::new();
+    let mut hashes = (Vec::new(), Vec::new());
     let mut from = 0;
-    while let Some(found) = lower[from..].find(&start_tag) {
-        let tag = from + found;
-        let after_name = tag + start_tag.len();
-        // `<scripts>` or `<style-x>` are other elements.
-        if !lower[after_name..].starts_with(['>', ' ', '\t', '\n', '\r', '/']) {
-            from = after_name;
-            continue;
-        }
+    loop {
+        let next = ELEMENTS
+            .iter()
+            .filter_map(|&element| {
+                let mut search = from;
+                // `<scripts>` or `<style-x>` are other elements.
+                while let Some(found) = lower[search..].find(&format!("<{element}")) {
+                    let after_name = search + found + 1 + element.len();
+                    if lower[after_name..].starts_with(['>', ' ', '\t', '\n', '\r', '/']) {
+                        return Some((after_name, element));
+                    }
+                    search = after_name;
+                }
+                None
+            })
+            .min();
+        let Some((after_name, element)) = next else {
+            return Ok(hashes);
+        };
+        let end_tag = format!("</{element}");
         let open_end = lower[after_name..]
             .find('>')
             .map(|at| after_name + at + 1)
@@ -268,10 +280,13 @@ fn inline_hashes(html: &str, element: &'static str) -> Result<Vec<String>, PageE
             .map(|at| open_end + at)
             .ok_or(PageError::Unclosed(element))?;
         let digest = Sha256::digest(&html.as_bytes()[open_end..close]);
-        hashes.push(base64::engine::general_purpose::STANDARD.encode(digest));
+        let hash = base64::engine::general_purpose::STANDARD.encode(digest);
+        match element {
+            "script" => hashes.0.push(hash),
+            _ => hashes.1.push(hash),
+        }
         from = close + end_tag.len();
     }
-    Ok(hashes)
 }
 
 /// An origin whose pages may call the service (`serve --web-origin`): `http` or `https`, a host and an
@@ -449,7 +464,7 @@ mod tests {
              <SCRIPT type=\"text/javascript\">//{{app.js}}</SCRIPT>",
             &[
                 ("/*{{style.css}}*/", "body { color: red }"),
-                ("//{{codec.js}}", "const codec = 1;"),
+                ("//{{codec.js}}", "const codec = '<style>';"),
                 ("//{{app.js}}", "const app = '//{{codec.js}}';"),
             ],
         )
@@ -466,7 +481,7 @@ mod tests {
             format!(
                 "default-src 'none'; script-src {} {}; style-src {}; connect-src 'self'; \
                  img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-                hash("\nconst codec = 1;\n"),
+                hash("\nconst codec = '<style>';\n"),
                 hash("const app = '//{{codec.js}}';"),
                 hash("\nbody { color: red }\n"),
             )
