@@ -65,6 +65,9 @@ export NATS_IMAGE=chitty-nats:bookworm
 # one (the compose files' default is 9090) could be taken on this machine, or by another run of this
 # script. prometheus_api asks `compose port` which one it chose.
 export PROMETHEUS_IMAGE=chitty-prometheus:bookworm PROMETHEUS_PORT=0
+# The chat's host port (compose.yaml publishes it for the browser page): Docker chooses one, for the
+# same reason.
+export CHAT_PORT=0
 
 # The host's tools that read Prometheus's HTTP API.
 missing_tools=()

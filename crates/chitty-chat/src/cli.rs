@@ -13,6 +13,7 @@ use chitty_diagram::{Format, Window};
 use chitty_participant::{Backoff, Connection, ParticipantConfig};
 use chitty_service::{
     ChatConfig, ClusterConfig, HubConfig, Rate, Retention, ServeConfig, Storage, TlsFiles,
+    WebOrigin,
 };
 use clap::{Args, Parser, Subcommand};
 use directories::ProjectDirs;
@@ -242,6 +243,11 @@ struct ServeArgs {
     /// network.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Let pages served from this origin (for example https://chat.example.com) call the service over
+    /// gRPC-Web (CORS); repeat it for several. None by default: the page the service serves itself at
+    /// http://ADDRESS/ needs none.
+    #[arg(long, value_name = "ORIGIN", value_parser = WebOrigin::parse)]
+    web_origin: Vec<WebOrigin>,
 }
 
 #[derive(Debug, Args)]
@@ -390,6 +396,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         keepalive_timeout: args.keepalive_timeout,
         max_streams_per_connection: args.max_streams_per_connection,
         reflection: !args.no_reflection,
+        web_origins: args.web_origin,
     };
     let metrics_listener = match args.metrics_listen {
         Some(metrics_address) => Some(

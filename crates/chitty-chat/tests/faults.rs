@@ -1,5 +1,6 @@
 //! Faults, with real processes: the service killed and restarted mid-chat, sessions across a restart,
-//! a flooder, and a participant whose network silently drops everything.
+//! a flooder, and a participant (a terminal one, or a browser's HTTP/1.1 gRPC-Web stream) whose network
+//! silently drops everything.
 
 mod common;
 
@@ -397,6 +398,88 @@ async fn a_participant_whose_packets_are_silently_dropped_is_announced_left_by_k
         .await;
     let _ = doomed.start_kill();
     left.expect("a participant that vanished from the network is announced left within 20 s");
+}
+
+#[tokio::test]
+async fn a_browser_whose_http1_stream_is_silently_dropped_is_announced_left_by_tcp_keepalive() {
+    use tokio::io::AsyncReadExt as _;
+
+    if !fault_tests_enabled(
+        "a_browser_whose_http1_stream_is_silently_dropped_is_announced_left_by_tcp_keepalive",
+    ) {
+        return;
+    }
+    let dir = log_dir();
+    let suffix = (std::process::id() + 100) % 200 + 20;
+    let name = format!("cw{suffix}");
+    let host_ip = format!("10.202.{suffix}.1");
+    let inner_ip = format!("10.202.{suffix}.2");
+    let namespace = Namespace::create(&name, &host_ip, &inner_ip)
+        .expect("with CHITTY_FAULT_TESTS=1 this test needs root and iproute2");
+    let listen = format!("{host_ip}:0").parse().expect("an address");
+    let service = ServiceProcess::start_on(binary(), listen, &service_args(dir.path(), &[]))
+        .await
+        .expect("the service starts");
+    let mut watcher = ParticipantProcess::start(binary(), &service.url(), "watcher", &[])
+        .await
+        .expect("start");
+    let mut client = raw_client(&service).await;
+    let (token, _) = raw_join(&mut client, "browser").await;
+
+    // The browser's Broadcast stream: gRPC-Web over HTTP/1.1 (curl, as a browser's fetch would send
+    // it) from inside the namespace, over the veth pair.
+    let message = prost::Message::encode_to_vec(&chitty_proto::v1::BroadcastRequest {
+        after_seq: 0,
+        lamport: 1,
+    });
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    framed.extend_from_slice(&message);
+    let request = dir.path().join("broadcast.bin");
+    std::fs::write(&request, framed).expect("write the request");
+    let mut browser = tokio::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &name,
+            "curl",
+            "--http1.1",
+            "--silent",
+            "--no-buffer",
+        ])
+        .args(["--header", "content-type: application/grpc-web+proto"])
+        .args(["--header", "x-grpc-web: 1"])
+        .args(["--header", &format!("authorization: Bearer {token}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", request.display()))
+        .arg(format!(
+            "{}/chittychat.v1.ChittyChat/Broadcast",
+            service.url()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl runs (CI installs it)");
+    let mut stdout = browser.stdout.take().expect("piped");
+    let mut first = [0; 5];
+    tokio::time::timeout(WAIT, stdout.read_exact(&mut first))
+        .await
+        .expect("the stream's first event within the bound")
+        .expect("the stream delivers its first event");
+    assert_eq!(first[0], 0, "a message frame first");
+
+    namespace.cut_off().expect("cut the link");
+    let left = watcher
+        .wait_for_event(
+            "the browser's leave",
+            |line| line.body.starts_with(&left_prefix("browser")),
+            Duration::from_secs(25),
+        )
+        .await;
+    let _ = browser.start_kill();
+    left.expect("a browser that vanished from the network is announced left within 25 s");
 }
 
 /// Freezes `bob` across a restart of the service, during which alice publishes `messages` messages: the

@@ -14,6 +14,13 @@
 //!   and joins again once node-2 is back in a second life that replays the stream. The nodes' logs also
 //!   hold lines of the NATS client library, which are not Chitty-Chat records and are skipped.
 //!
+//! - `testdata/web/` holds the logs of a run with browser participants: alice and bob are the participant
+//!   page in headless Chromium (served from another origin, with `serve --web-origin`), their logs what
+//!   `window.chittyLog()` returned; carol is a
+//!   terminal participant (`join --plain --say ... --leave-after 12s`). bob first tries the name "Alice"
+//!   and is refused, the service is stopped and restarted while alice types, both pages resume, carol
+//!   leaves on her own and the pages leave with `window.chittyLeave()`.
+//!
 //! The reports are compared with `testdata/golden/`. After an intended change to the report, run
 //! `UPDATE_GOLDEN=1 cargo test -p chitty-check --test real_runs` and look at the difference before
 //! committing it.
@@ -247,6 +254,36 @@ fn the_run_with_restarts_and_reconnections_passes_with_its_acknowledged_gaps() {
         Some("27 broadcast lines of the service, seq 1 to 27, across 3 service lives")
     );
     check_golden("restarts.txt", &report);
+}
+
+#[test]
+fn the_run_with_browser_participants_passes_like_any_other() {
+    // The page logs in the participant vocabulary, so its logs are checked like a terminal's: a page that
+    // logged a field the checker cannot read, or a clock step out of order, would fail here.
+    let report = check_dir("web");
+    assert!(report.is_ok(), "got violations, want none:\n{report}");
+    assert!(report.notes().is_empty(), "got notes:\n{report}");
+    assert_eq!(
+        report.coverage(Check::NoEventLost),
+        Some("3 participant processes checked over 24 expected receives, 0 acknowledged gaps")
+    );
+    assert_eq!(
+        report.coverage(Check::ClockCondition),
+        Some("61 pairs: 22 requests, 15 responses, 24 deliveries")
+    );
+    check_golden("web.txt", &report);
+}
+
+#[test]
+fn a_receive_missing_from_a_page_log_is_an_event_lost() {
+    let report = Copy::of("web")
+        .delete_line("bob.log", r#""event":"receive","seq":5,"#)
+        .check();
+    assert_eq!(
+        violations(&report, Check::NoEventLost).len(),
+        1,
+        "got:\n{report}"
+    );
 }
 
 #[test]

@@ -26,7 +26,8 @@
 //!   Broadcast body that sends each batch of events as one chunk.
 //! - [`metrics`]: the Prometheus metrics of a node, and the HTTP server of `GET /metrics`.
 //! - [`server`]: opens the store, runs the gRPC server (with its transport limits and optional TLS) and
-//!   the task that announces vanished participants, and shuts all of it down promptly.
+//!   the task that announces vanished participants, and shuts all of it down promptly; on the same port
+//!   it serves browsers the participant page at `GET /` and gRPC-Web, with CORS when configured.
 
 pub mod call;
 pub mod chat;
@@ -50,6 +51,6 @@ pub use history::Retention;
 pub use hub::HubConfig;
 pub use node::ChatNode;
 pub use server::{
-    DEFAULT_MAX_STREAMS_PER_CONNECTION, ServeConfig, ServeError, Storage, TlsFiles, serve,
-    serve_with_metrics,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION, ServeConfig, ServeError, Storage, TlsFiles, WebOrigin,
+    serve, serve_with_metrics,
 };

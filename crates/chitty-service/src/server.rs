@@ -7,6 +7,9 @@
 //! them (`server/reflection.rs`). With a metrics listener ([`serve_with_metrics`]) it serves Prometheus
 //! metrics on `GET /metrics` (`metrics.rs`), a task owned and stopped like the others.
 //!
+//! The same port serves browsers (`server/web.rs`): the participant page at `GET /`, and gRPC-Web,
+//! over HTTP/1.1 or HTTP/2, for the same routes as native gRPC, with CORS for the origins configured.
+//!
 //! [`serve`] owns every task it starts and waits for them before it returns. On shutdown it stops
 //! accepting connections, ends every Broadcast stream itself with `UNAVAILABLE` (tonic's graceful
 //! shutdown would otherwise wait for open streams forever), lets in-flight calls finish, waits until the
@@ -54,6 +57,9 @@ use crate::grpc::{ChatRoutes, GrpcChat};
 use crate::store::{Store, StoreError};
 
 mod reflection;
+mod web;
+
+pub use web::{Page, PageError, WebOrigin};
 
 /// How long shutdown waits for connections to close and the store to flush after every stream ended.
 pub const SHUTDOWN_BACKSTOP: Duration = Duration::from_secs(3);
@@ -111,6 +117,9 @@ pub struct ServeConfig {
     pub max_streams_per_connection: u32,
     /// Whether to serve gRPC server reflection (v1 and v1alpha) for every service served.
     pub reflection: bool,
+    /// The origins whose pages may call the service over gRPC-Web (CORS); none by default, and the
+    /// page the service serves itself needs none.
+    pub web_origins: Vec<WebOrigin>,
 }
 
 /// Why the service could not start, or stopped other than by being asked to.
@@ -132,6 +141,9 @@ pub enum ServeError {
     /// The reflection service could not be built from the committed descriptor sets.
     #[error("cannot build the gRPC reflection service: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// The participant page could not be assembled from the files embedded in the binary.
+    #[error("cannot assemble the participant page: {0}")]
+    Page(#[source] PageError),
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -165,6 +177,7 @@ pub async fn serve_with_metrics(
         .map_err(ServeError::Address)?;
     let (reflection_v1, reflection_v1alpha) =
         reflection::services(config.reflection).map_err(ServeError::Reflection)?;
+    let page = Page::embedded().map_err(ServeError::Page)?;
     let chat = Arc::new(match &config.storage {
         Storage::Directory(directory) => {
             let (store, recovered) = Store::open(directory)?;
@@ -211,6 +224,11 @@ pub async fn serve_with_metrics(
         stop.clone(),
     ));
     let router = builder
+        // Browsers: the page, CORS when configured, and gRPC-Web over HTTP/1.1 as well as HTTP/2.
+        .accept_http1(true)
+        .layer(web::WebPageLayer::new(page))
+        .layer(tower::util::option_layer(web::cors(&config.web_origins)))
+        .layer(tonic_web::GrpcWebLayer::new())
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(config.max_streams_per_connection)
@@ -221,7 +239,18 @@ pub async fn serve_with_metrics(
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // HTTP/1.1 has no ping: a browser's Broadcast stream over it would outlive a vanished peer until
+    // a write failed. TCP keepalive probes its idle connections at the same pace as HTTP/2's pings.
+    let keepalive_probes = config
+        .keepalive_timeout
+        .as_millis()
+        .div_ceil(config.keepalive_interval.as_millis().max(1))
+        .clamp(1, 10) as u32;
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(config.keepalive_interval))
+        .with_keepalive_interval(Some(config.keepalive_interval))
+        .with_keepalive_retries(Some(keepalive_probes));
     let mut server =
         tasks.spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
     tasks.close();
@@ -242,6 +271,12 @@ pub async fn serve_with_metrics(
         },
         tls = config.tls.is_some(),
         reflection = config.reflection,
+        web_origins = config
+            .web_origins
+            .iter()
+            .map(WebOrigin::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
         node = match &config.storage {
             Storage::Cluster(cluster) => cluster.node_id.as_str(),
             Storage::Directory(_) | Storage::Memory => "",
