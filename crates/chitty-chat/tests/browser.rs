@@ -40,7 +40,13 @@ const LEFT_BOUND: Duration = Duration::from_secs(14);
 
 /// Where the screenshot for the README goes when `CHITTY_UPDATE_SCREENSHOT=1`.
 fn readme_screenshot() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/browser.png")
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate is in crates/");
+    crates
+        .parent()
+        .expect("crates/ is in the workspace")
+        .join("docs/browser.png")
 }
 
 /// Where screenshots are kept after the test, whatever happens to its log directory.
@@ -684,7 +690,6 @@ async fn paste_into_text(page: &PageParticipant, value: &str) {
 }
 
 #[tokio::test]
-#[ignore = "needs the participant page at GET / (issue 17), not on this branch yet; run with --ignored"]
 async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_announced_left() {
     let test =
         "two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_announced_left";
@@ -1108,7 +1113,6 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
 }
 
 #[tokio::test]
-#[ignore = "needs the participant page at GET / (issue 17), not on this branch yet; run with --ignored"]
 async fn a_browser_that_dies_without_leaving_is_announced_left_after_the_grace_period() {
     let test = "a_browser_that_dies_without_leaving_is_announced_left_after_the_grace_period";
     let Some(tools) = Tools::find_or_skip(test) else {
