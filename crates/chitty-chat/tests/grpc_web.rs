@@ -652,3 +652,55 @@ async fn cors_is_off_by_default_and_on_for_the_origins_named() {
     assert!(!joined.session_token.is_empty());
     assert_eq!(call.status().await.0, Code::Ok as i32);
 }
+
+#[tokio::test]
+async fn a_cluster_node_serves_the_page_and_answers_grpc_web_too() {
+    let Some(nats) = chitty_cluster::testing::NatsCluster::start_or_skip(
+        "a_cluster_node_serves_the_page_and_answers_grpc_web_too",
+        1,
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = log_dir();
+    let log = dir.path().join("service.log").display().to_string();
+    let node = ServiceProcess::start(
+        common::binary(),
+        &common::args(&[
+            "--nats",
+            &nats.url(0),
+            "--node-id",
+            "web-node",
+            "--nats-prefix",
+            &chitty_cluster::testing::unique_prefix(),
+            "--log-format",
+            "json",
+            "--log-file",
+            &log,
+        ]),
+    )
+    .await
+    .expect("the cluster node starts");
+    let address = node.address();
+
+    let (response, body) = get(address, "/").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = std::str::from_utf8(&body).expect("the page is UTF-8");
+    assert!(
+        html.to_ascii_lowercase().starts_with("<!doctype html>"),
+        "got {html:.60}"
+    );
+
+    // The node logs its start line once it has joined the cluster, so its calls are served from then.
+    let (mut response, joined) = web_join(address, "clustered").await;
+    let joined = joined.expect("the cluster node answers the Join");
+    assert!(!joined.session_token.is_empty());
+    assert_eq!(response.status().await, (Code::Ok as i32, String::new()));
+    let logs = log_lines(&dir.path().join("service.log"));
+    assert!(
+        logs.iter()
+            .any(|line| has(line, "event", "join") && has(line, "participant", "clustered")),
+        "no join of clustered logged by the node"
+    );
+}
