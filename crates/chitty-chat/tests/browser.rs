@@ -677,6 +677,41 @@ fn assert_page_shows_events_exactly(name: &str, state: &PageState) {
 }
 
 /// Sets `#text` as if pasted, which keystrokes cannot do for characters beyond the Basic Multilingual
+/// Waits until both pages and the terminal participant show `body`; `what` names it in a failure.
+async fn everyone_sees(
+    pages: [&PageParticipant; 2],
+    cal: &mut ParticipantProcess,
+    what: &str,
+    body: &str,
+) {
+    for page in pages {
+        page.wait_for_text(what, body).await;
+    }
+    cal.wait_for_event(what, |line| line.body == body, WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("cal does not see {what}: {error}"));
+}
+
+/// Asserts that both pages and the terminal participant saw one order, and that each page shows its
+/// events exactly; returns the pages' states for further checks.
+async fn assert_everyone_agrees(
+    ann: &PageParticipant,
+    bea: &PageParticipant,
+    cal: &ParticipantProcess,
+) -> (PageState, PageState) {
+    let ann_state = ann.state().await;
+    let bea_state = bea.state().await;
+    assert_one_order(&[
+        ("ann", page_history(&ann_state)),
+        ("bea", page_history(&bea_state)),
+        ("cal", terminal_history(cal)),
+    ]);
+    for (name, state) in [("ann", &ann_state), ("bea", &bea_state)] {
+        assert_page_shows_events_exactly(name, state);
+    }
+    (ann_state, bea_state)
+}
+
 /// Plane (chromedriver refuses them).
 async fn paste_into_text(page: &PageParticipant, value: &str) {
     page.browser
@@ -762,28 +797,15 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
     cal.say(said[2].1).await.expect("cal types");
     for (author, text) in said {
         let body = message_body(author, &escaped(text));
-        for page in [&ann, &bea] {
-            page.wait_for_text(&format!("{author}'s message"), &body)
-                .await;
-        }
-        cal.wait_for_event(
+        everyone_sees(
+            [&ann, &bea],
+            &mut cal,
             &format!("{author}'s message"),
-            |line| line.body == body,
-            WAIT,
+            &body,
         )
-        .await
-        .expect("cal sees every message");
+        .await;
     }
-    let ann_state = ann.state().await;
-    let bea_state = bea.state().await;
-    assert_one_order(&[
-        ("ann", page_history(&ann_state)),
-        ("bea", page_history(&bea_state)),
-        ("cal", terminal_history(&cal)),
-    ]);
-    for (name, state) in [("ann", &ann_state), ("bea", &bea_state)] {
-        assert_page_shows_events_exactly(name, state);
-    }
+    assert_everyone_agrees(&ann, &bea, &cal).await;
     phase("messages", &mut since);
 
     // 3. The counter counts Unicode scalar values, and refuses 129 in place.
@@ -947,27 +969,16 @@ async fn two_browsers_and_a_terminal_chat_through_a_restart_and_a_closed_tab_is_
             _ => cal.say(text).await.expect("cal types"),
         }
         let body = message_body(author, text);
-        for page in [&ann, &bea] {
-            page.wait_for_text(&format!("{author}'s message after the restart"), &body)
-                .await;
-        }
-        cal.wait_for_event(
-            &format!("{author}'s message"),
-            |line| line.body == body,
-            WAIT,
+        everyone_sees(
+            [&ann, &bea],
+            &mut cal,
+            &format!("{author}'s message after the restart"),
+            &body,
         )
-        .await
-        .expect("cal sees every message after the restart");
+        .await;
     }
-    let ann_state = ann.state().await;
-    let bea_state = bea.state().await;
-    assert_one_order(&[
-        ("ann", page_history(&ann_state)),
-        ("bea", page_history(&bea_state)),
-        ("cal", terminal_history(&cal)),
-    ]);
+    let (ann_state, bea_state) = assert_everyone_agrees(&ann, &bea, &cal).await;
     for (name, state) in [("ann", &ann_state), ("bea", &bea_state)] {
-        assert_page_shows_events_exactly(name, state);
         // It missed cal's message while away, and says how many events it fetched on resuming.
         let reconnecting = state
             .statuses
