@@ -1,6 +1,12 @@
 //! The browser's way in, on the service's own port: the participant page at `GET /`, gRPC-Web for its
 //! calls, and CORS for pages served elsewhere.
 //!
+//! # Why the same port
+//!
+//! The page is served where its calls go, rather than on a listener of its own (`serve --web ADDR`):
+//! the page and its gRPC-Web calls then share one origin, so the built-in page needs no CORS at all,
+//! Docker and firewalls open one port, and every cluster node serves the page with no flag to set.
+//!
 //! # The page
 //!
 //! `GET /` (and `/index.html`) answers one self-contained document: `web/index.html` with its markers
