@@ -88,7 +88,7 @@ impl Participant {
         };
         let response = bounded("Join", client.join(request)).await?;
         clock.witness(response.lamport);
-        let authorization = format!("Bearer {}", response.session_token)
+        let authorization = chitty_proto::metadata::bearer(&response.session_token)
             .parse()
             .map_err(|_| LoadError::Connect("the session token is not ASCII".to_owned()))?;
         Ok(Self {
@@ -101,9 +101,10 @@ impl Participant {
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request
-            .metadata_mut()
-            .insert("authorization", self.authorization.clone());
+        request.metadata_mut().insert(
+            chitty_proto::metadata::AUTHORIZATION,
+            self.authorization.clone(),
+        );
         request
     }
 

@@ -11,6 +11,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use chitty_core::{Event, EventKind};
+use chitty_proto::metadata as wire;
 use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
 use thiserror::Error;
@@ -106,7 +107,7 @@ impl ClientError {
             Code::Aborted => ErrorKind::Replaced,
             // The service's own UNAVAILABLE carries its Lamport time; one that the transport made up
             // (connection refused or broken) does not.
-            Code::Unavailable if status.metadata().contains_key("lamport") => {
+            Code::Unavailable if status.metadata().contains_key(wire::LAMPORT) => {
                 ErrorKind::ServiceStopping
             }
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
@@ -118,9 +119,9 @@ impl ClientError {
         Self {
             kind,
             message: status.message().to_owned(),
-            lamport: number(metadata, "lamport"),
-            last_seq: number(metadata, "last-seq"),
-            retry_after: number(metadata, "retry-after-ms").map(Duration::from_millis),
+            lamport: number(metadata, wire::LAMPORT),
+            last_seq: number(metadata, wire::LAST_SEQ),
+            retry_after: number(metadata, wire::RETRY_AFTER_MS).map(Duration::from_millis),
         }
     }
 }
@@ -291,8 +292,7 @@ impl ChatClient {
 
     /// Carries `token` on later calls: to continue a session on a new connection.
     pub fn resume(&mut self, token: &str) -> Result<(), ClientError> {
-        let bearer = format!("Bearer {token}");
-        self.authorization = Some(bearer.parse().map_err(|_| {
+        self.authorization = Some(wire::bearer(token).parse().map_err(|_| {
             ClientError::new(
                 ErrorKind::Other,
                 "the service sent a session token that is not valid metadata",
@@ -306,8 +306,8 @@ impl ChatClient {
         self.authorization
             .as_ref()?
             .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")
+            .ok()
+            .and_then(wire::token_of)
     }
 
     /// Publishes `text` under `idempotency_key`, stamped with `lamport`.
@@ -386,7 +386,7 @@ impl ChatClient {
         if let Some(authorization) = &self.authorization {
             request
                 .metadata_mut()
-                .insert("authorization", authorization.clone());
+                .insert(wire::AUTHORIZATION, authorization.clone());
         }
         request
     }

@@ -7,12 +7,15 @@
 //!   any difference.
 //! - [`FILE_DESCRIPTOR_SET`]: the same contract as an encoded `google.protobuf.FileDescriptorSet`, comments
 //!   included, for gRPC server reflection. It is committed next to the code and checked by the same test.
+//! - [`metadata`]: the metadata keys of the contract (`authorization`, `lamport`, ...) and the form of
+//!   their values, written and read on both sides.
 //! - [`codec`]: the codec every generated method uses. It is tonic-prost's, except that a request that
 //!   fails to decode is the client's mistake and answered with `INVALID_ARGUMENT`, not `INTERNAL`.
 //!
 //! Nothing else in Chitty-Chat depends on tonic except the gRPC layers that use this crate.
 
 pub mod codec;
+pub mod metadata;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of `chittychat/v1/chittychat.proto`, with its source
 /// comments: what a gRPC server reflection service registers so that tools such as grpcurl can list,

@@ -28,17 +28,10 @@ use crate::fanout::{EndReason, Subscription};
 use crate::history::HistoryError;
 use crate::node::ChatNode;
 
-/// The metadata entry in which every status carries the service's Lamport time.
-pub const LAMPORT_METADATA: &str = "lamport";
-
-/// On `RESOURCE_EXHAUSTED` from a rate limit, the metadata entry with how many milliseconds to wait.
-pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
-
-/// On `OUT_OF_RANGE`, the metadata entry with the oldest seq the service still holds.
-pub const FIRST_HELD_METADATA: &str = "first-held-seq";
-
-/// On `OUT_OF_RANGE`, the metadata entry with the newest seq.
-pub const LAST_SEQ_METADATA: &str = "last-seq";
+pub use chitty_proto::metadata::{
+    FIRST_HELD_SEQ as FIRST_HELD_METADATA, LAMPORT as LAMPORT_METADATA,
+    LAST_SEQ as LAST_SEQ_METADATA, RETRY_AFTER_MS as RETRY_AFTER_METADATA,
+};
 
 /// The `ChittyChat` gRPC service, backed by a [`ChatNode`].
 #[derive(Debug, Clone)]
@@ -415,20 +408,19 @@ fn event_fields(event: &Event) -> EventFields<'_> {
 
 /// Reads `authorization: Bearer <token>` from the request metadata.
 fn credential(metadata: &MetadataMap) -> Credential<'_> {
-    let Some(value) = metadata.get("authorization") else {
+    let Some(value) = metadata.get(chitty_proto::metadata::AUTHORIZATION) else {
         return Credential::Missing;
     };
     match value
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(chitty_proto::metadata::token_of)
     {
-        Some(token) if !token.is_empty() => Credential::Bearer(token),
-        _ => Credential::Malformed,
+        Some(token) => Credential::Bearer(token),
+        None => Credential::Malformed,
     }
 }
 
-/// The one place where a refused call becomes a gRPC status.
 /// What turns a refused `call` into its status, counting it in the node's metrics by call, status code
 /// and reason.
 fn refusal(chat: &ChatNode, call: Call) -> impl FnOnce(Refused) -> Status + '_ {
@@ -464,6 +456,7 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// The one place where a refused call becomes a gRPC status.
 fn status_of(refused: Refused) -> Status {
     let code = match &refused.error {
         ChatError::LamportTooLarge(_)

@@ -75,7 +75,7 @@ pub const ALLOWED_HEADERS: [&str; 5] = [
     "content-type",
     "x-grpc-web",
     "x-user-agent",
-    "authorization",
+    chitty_proto::metadata::AUTHORIZATION,
     "grpc-timeout",
 ];
 
