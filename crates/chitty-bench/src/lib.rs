@@ -38,6 +38,8 @@
 //! abandoned 10 s after being told to stop. Every process it starts is killed when its handle is
 //! dropped: when a run fails, and when the harness gets SIGINT or SIGTERM.
 
+#![deny(missing_docs)]
+
 pub mod chitty;
 pub mod load;
 pub mod measure;

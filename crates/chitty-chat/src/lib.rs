@@ -10,6 +10,8 @@
 //! - [`harness`]: starting and driving real `chitty-chat` processes, for the demo and the tests.
 //! - [`script`]: scripted participants, for containers: messages from flags or a file, paced.
 
+#![deny(missing_docs)]
+
 pub mod cli;
 pub mod demo;
 pub mod harness;

@@ -52,6 +52,8 @@
 //! shut down or dropped. See [`log`] for how a node keeps applying events through a failover, and
 //! [`members`] for how writes whose answer was lost are told apart.
 
+#![deny(missing_docs)]
+
 pub mod log;
 pub mod members;
 mod retry;

@@ -11,6 +11,8 @@
 //!   sentences the assignment prescribes for joins and leaves.
 //! - [`token`]: the hash of a session token, the one form in which the service keeps and shares tokens.
 
+#![deny(missing_docs)]
+
 pub mod event;
 pub mod lamport;
 pub mod token;

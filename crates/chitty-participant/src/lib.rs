@@ -16,6 +16,8 @@
 //! - [`output`]: the one-line format of a received event, its escaping, and its parser for tests and
 //!   scripts.
 
+#![deny(missing_docs)]
+
 pub mod client;
 pub mod input;
 pub mod line_mode;

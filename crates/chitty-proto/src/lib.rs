@@ -14,6 +14,8 @@
 //!
 //! Nothing else in Chitty-Chat depends on tonic except the gRPC layers that use this crate.
 
+#![deny(missing_docs)]
+
 pub mod codec;
 pub mod metadata;
 

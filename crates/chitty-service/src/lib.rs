@@ -29,6 +29,8 @@
 //!   the task that announces vanished participants, and shuts all of it down promptly; on the same port
 //!   it serves browsers the participant page at `GET /` and gRPC-Web, with CORS when configured.
 
+#![deny(missing_docs)]
+
 pub mod call;
 pub mod chat;
 pub mod cluster;
