@@ -98,6 +98,32 @@ pub struct ChatConfig {
     pub join_secret: Option<String>,
 }
 
+impl ChatConfig {
+    /// A chat roomier than any test asks of it: an hour's grace period, 10,000 events of history with
+    /// no byte bound, queues of 1,024 events, 1,000 participants, a million messages a second each, and
+    /// no join secret. A test starts from it and sets what it exercises, as
+    /// `ChatConfig { max_participants: 3, ..ChatConfig::roomy() }`.
+    pub fn roomy() -> Self {
+        let unreached = NonZeroU32::new(1_000_000).expect("a million is not zero");
+        Self {
+            grace: Duration::from_secs(3600),
+            hub: HubConfig {
+                retention: crate::history::Retention {
+                    events: 10_000,
+                    bytes: usize::MAX,
+                },
+                queue_capacity: 1024,
+            },
+            max_participants: 1000,
+            publish_rate: Rate {
+                per_second: unreached,
+                burst: unreached,
+            },
+            join_secret: None,
+        }
+    }
+}
+
 /// The credential a call presented, as the transport found it.
 #[derive(Debug, Clone, Copy)]
 pub enum Credential<'a> {

@@ -387,11 +387,7 @@ pub(crate) mod tests {
                 queue_capacity: 16,
             },
             max_participants: 3,
-            publish_rate: Rate {
-                per_second: NonZeroU32::new(1000).expect("non-zero"),
-                burst: NonZeroU32::new(1000).expect("non-zero"),
-            },
-            join_secret: None,
+            ..ChatConfig::roomy()
         }
     }
 

@@ -558,7 +558,6 @@ fn event_to_proto(event: &Event) -> v1::Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::num::NonZeroU32;
     use std::task::{Context, Poll};
     use std::time::Duration;
 
@@ -568,9 +567,8 @@ mod tests {
     use prost::Message as _;
     use tonic::codegen::Service as _;
 
-    use crate::call::{ChatConfig, Rate};
+    use crate::call::ChatConfig;
     use crate::chat::ChatService;
-    use crate::history::Retention;
     use crate::hub::HubConfig;
 
     /// A request body of one chunk.
@@ -589,21 +587,15 @@ mod tests {
     }
 
     fn chat(queue_capacity: usize) -> Arc<ChatNode> {
+        let roomy = ChatConfig::roomy();
         let config = ChatConfig {
             grace: Duration::from_secs(60),
             hub: HubConfig {
-                retention: Retention {
-                    events: 10_000,
-                    bytes: usize::MAX,
-                },
                 queue_capacity,
+                ..roomy.hub
             },
             max_participants: 10,
-            publish_rate: Rate {
-                per_second: NonZeroU32::new(1_000_000).expect("non-zero"),
-                burst: NonZeroU32::new(1_000_000).expect("non-zero"),
-            },
-            join_secret: None,
+            ..roomy
         };
         Arc::new(ChatNode::Single(
             ChatService::in_memory(config).expect("an in-memory store"),

@@ -6,12 +6,10 @@
 //! exactly the model's events from the resume point, clamped to the participant's own join.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
-use std::time::Duration;
 
 use chitty_core::validate::name_key;
 use chitty_service::call::{AuthError, ChatError, Credential};
-use chitty_service::{ChatConfig, ChatService, HubConfig, Rate, Retention};
+use chitty_service::{ChatConfig, ChatService};
 use futures_util::FutureExt;
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -127,20 +125,8 @@ impl StateMachineTest for ChatTest {
             .build()
             .expect("a runtime");
         let chat = ChatService::in_memory(ChatConfig {
-            grace: Duration::from_secs(3600),
-            hub: HubConfig {
-                retention: Retention {
-                    events: 10_000,
-                    bytes: usize::MAX,
-                },
-                queue_capacity: 1024,
-            },
             max_participants: 100,
-            publish_rate: Rate {
-                per_second: NonZeroU32::new(1_000_000).expect("non-zero"),
-                burst: NonZeroU32::new(1_000_000).expect("non-zero"),
-            },
-            join_secret: None,
+            ..ChatConfig::roomy()
         })
         .expect("an in-memory store");
         Service {
