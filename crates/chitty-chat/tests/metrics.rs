@@ -8,7 +8,7 @@ mod common;
 use chitty_chat::harness::ServiceProcess;
 use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
-use common::{Scrape, WAIT, args, authorized, binary, raw_client, raw_join};
+use common::{Scrape, WAIT, args, authorized, binary, open, raw_client, raw_join};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -32,25 +32,6 @@ async fn publish(
         ))
         .await
         .map(|response| response.into_inner().seq)
-}
-
-/// Opens a Broadcast stream for `token` after `after_seq`.
-async fn open(
-    client: &mut ChittyChatClient<Channel>,
-    token: &str,
-    after_seq: u64,
-) -> tonic::Streaming<v1::Event> {
-    client
-        .broadcast(authorized(
-            v1::BroadcastRequest {
-                lamport: 1,
-                after_seq,
-            },
-            token,
-        ))
-        .await
-        .expect("the stream opens")
-        .into_inner()
 }
 
 #[tokio::test]
@@ -113,7 +94,9 @@ async fn a_known_sequence_of_calls_moves_every_counter_by_what_the_client_saw() 
         .expect("connect");
     let mut stalled_client = ChittyChatClient::new(channel);
     let (stalled, _) = raw_join(&mut stalled_client, "stalled").await;
-    let _never_read = open(&mut stalled_client, &stalled, 0).await;
+    let _never_read = open(&mut stalled_client, &stalled, 0)
+        .await
+        .expect("the stream opens");
 
     let invalid = publish(&mut client, &ada, &"x".repeat(129))
         .await
@@ -152,8 +135,12 @@ async fn a_known_sequence_of_calls_moves_every_counter_by_what_the_client_saw() 
     );
 
     // A participant that reconnects before its old stream was noticed closed replaces it.
-    let _replaced = open(&mut client, &talker, 0).await;
-    let mut current = open(&mut client, &talker, 0).await;
+    let _replaced = open(&mut client, &talker, 0)
+        .await
+        .expect("the stream opens");
+    let mut current = open(&mut client, &talker, 0)
+        .await
+        .expect("the stream opens");
     let left = client
         .leave(authorized(v1::LeaveRequest { lamport: 1 }, &ada))
         .await

@@ -9,7 +9,7 @@ use chitty_chat::harness::{joined_prefix, message_body};
 use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
 use common::{
-    WAIT, authorized, has, log_dir, log_lines, participant, raw_client, raw_join, service,
+    WAIT, authorized, has, log_dir, log_lines, open, participant, raw_client, raw_join, service,
 };
 use prost::Message as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -23,24 +23,6 @@ async fn next_event(stream: &mut Streaming<v1::Event>) -> v1::Event {
         .expect("an event within the bound")
         .expect("the stream is healthy")
         .expect("the stream is open")
-}
-
-/// Opens a Broadcast stream for `token` from `after_seq`.
-async fn open(
-    client: &mut ChittyChatClient<Channel>,
-    token: &str,
-    after_seq: u64,
-) -> Result<Streaming<v1::Event>, Status> {
-    client
-        .broadcast(authorized(
-            v1::BroadcastRequest {
-                lamport: 1,
-                after_seq,
-            },
-            token,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 /// Publishes `text` for `token`, returning the event's seq.

@@ -225,3 +225,21 @@ impl Scrape {
         );
     }
 }
+
+/// Opens a Broadcast stream for `token` from `after_seq`.
+pub async fn open(
+    client: &mut ChittyChatClient<Channel>,
+    token: &str,
+    after_seq: u64,
+) -> Result<tonic::Streaming<v1::Event>, tonic::Status> {
+    client
+        .broadcast(authorized(
+            v1::BroadcastRequest {
+                lamport: 1,
+                after_seq,
+            },
+            token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
