@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::call::Backend;
 use crate::call::{Credential, Done, Joined, Presence, Refused};
 use crate::chat::ChatService;
 use crate::cluster::ClusterChat;
@@ -190,22 +189,6 @@ impl ChatNode {
         match self {
             ChatNode::Single(chat) => chat.backend().snapshot(),
             ChatNode::Cluster(chat) => chat.backend().snapshot(),
-        }
-    }
-
-    /// How many Broadcast streams are open on this node.
-    pub fn streams_open(&self) -> usize {
-        match self {
-            ChatNode::Single(chat) => chat.backend().streams_open(),
-            ChatNode::Cluster(chat) => chat.backend().streams_open(),
-        }
-    }
-
-    /// The node's Lamport clock now.
-    pub fn lamport(&self) -> u64 {
-        match self {
-            ChatNode::Single(chat) => chat.backend().clock().now(),
-            ChatNode::Cluster(chat) => chat.backend().clock().now(),
         }
     }
 
