@@ -26,6 +26,10 @@
 //! - `record`: one line on its own. [`parse_line`] turns a line, plain or behind a `docker compose logs`
 //!   prefix, into a [`Line`]: blank, skipped, or a [`Record`] with the documented fields typed and the
 //!   [`Location`] it was read from.
+//! - `vocabulary`: the words lines are written in, shared by the processes that write them and the
+//!   tools that read them: [`ServiceEvent`], [`ClusterEvent`], [`ParticipantEvent`] and
+//!   [`CommandEvent`] name every `event`, [`Field`] every field, [`EventKind`] the kinds of chat event,
+//!   and [`Call`] with [`CallStep`] how a participant's lines make up its calls.
 //! - `run`: a whole run. [`read_dir`] reads a directory of log files (or one combined file) into a [`Run`],
 //!   which holds each component's records in the order that component wrote them, and counts the lines
 //!   that were skipped. [`Run::processes_of`] splits one component's records by the [`Process`] that
@@ -38,14 +42,16 @@
 
 mod record;
 mod run;
+mod vocabulary;
 
 use std::path::PathBuf;
 
 pub use record::{Line, Location, Record, parse_line};
 pub use run::{Process, Run, read_dir};
-
-/// The `component` of the service's log lines. Every other component is a participant's name.
-pub const SERVICE: &str = "service";
+pub use vocabulary::{
+    CLUSTER, COMMAND, Call, CallStep, ClusterEvent, CommandEvent, EventKind, Field,
+    ParticipantEvent, SERVICE, ServiceEvent,
+};
 
 /// Everything that can go wrong while reading the logs of a run.
 #[derive(Debug, thiserror::Error)]

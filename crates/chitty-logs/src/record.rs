@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::vocabulary::{Field, ParticipantEvent};
+
 /// Where a record was read: the file, if it came from one, and the line number in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
@@ -89,6 +91,18 @@ pub struct Record {
     pub node: Option<String>,
 }
 
+impl Record {
+    /// Whether the line's `event` is `event`, from any component's list: `record.is(ParticipantEvent::JoinOk)`.
+    pub fn is(&self, event: impl Into<&'static str>) -> bool {
+        self.event == event.into()
+    }
+
+    /// The line's `event` as a participant's, if it is one of a participant's names.
+    pub fn participant_event(&self) -> Option<ParticipantEvent> {
+        self.event.parse().ok()
+    }
+}
+
 /// What one line of a log turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
@@ -111,8 +125,10 @@ pub fn parse_line(line: &str, location: Location) -> Line {
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(line[start..].trim_end()) else {
         return Line::Skipped;
     };
-    let (Some(component), Some(event)) = (string(&fields, "component"), string(&fields, "event"))
-    else {
+    let (Some(component), Some(event)) = (
+        string(&fields, Field::Component),
+        string(&fields, Field::Event),
+    ) else {
         return Line::Skipped;
     };
     Line::Record(Box::new(Record {
@@ -120,25 +136,25 @@ pub fn parse_line(line: &str, location: Location) -> Line {
         event,
         location,
         container: container(&line[..start]),
-        timestamp: string(&fields, "timestamp"),
-        level: string(&fields, "level"),
-        seq: number(&fields, "seq"),
-        lamport: number(&fields, "lamport"),
-        request_lamport: number(&fields, "request_lamport"),
-        received_lamport: number(&fields, "received_lamport"),
-        response_lamport: number(&fields, "response_lamport"),
-        event_lamport: number(&fields, "event_lamport"),
-        participant: string(&fields, "participant"),
-        kind: string(&fields, "kind"),
-        text: string(&fields, "text"),
-        reason: string(&fields, "reason"),
-        rpc: string(&fields, "rpc"),
-        chars: number(&fields, "chars"),
-        after_seq: number(&fields, "after_seq"),
-        last_seq: number(&fields, "last_seq"),
-        from_seq: number(&fields, "from_seq"),
-        recipients: number(&fields, "recipients"),
-        node: string(&fields, "node"),
+        timestamp: string(&fields, Field::Timestamp),
+        level: string(&fields, Field::Level),
+        seq: number(&fields, Field::Seq),
+        lamport: number(&fields, Field::Lamport),
+        request_lamport: number(&fields, Field::RequestLamport),
+        received_lamport: number(&fields, Field::ReceivedLamport),
+        response_lamport: number(&fields, Field::ResponseLamport),
+        event_lamport: number(&fields, Field::EventLamport),
+        participant: string(&fields, Field::Participant),
+        kind: string(&fields, Field::Kind),
+        text: string(&fields, Field::Text),
+        reason: string(&fields, Field::Reason),
+        rpc: string(&fields, Field::Rpc),
+        chars: number(&fields, Field::Chars),
+        after_seq: number(&fields, Field::AfterSeq),
+        last_seq: number(&fields, Field::LastSeq),
+        from_seq: number(&fields, Field::FromSeq),
+        recipients: number(&fields, Field::Recipients),
+        node: string(&fields, Field::Node),
     }))
 }
 
@@ -166,12 +182,12 @@ fn container(prefix: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
-fn string(fields: &Map<String, Value>, name: &str) -> Option<String> {
-    fields.get(name)?.as_str().map(str::to_owned)
+fn string(fields: &Map<String, Value>, field: Field) -> Option<String> {
+    fields.get(field.as_str())?.as_str().map(str::to_owned)
 }
 
-fn number(fields: &Map<String, Value>, name: &str) -> Option<u64> {
-    fields.get(name)?.as_u64()
+fn number(fields: &Map<String, Value>, field: Field) -> Option<u64> {
+    fields.get(field.as_str())?.as_u64()
 }
 
 #[cfg(test)]
