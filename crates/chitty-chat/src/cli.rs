@@ -1,6 +1,7 @@
 //! The command line: `chitty-chat serve`, `join`, `demo`, `diagram`, `check`, `health`, `bench` and
 //! `top`, and what each does.
 
+use chitty_logs::{COMMAND, CommandEvent, SERVICE, ServiceEvent};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -365,8 +366,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot read the listening address")?;
     if !address.ip().is_loopback() && tls.is_none() {
         warn!(
-            component = "service",
-            event = "plaintext",
+            component = SERVICE,
+            event = ServiceEvent::Plaintext.as_str(),
             address = %address,
             reason = "serving plaintext gRPC on a non-loopback address: anyone on the network can read the chat; use --tls-cert and --tls-key",
         );
@@ -601,8 +602,8 @@ async fn shutdown_signal() {
         }
         Err(error) => {
             warn!(
-                component = "chitty-chat",
-                event = "signal",
+                component = COMMAND,
+                event = CommandEvent::Signal.as_str(),
                 reason = %format!("cannot listen for SIGTERM, so only Ctrl-C stops this process: {error}"),
             );
             let _ = tokio::signal::ctrl_c().await;

@@ -62,6 +62,7 @@ pub mod testing;
 pub mod timeline;
 pub mod version;
 
+use chitty_logs::{CLUSTER, ClusterEvent};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -328,8 +329,8 @@ impl Cluster {
         let checkpoints = log::get_or_create_checkpoints(&jetstream, &config, deadline).await?;
         let members = Members::start(&jetstream, &config, deadline).await?;
         info!(
-            component = "cluster",
-            event = "connected",
+            component = CLUSTER,
+            event = ClusterEvent::Connected.as_str(),
             node = %config.node_id,
             prefix = %config.prefix,
             replicas = config.replicas,
@@ -415,14 +416,14 @@ impl Cluster {
     /// [`members::NODE_TTL`].
     pub async fn shutdown(self) {
         self.members.shutdown().await;
-        info!(component = "cluster", event = "shutdown", node = %self.config.node_id);
+        info!(component = CLUSTER, event = ClusterEvent::Shutdown.as_str(), node = %self.config.node_id);
     }
 
     /// Like [`Cluster::shutdown`], through a shared handle: the watches stop at once and their tasks
     /// end when the handle is dropped.
     pub async fn stop(&self) {
         self.members.stop().await;
-        info!(component = "cluster", event = "shutdown", node = %self.config.node_id);
+        info!(component = CLUSTER, event = ClusterEvent::Shutdown.as_str(), node = %self.config.node_id);
     }
 }
 

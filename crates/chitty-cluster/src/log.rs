@@ -143,6 +143,7 @@
 //!   time (`catch_up_failed` if a read fails). Next: Pausing.
 //! - **Pausing**: waits out the backoff, 20 ms doubling to 500 ms, with jitter. Next: Starting.
 
+use chitty_logs::{CLUSTER, ClusterEvent};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -1440,8 +1441,8 @@ impl Delivery {
         // whose flow control stalled names the subject to answer in a header.
         if let Some(reply) = &message.reply {
             debug!(
-                component = "cluster",
-                event = "flow_control",
+                component = CLUSTER,
+                event = ClusterEvent::FlowControl.as_str(),
                 consumer_seq = self.consumer_seq
             );
             self.unanswered = Some(reply.clone());
@@ -1647,8 +1648,8 @@ where
             // A message this version cannot read is skipped rather than stopping the chat for every
             // node; it is logged for the operator.
             Err(error) => error!(
-                component = "cluster",
-                event = "undecodable_event",
+                component = CLUSTER,
+                event = ClusterEvent::UndecodableEvent.as_str(),
                 seq,
                 error = %error,
             ),
@@ -1671,8 +1672,8 @@ where
         let (checkpoint, _) = read_checkpoint(&self.shared.checkpoints, deadline).await?;
         if checkpoint.seq + 1 >= seq {
             warn!(
-                component = "cluster",
-                event = "events_cut_unread",
+                component = CLUSTER,
+                event = ClusterEvent::EventsCutUnread.as_str(),
                 from_seq = self.next_seq,
                 to_seq = checkpoint.seq,
             );
@@ -1684,8 +1685,8 @@ where
                 .fetch_max(checkpoint.seq + 1, Ordering::Relaxed);
         } else {
             error!(
-                component = "cluster",
-                event = "times_unknown",
+                component = CLUSTER,
+                event = ClusterEvent::TimesUnknown.as_str(),
                 from_seq = self.next_seq,
                 to_seq = seq - 1,
                 checkpoint_seq = checkpoint.seq,
@@ -1714,14 +1715,14 @@ where
             let deadline = Deadline::after(shared.timeout);
             match shared.cut(checkpoint, deadline).await {
                 Ok(()) => debug!(
-                    component = "cluster",
-                    event = "stream_cut",
+                    component = CLUSTER,
+                    event = ClusterEvent::StreamCut.as_str(),
                     through_seq = checkpoint.seq,
                     lamport = checkpoint.lamport,
                 ),
                 Err(error) => warn!(
-                    component = "cluster",
-                    event = "stream_cut_failed",
+                    component = CLUSTER,
+                    event = ClusterEvent::StreamCutFailed.as_str(),
                     through_seq = checkpoint.seq,
                     error = %error,
                 ),
@@ -1969,14 +1970,14 @@ where
     async fn catch_up_after(&mut self, reason: Interruption) -> Phase {
         match reason {
             Interruption::Lost(lost) => warn!(
-                component = "cluster",
-                event = "consumer_lost",
+                component = CLUSTER,
+                event = ClusterEvent::ConsumerLost.as_str(),
                 next_seq = self.applier.next_seq,
                 reason = %lost,
             ),
             Interruption::Failed(error) => warn!(
-                component = "cluster",
-                event = "consumer_failed",
+                component = CLUSTER,
+                event = ClusterEvent::ConsumerFailed.as_str(),
                 next_seq = self.applier.next_seq,
                 error = %error,
             ),
@@ -1996,8 +1997,8 @@ where
     async fn catch_up(&mut self) {
         if let Err(error) = self.applier.catch_up().await {
             warn!(
-                component = "cluster",
-                event = "catch_up_failed",
+                component = CLUSTER,
+                event = ClusterEvent::CatchUpFailed.as_str(),
                 next_seq = self.applier.next_seq,
                 error = %error,
             );

@@ -79,6 +79,7 @@
 //! deleted). Only [`Members::put_session`], meant for a token nobody else knows yet, and the
 //! heartbeat and the goodbye, which write the same thing again, are repeated as they are.
 
+use chitty_logs::{CLUSTER, ClusterEvent};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -908,7 +909,7 @@ impl Members {
         })
         .await;
         if let Err(error) = goodbye {
-            warn!(component = "cluster", event = "goodbye_failed", error = %error);
+            warn!(component = CLUSTER, event = ClusterEvent::GoodbyeFailed.as_str(), error = %error);
         }
     }
 }
@@ -1151,7 +1152,7 @@ impl Shared {
     /// Applies one session entry from the watch to the mirror.
     fn mirror_session(&self, entry: &kv::Entry, seen_at: Instant) {
         let Some(token_hash) = TokenHash::from_hex(&entry.key) else {
-            warn!(component = "cluster", event = "foreign_session_key", key = %entry.key);
+            warn!(component = CLUSTER, event = ClusterEvent::ForeignSessionKey.as_str(), key = %entry.key);
             return;
         };
         let mut mirror = self.mirror();
@@ -1171,7 +1172,7 @@ impl Shared {
                 );
             }
             Err(error) => {
-                warn!(component = "cluster", event = "undecodable_session", error = %error);
+                warn!(component = CLUSTER, event = ClusterEvent::UndecodableSession.as_str(), error = %error);
             }
         }
     }
@@ -1278,11 +1279,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match tokio::time::timeout(HEARTBEAT_INTERVAL, shared.beat()).await {
             Ok(Ok(_)) => shared.beat_stored(),
             Ok(Err(error)) => {
-                warn!(component = "cluster", event = "heartbeat_failed", error = %error);
+                warn!(component = CLUSTER, event = ClusterEvent::HeartbeatFailed.as_str(), error = %error);
             }
             Err(_) => warn!(
-                component = "cluster",
-                event = "heartbeat_failed",
+                component = CLUSTER,
+                event = ClusterEvent::HeartbeatFailed.as_str(),
                 error = "timed out"
             ),
         }
@@ -1306,7 +1307,7 @@ async fn watch_sessions(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             backoff.reset();
                         }
                         Some(Err(error)) => {
-                            warn!(component = "cluster", event = "watch_failed", bucket = "sessions", error = %error);
+                            warn!(component = CLUSTER, event = ClusterEvent::WatchFailed.as_str(), bucket = "sessions", error = %error);
                             break;
                         }
                         None => break,
@@ -1315,7 +1316,7 @@ async fn watch_sessions(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             },
             Err(error) => {
-                warn!(component = "cluster", event = "watch_failed", bucket = "sessions", error = %error);
+                warn!(component = CLUSTER, event = ClusterEvent::WatchFailed.as_str(), bucket = "sessions", error = %error);
             }
         }
         tokio::select! {
@@ -1354,20 +1355,20 @@ async fn watch_nodes(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             backoff.reset();
                         }
                         Some(Err(error)) => {
-                            warn!(component = "cluster", event = "watch_failed", bucket = "nodes", error = %error);
+                            warn!(component = CLUSTER, event = ClusterEvent::WatchFailed.as_str(), bucket = "nodes", error = %error);
                             break;
                         }
                         None => break,
                     },
                     () = tokio::time::sleep_until(stall_at) => {
-                        info!(component = "cluster", event = "watch_stalled", bucket = "nodes");
+                        info!(component = CLUSTER, event = ClusterEvent::WatchStalled.as_str(), bucket = "nodes");
                         break;
                     }
                     _ = stop.changed() => return,
                 }
             },
             Err(error) => {
-                warn!(component = "cluster", event = "watch_failed", bucket = "nodes", error = %error);
+                warn!(component = CLUSTER, event = ClusterEvent::WatchFailed.as_str(), bucket = "nodes", error = %error);
             }
         }
         tokio::select! {

@@ -91,6 +91,8 @@ pub enum ServiceEvent {
     Plaintext,
     /// The health service's answer changed.
     Health,
+    /// In cluster mode: the session was ended by the cluster while its join was in flight.
+    JoinOvertaken,
 }
 names!(ServiceEvent);
 
@@ -126,8 +128,6 @@ pub enum ClusterEvent {
     JoinWaitsForName,
     /// The answer to a joined event's append was lost.
     JoinOutcomeUnknown,
-    /// The session was ended by the cluster while its join was in flight.
-    JoinOvertaken,
     /// The left event of an overtaken join could not be appended.
     JoinOvertakenFailed,
     /// The join's seq could not be recorded in membership.
@@ -428,6 +428,8 @@ pub enum Field {
     Error,
     /// The membership bucket a watch is on.
     Bucket,
+    /// A stored key this version cannot read.
+    Key,
     /// The seq of an overtaken join.
     JoinSeq,
     /// How many stream closings a node still owes.

@@ -41,6 +41,7 @@
 //! atomic with the session's state (the single node's sessions lock), so a message is never ordered
 //! after its own participant's left event.
 
+use chitty_logs::{SERVICE, ServiceEvent};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -294,12 +295,13 @@ impl Call {
     /// The `event` field of the line logged when the call is accepted.
     fn event(self) -> &'static str {
         match self {
-            Call::Join => "join",
-            Call::Publish => "publish",
-            Call::Leave => "leave",
-            Call::Broadcast => "broadcast_open",
-            Call::Participants => "participants",
+            Call::Join => ServiceEvent::Join,
+            Call::Publish => ServiceEvent::Publish,
+            Call::Leave => ServiceEvent::Leave,
+            Call::Broadcast => ServiceEvent::BroadcastOpen,
+            Call::Participants => ServiceEvent::Participants,
         }
+        .as_str()
     }
 }
 
@@ -757,7 +759,7 @@ impl Answer for Admitted {
 impl Answer for Roster {
     fn log(&self, call: Call, participant: &str, times: CallTimes, _node: Option<&str>) {
         info!(
-            component = "service",
+            component = SERVICE,
             event = call.event(),
             participant,
             present = self.names.len(),
@@ -782,7 +784,7 @@ impl Answer for Opening {
 
     fn log(&self, call: Call, participant: &str, times: CallTimes, node: Option<&str>) {
         info!(
-            component = "service",
+            component = SERVICE,
             event = call.event(),
             participant,
             after_seq = self.after_seq,
@@ -804,8 +806,8 @@ fn refused(
     times: Option<CallTimes>,
 ) -> Refused {
     info!(
-        component = "service",
-        event = "refused",
+        component = SERVICE,
+        event = ServiceEvent::Refused.as_str(),
         rpc = call.rpc(),
         participant = participant.unwrap_or(""),
         reason = %error,
@@ -823,7 +825,7 @@ fn refused(
 /// event it broadcast.
 fn accepted(call: Call, participant: &str, stored: &Stored, times: CallTimes) {
     info!(
-        component = "service",
+        component = SERVICE,
         event = call.event(),
         participant,
         seq = stored.seq,
@@ -837,8 +839,8 @@ fn accepted(call: Call, participant: &str, stored: &Stored, times: CallTimes) {
 /// Logs a Publish that repeated an idempotency key: nothing new was broadcast, and `seq` is the first's.
 fn publish_repeated(participant: &str, seq: u64, times: CallTimes) {
     info!(
-        component = "service",
-        event = "publish_repeated",
+        component = SERVICE,
+        event = ServiceEvent::PublishRepeated.as_str(),
         participant,
         seq,
         request_lamport = times.request,

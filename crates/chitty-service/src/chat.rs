@@ -15,6 +15,7 @@
 //! a participant's message can never be ordered after its own left event. No lock is held across an
 //! `.await`.
 
+use chitty_logs::{SERVICE, ServiceEvent};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -102,8 +103,8 @@ impl SingleNode {
         }
         if recovered.last_seq > 0 {
             info!(
-                component = "service",
-                event = "recover",
+                component = SERVICE,
+                event = ServiceEvent::Recover.as_str(),
                 last_seq = recovered.last_seq,
                 retained = recovered.events.len(),
                 sessions = sessions.len(),
@@ -154,8 +155,8 @@ impl SingleNode {
                 Ok(Appended::New(event)) => {
                     self.metrics.swept(why.as_str());
                     info!(
-                        component = "service",
-                        event = "crash_leave",
+                        component = SERVICE,
+                        event = ServiceEvent::CrashLeave.as_str(),
                         participant = %name,
                         seq = event.seq,
                         lamport = event.lamport,

@@ -33,6 +33,7 @@
 //! calls it receives. The participant limit is checked against the shared roster, as each joined event
 //! is appended.
 
+use chitty_logs::{CLUSTER, ClusterEvent, SERVICE, ServiceEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -407,7 +408,7 @@ impl ClusterNode {
             // attached: after the grace period it counts as vanished, and the node that ends it finds
             // in the log whether it joined, and if so announces it left (see `end_vanished`).
             Err(error) => {
-                warn!(component = "cluster", event = "join_outcome_unknown", participant = %name, error = %error);
+                warn!(component = CLUSTER, event = ClusterEvent::JoinOutcomeUnknown.as_str(), participant = %name, error = %error);
                 return Err(unavailable(error).into());
             }
         };
@@ -446,7 +447,7 @@ impl ClusterNode {
             // Were this to fail, the session would stay unknown to other nodes, and the participant's
             // stream would be refused there: it joins again. Here the session is known already.
             Err(error) => {
-                warn!(component = "cluster", event = "join_seq_not_recorded", participant = %known.name, error = %error);
+                warn!(component = CLUSTER, event = ClusterEvent::JoinSeqNotRecorded.as_str(), participant = %known.name, error = %error);
             }
         }
         self.known().insert(hash, known);
@@ -471,8 +472,8 @@ impl ClusterNode {
                     .filter(|appended| !appended.duplicate)
                     .map(|appended| appended.event);
                 info!(
-                    component = "service",
-                    event = "join_overtaken",
+                    component = SERVICE,
+                    event = ServiceEvent::JoinOvertaken.as_str(),
                     participant = %session.name,
                     join_seq = session.join_seq,
                     seq = announced.as_ref().map(|event| event.seq),
@@ -481,7 +482,7 @@ impl ClusterNode {
                 );
             }
             Err(error) => {
-                warn!(component = "cluster", event = "join_overtaken_failed", participant = %session.name, error = %error);
+                warn!(component = CLUSTER, event = ClusterEvent::JoinOvertakenFailed.as_str(), participant = %session.name, error = %error);
             }
         }
     }
@@ -553,7 +554,7 @@ impl ClusterNode {
             Ok::<_, ClusterError>(())
         };
         if let Err(error) = ended.await {
-            warn!(component = "cluster", event = "abandon_failed", error = %error);
+            warn!(component = CLUSTER, event = ClusterEvent::AbandonFailed.as_str(), error = %error);
         }
     }
 
@@ -585,7 +586,7 @@ impl ClusterNode {
     /// ending, and after the grace period another node finishes it (its left event is not repeated).
     async fn finish_end(&self, ending: &chitty_cluster::Ending) {
         if let Err(error) = self.cluster.members().finish_end(ending).await {
-            warn!(component = "cluster", event = "finish_end_failed", participant = %ending.record.name, error = %error);
+            warn!(component = CLUSTER, event = ClusterEvent::FinishEndFailed.as_str(), participant = %ending.record.name, error = %error);
         }
     }
 
@@ -635,7 +636,7 @@ impl ClusterNode {
                 Ok(true) => announced += 1,
                 Ok(false) => {}
                 Err(error) => {
-                    warn!(component = "cluster", event = "crash_leave_failed", participant = %vanished.record.name, error = %error);
+                    warn!(component = CLUSTER, event = ClusterEvent::CrashLeaveFailed.as_str(), participant = %vanished.record.name, error = %error);
                 }
             }
         }
@@ -688,7 +689,7 @@ impl ClusterNode {
                 // The cluster is most likely unreachable: the rest wait for the next sweep rather
                 // than each running out of time in turn.
                 Err(error) => {
-                    warn!(component = "cluster", event = "detach_failed", owed = owed_count, error = %error);
+                    warn!(component = CLUSTER, event = ClusterEvent::DetachFailed.as_str(), owed = owed_count, error = %error);
                     break;
                 }
             }
@@ -726,8 +727,8 @@ impl ClusterNode {
                 announced = true;
                 self.metrics.swept(vanished.why.as_str());
                 info!(
-                    component = "service",
-                    event = "crash_leave",
+                    component = SERVICE,
+                    event = ServiceEvent::CrashLeave.as_str(),
                     participant = %session.name,
                     seq = appended.event.seq,
                     lamport = appended.event.lamport,
@@ -786,8 +787,8 @@ impl ClusterNode {
         // round trip to JetStream.
         let stats = self.log.stats();
         info!(
-            component = "cluster",
-            event = "append_stats",
+            component = CLUSTER,
+            event = ClusterEvent::AppendStats.as_str(),
             node = self.node_id(),
             appends = stats.appends,
             conflicts = stats.conflicts,
@@ -942,7 +943,7 @@ impl Backend for ClusterNode {
                         && self.name_being_released(name).await =>
                 {
                     if !waited {
-                        info!(component = "cluster", event = "join_waits_for_name", participant = %name, node = self.node_id());
+                        info!(component = CLUSTER, event = ClusterEvent::JoinWaitsForName.as_str(), participant = %name, node = self.node_id());
                         waited = true;
                     }
                     tokio::time::sleep(pause).await;

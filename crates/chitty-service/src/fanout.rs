@@ -21,6 +21,7 @@
 //! cut-off is logged, and every other subscriber goes on at full speed. Nothing is lost to it for good: the
 //! events it missed are in the history, and it may reconnect with `after_seq` set to the last seq it saw.
 
+use chitty_logs::{SERVICE, ServiceEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -334,8 +335,8 @@ impl Published {
     pub fn log(&self, queue_capacity: usize) {
         for (event, recipients, cut_off) in &self.events {
             info!(
-                component = "service",
-                event = "broadcast",
+                component = SERVICE,
+                event = ServiceEvent::Broadcast.as_str(),
                 seq = event.seq,
                 lamport = event.lamport,
                 kind = %event.kind,
@@ -345,8 +346,8 @@ impl Published {
             );
             for participant in cut_off {
                 warn!(
-                    component = "service",
-                    event = "cut_off",
+                    component = SERVICE,
+                    event = ServiceEvent::CutOff.as_str(),
                     participant = %participant,
                     seq = event.seq,
                     queue_capacity,
@@ -465,8 +466,8 @@ impl Subscription {
     /// Writes the `deliver` line of an event handed to the stream.
     fn delivering(&self, event: &Event) {
         debug!(
-            component = "service",
-            event = "deliver",
+            component = SERVICE,
+            event = ServiceEvent::Deliver.as_str(),
             participant = %self.participant,
             seq = event.seq,
             lamport = event.lamport,
@@ -477,8 +478,8 @@ impl Subscription {
     fn finish(&mut self, abrupt: Option<EndReason>) -> Option<EndReason> {
         self.finished = true;
         info!(
-            component = "service",
-            event = "broadcast_end",
+            component = SERVICE,
+            event = ServiceEvent::BroadcastEnd.as_str(),
             participant = %self.participant,
             reason = %abrupt.unwrap_or(EndReason::Left),
         );
@@ -492,8 +493,8 @@ impl Drop for Subscription {
         self.end.end(EndReason::Disconnected);
         if !self.finished {
             info!(
-                component = "service",
-                event = "broadcast_end",
+                component = SERVICE,
+                event = ServiceEvent::BroadcastEnd.as_str(),
                 participant = %self.participant,
                 reason = %self.end.reason().unwrap_or(EndReason::Disconnected),
             );

@@ -30,6 +30,7 @@
 //! clock approaches it; [`Hub::stamp`] waits for the floor to be durable in the rare case a timestamp would
 //! pass it. The restarted clock resumes at the floor.
 
+use chitty_logs::{SERVICE, ServiceEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -471,8 +472,8 @@ impl Shared {
                 .committed(batch.events.len(), started.elapsed().as_secs_f64());
             if let Err(store_error) = committed {
                 error!(
-                    component = "service",
-                    event = "store_failed",
+                    component = SERVICE,
+                    event = ServiceEvent::StoreFailed.as_str(),
                     reason = %store_error,
                 );
                 self.stop(&format!("the event store failed: {store_error}"));

@@ -33,6 +33,7 @@
 //!   server reset, before the connection is closed; this is hyper's defence against Rapid Reset
 //!   (CVE-2023-44487), set explicitly here rather than left to defaults.
 
+use chitty_logs::{SERVICE, ServiceEvent};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -255,8 +256,8 @@ pub async fn serve_with_metrics(
         tasks.spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
     tasks.close();
     info!(
-        component = "service",
-        event = "start",
+        component = SERVICE,
+        event = ServiceEvent::Start.as_str(),
         address = %address,
         metrics_address = metrics_address.map(|address| address.to_string()),
         storage = %match &config.storage {
@@ -298,7 +299,7 @@ pub async fn serve_with_metrics(
             stop.cancel();
             tasks.wait().await;
             chat.flushed().await;
-            info!(component = "service", event = "stop", present = chat.present());
+            info!(component = SERVICE, event = ServiceEvent::Stop.as_str(), present = chat.present());
             return match result {
                 Ok(result) => result.map_err(ServeError::Transport),
                 Err(failed) => Err(ServeError::Crashed(failed.to_string())),
@@ -308,8 +309,8 @@ pub async fn serve_with_metrics(
     }
 
     info!(
-        component = "service",
-        event = "stopping",
+        component = SERVICE,
+        event = ServiceEvent::Stopping.as_str(),
         present = chat.present()
     );
     stop.cancel();
@@ -324,8 +325,8 @@ pub async fn serve_with_metrics(
     .await;
     if finished.is_err() {
         warn!(
-            component = "service",
-            event = "stopping",
+            component = SERVICE,
+            event = ServiceEvent::Stopping.as_str(),
             reason = "connections still open after the backstop; closing them",
         );
         server.abort();
@@ -333,8 +334,8 @@ pub async fn serve_with_metrics(
         let _ = tokio::time::timeout(SHUTDOWN_BACKSTOP / 3, chat.flushed()).await;
     }
     info!(
-        component = "service",
-        event = "stop",
+        component = SERVICE,
+        event = ServiceEvent::Stop.as_str(),
         last_seq = chat.last_seq()
     );
     Ok(())
@@ -346,8 +347,8 @@ async fn serve_metrics_until(listener: TcpListener, chat: Arc<ChatNode>, stop: C
     let scrape = move || chat.metrics().scrape(chat.snapshot());
     if let Err(error) = crate::metrics::serve_metrics(listener, scrape, stop).await {
         warn!(
-            component = "service",
-            event = "metrics",
+            component = SERVICE,
+            event = ServiceEvent::Metrics.as_str(),
             reason = %format!("the metrics server failed: {error}"),
         );
     }
@@ -377,12 +378,16 @@ async fn report_health(
         }
         serving = now_serving;
         if serving {
-            info!(component = "service", event = "health", status = "serving");
+            info!(
+                component = SERVICE,
+                event = ServiceEvent::Health.as_str(),
+                status = "serving"
+            );
             reporter.set_serving::<ChittyChatServer<GrpcChat>>().await;
         } else {
             warn!(
-                component = "service",
-                event = "health",
+                component = SERVICE,
+                event = ServiceEvent::Health.as_str(),
                 status = "not_serving",
                 reason = "the cluster does not store this node's writes"
             );
