@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod vocabulary;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -63,13 +65,17 @@ pub async fn participant(service: &ServiceProcess, dir: &Path, name: &str) -> Pa
     participant
 }
 
-/// The JSON log lines in `path` (each a JSON object), as they are now.
+/// The JSON log lines in `path` (each a JSON object), as they are now, each held to the log vocabulary.
 pub fn log_lines(path: &Path) -> Vec<serde_json::Value> {
+    let origin = path.display().to_string();
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+            let line = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+            vocabulary::assert_in_vocabulary(&line, &origin);
+            line
         })
         .collect()
 }
