@@ -32,21 +32,26 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use chitty_logs::{Location, Record, Run, SERVICE};
+use chitty_logs::{EventKind, Location, ParticipantEvent, Record, Run, SERVICE, ServiceEvent};
 
 use crate::report::{Check, Report, seq_range};
 
 /// The service's call lines: one per Join, Publish, Leave, Broadcast or Participants call it answered or
 /// refused.
-const SERVICE_CALL_EVENTS: [&str; 7] = [
-    "join",
-    "publish",
-    "publish_repeated",
-    "leave",
-    "refused",
-    "broadcast_open",
-    "participants",
+const SERVICE_CALL_EVENTS: [ServiceEvent; 7] = [
+    ServiceEvent::Join,
+    ServiceEvent::Publish,
+    ServiceEvent::PublishRepeated,
+    ServiceEvent::Leave,
+    ServiceEvent::Refused,
+    ServiceEvent::BroadcastOpen,
+    ServiceEvent::Participants,
 ];
+
+/// The line's `event` as the service's, if it is one of the service's names.
+fn service_event(record: &Record) -> Option<ServiceEvent> {
+    record.event.parse().ok()
+}
 
 /// One event as one log line describes it: a service `broadcast` or a participant `receive`.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +121,7 @@ impl<'a> EventFacts<'a> {
             self.kind.unwrap_or("event of unknown kind"),
             self.participant.unwrap_or("nobody named")
         );
-        if self.kind == Some("message") {
+        if self.kind == Some(EventKind::Message.as_str()) {
             let _ = write!(description, " {}", quoted(self.text));
         }
         let _ = write!(description, " at Lamport {}", number(self.lamport));
@@ -173,10 +178,6 @@ impl Unlogged {
         seq >= self.from && self.to.is_none_or(|to| seq <= to)
     }
 }
-
-/// The component of the lines a cluster node's NATS layer logs (`connected`, `shutdown`, ...): part of
-/// the service, not a participant.
-pub(crate) const CLUSTER_COMPONENT: &str = "cluster";
 
 /// One life of one cluster node.
 #[derive(Debug)]
@@ -236,7 +237,8 @@ impl<'a> History<'a> {
     /// Reads the history from the service's log, or from what the participants received without it, and
     /// checks what needs the service's log alone: seqs, and the service's clock.
     pub fn build(run: &'a Run, report: &mut Report) -> History<'a> {
-        let names_a_node = |record: &Record| record.event == "start" && node_of(record).is_some();
+        let names_a_node =
+            |record: &Record| record.is(ServiceEvent::Start) && node_of(record).is_some();
         match run.service() {
             Some(records) if records.iter().any(names_a_node) => History::from_cluster(run, report),
             Some(records) => History::from_service(records, report),
@@ -274,7 +276,10 @@ impl<'a> History<'a> {
         self.events
             .range(after + 1..)
             .map(|(_, event)| event)
-            .find(|event| event.kind == Some("left") && event.participant == Some(participant))
+            .find(|event| {
+                event.kind == Some(EventKind::Left.as_str())
+                    && event.participant == Some(participant)
+            })
     }
 
     /// The service's `crash_leave` line for `participant` at `seq`, if the service announced that leave
@@ -352,8 +357,8 @@ impl<'a> History<'a> {
             }
             let mut newest_in_life = known_before;
             for &record in &life.records {
-                match record.event.as_str() {
-                    "broadcast" => {
+                match service_event(record) {
+                    Some(ServiceEvent::Broadcast) => {
                         broadcast_lines += 1;
                         let Some(event) = EventFacts::of_broadcast(record) else {
                             without_seq.push(record.location.clone());
@@ -391,8 +396,10 @@ impl<'a> History<'a> {
                             }
                         }
                     }
-                    "crash_leave" => history.crash_leaves.push(record),
-                    event if SERVICE_CALL_EVENTS.contains(&event) => history.calls.push(record),
+                    Some(ServiceEvent::CrashLeave) => history.crash_leaves.push(record),
+                    Some(event) if SERVICE_CALL_EVENTS.contains(&event) => {
+                        history.calls.push(record)
+                    }
                     _ => {}
                 }
             }
@@ -474,7 +481,7 @@ impl<'a> History<'a> {
                 .records
                 .iter()
                 .copied()
-                .filter(|record| record.event == "start")
+                .filter(|record| record.is(ServiceEvent::Start))
                 .find_map(node_of)
                 .map(str::to_owned);
             if process_node.is_none() {
@@ -517,8 +524,8 @@ impl<'a> History<'a> {
         let mut first_by: BTreeMap<u64, &str> = BTreeMap::new();
         for (node_life, label) in cluster.lives.iter().zip(&labels) {
             for &record in &node_life.life.records {
-                match record.event.as_str() {
-                    "broadcast" => {
+                match service_event(record) {
+                    Some(ServiceEvent::Broadcast) => {
                         broadcast_lines += 1;
                         let Some(event) = EventFacts::of_broadcast(record) else {
                             without_seq.push(record.location.clone());
@@ -556,8 +563,10 @@ impl<'a> History<'a> {
                             variants.push(event);
                         }
                     }
-                    "crash_leave" => history.crash_leaves.push(record),
-                    event if SERVICE_CALL_EVENTS.contains(&event) => history.calls.push(record),
+                    Some(ServiceEvent::CrashLeave) => history.crash_leaves.push(record),
+                    Some(event) if SERVICE_CALL_EVENTS.contains(&event) => {
+                        history.calls.push(record)
+                    }
                     _ => {}
                 }
             }
@@ -648,7 +657,10 @@ impl<'a> History<'a> {
     fn from_receives(run: &'a Run, report: &mut Report) -> History<'a> {
         let mut events = BTreeMap::new();
         for (_, records) in run.participants() {
-            for record in records.iter().filter(|record| record.event == "receive") {
+            for record in records
+                .iter()
+                .filter(|record| record.is(ParticipantEvent::Receive))
+            {
                 if let Some(event) = EventFacts::of_receive(record) {
                     events.entry(event.seq).or_insert(event);
                 }
@@ -759,11 +771,11 @@ impl<'a> History<'a> {
 
         // One call runs in one task: witness the request, stamp the event, stamp the response.
         for call in &self.calls {
-            let times = match call.event.as_str() {
-                "join" | "publish" | "leave" => {
+            let times = match service_event(call) {
+                Some(ServiceEvent::Join | ServiceEvent::Publish | ServiceEvent::Leave) => {
                     vec![call.received_lamport, call.lamport, call.response_lamport]
                 }
-                "publish_repeated" | "participants" => {
+                Some(ServiceEvent::PublishRepeated | ServiceEvent::Participants) => {
                     vec![call.received_lamport, call.response_lamport]
                 }
                 _ => continue,
@@ -795,7 +807,7 @@ impl<'a> History<'a> {
             let times: Vec<(u64, &Location)> = life
                 .records
                 .iter()
-                .filter(|record| record.event != "deliver")
+                .filter(|record| !record.is(ServiceEvent::Deliver))
                 .flat_map(|record| {
                     [
                         record.lamport,
@@ -896,7 +908,7 @@ fn node_overview(node: &str, lives: &[NodeLife<'_>]) -> String {
             .life
             .records
             .iter()
-            .filter(|record| record.event == "broadcast")
+            .filter(|record| record.is(ServiceEvent::Broadcast))
             .filter_map(|record| record.seq)
             .collect();
         broadcast_lines += seqs.len();
@@ -936,11 +948,12 @@ fn split_lives<'a>(records: &[&'a Record], cluster: bool) -> Vec<Life<'a>> {
     let (mut has_start, mut has_recover, mut stopped) = (false, false, false);
     let mut newest_broadcast: Option<u64> = None;
     for (index, record) in records.iter().enumerate() {
-        let begins_life = match record.event.as_str() {
+        let event = service_event(record);
+        let begins_life = match event {
             _ if stopped => true,
-            "recover" => has_start || has_recover,
-            "start" => has_start,
-            "broadcast" if cluster => record
+            Some(ServiceEvent::Recover) => has_start || has_recover,
+            Some(ServiceEvent::Start) => has_start,
+            Some(ServiceEvent::Broadcast) if cluster => record
                 .seq
                 .zip(newest_broadcast)
                 .is_some_and(|(seq, newest)| seq <= newest),
@@ -951,11 +964,11 @@ fn split_lives<'a>(records: &[&'a Record], cluster: bool) -> Vec<Life<'a>> {
             (has_start, has_recover, stopped) = (false, false, false);
             newest_broadcast = None;
         }
-        match record.event.as_str() {
-            "start" => has_start = true,
-            "recover" => has_recover = true,
-            "stop" => stopped = true,
-            "broadcast" => newest_broadcast = newest_broadcast.max(record.seq),
+        match event {
+            Some(ServiceEvent::Start) => has_start = true,
+            Some(ServiceEvent::Recover) => has_recover = true,
+            Some(ServiceEvent::Stop) => stopped = true,
+            Some(ServiceEvent::Broadcast) => newest_broadcast = newest_broadcast.max(record.seq),
             _ => {}
         }
     }
@@ -964,15 +977,18 @@ fn split_lives<'a>(records: &[&'a Record], cluster: bool) -> Vec<Life<'a>> {
         .windows(2)
         .map(|pair| {
             let records = records[pair[0]..pair[1]].to_vec();
-            let line = |event: &str| records.iter().copied().find(|record| record.event == event);
-            let recovered = line("recover")
+            let line =
+                |event: ServiceEvent| records.iter().copied().find(|record| record.is(event));
+            let recovered = line(ServiceEvent::Recover)
                 .and_then(|record| Some((record.last_seq?, record)))
-                .or_else(|| line("start").and_then(|record| Some((record.last_seq?, record))))
+                .or_else(|| {
+                    line(ServiceEvent::Start).and_then(|record| Some((record.last_seq?, record)))
+                })
                 .filter(|_| !cluster);
             Life {
                 recovered,
-                start: line("start"),
-                stopped: line("stop").is_some(),
+                start: line(ServiceEvent::Start),
+                stopped: line(ServiceEvent::Stop).is_some(),
                 records,
             }
         })
