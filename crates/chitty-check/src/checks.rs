@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chitty_logs::{Location, Record, Run};
+use chitty_logs::{
+    Call, CallStep, EventKind, Location, ParticipantEvent, Record, Run, ServiceEvent,
+};
 
 use crate::history::{EventFacts, History, number, plural, ranges};
-use crate::participant::{Process, Rpc};
+use crate::participant::Process;
 use crate::report::{Check, Report, seq_range};
 
 /// Runs every check that involves the participants' logs.
@@ -293,7 +295,7 @@ fn events_lost(history: &History<'_>, processes: &[Process<'_>], report: &mut Re
             .filter(|seq| !received.contains(seq))
             .collect();
         expected_total += expected.len();
-        let joined = if start_record.event == "receive" {
+        let joined = if start_record.is(ParticipantEvent::Receive) {
             "its first receive"
         } else {
             "its join"
@@ -361,7 +363,11 @@ fn sender_order(history: &History<'_>, processes: &[Process<'_>], report: &mut R
     let mut acknowledged = 0usize;
     for process in processes {
         let mut previous: Option<(u64, &Record)> = None;
-        for call in process.calls.iter().filter(|call| call.rpc == Rpc::Publish) {
+        for call in process
+            .calls
+            .iter()
+            .filter(|call| call.rpc == Call::Publish)
+        {
             let (Some(seq), Some(answer)) = (call.accepted_seq(), call.answer) else {
                 continue;
             };
@@ -385,7 +391,7 @@ fn sender_order(history: &History<'_>, processes: &[Process<'_>], report: &mut R
             // The event at that seq must be the message sent: at least its length must agree.
             let chars = call.attempts.last().and_then(|attempt| attempt.chars);
             if let (Some(chars), Some(event)) = (chars, history.events.get(&seq))
-                && event.kind == Some("message")
+                && event.kind == Some(EventKind::Message.as_str())
                 && event.participant == Some(process.name)
                 && let Some(text) = event.text
                 && text.chars().count() as u64 != chars
@@ -437,7 +443,7 @@ fn acknowledged_kept(history: &History<'_>, processes: &[Process<'_>], report: &
             };
             match history.events.get(&seq) {
                 Some(event)
-                    if event.kind == Some(kind) && event.participant == Some(process.name) => {}
+                    if event.kind == Some(kind.as_str()) && event.participant == Some(process.name) => {}
                 Some(event) => report.violation(
                     Check::AcknowledgedKept,
                     Some(process.name),
@@ -473,10 +479,7 @@ fn acknowledged_kept(history: &History<'_>, processes: &[Process<'_>], report: &
                     let call_line = history.calls.iter().any(|line| {
                         line.seq == Some(seq)
                             && line.participant.as_deref() == Some(process.name)
-                            && matches!(
-                                line.event.as_str(),
-                                "join" | "publish" | "publish_repeated" | "leave"
-                            )
+                            && EVENT_CALL_LINES.iter().any(|event| line.is(*event))
                     });
                     if call_line {
                         vouched += 1;
@@ -516,20 +519,39 @@ fn acknowledged_kept(history: &History<'_>, processes: &[Process<'_>], report: &
     );
 }
 
-/// The participant's send that a service call line says it received.
-fn send_event_of(line: &Record) -> Option<&'static str> {
-    let rpc = match line.event.as_str() {
-        "refused" => line.rpc.as_deref()?,
-        event => event,
+/// The service's lines for an accepted call that caused an event (or found it already caused, for a
+/// repeated Publish): such a line vouches for the event's seq when no broadcast line shows it.
+const EVENT_CALL_LINES: [ServiceEvent; 4] = [
+    ServiceEvent::Join,
+    ServiceEvent::Publish,
+    ServiceEvent::PublishRepeated,
+    ServiceEvent::Leave,
+];
+
+/// The participant's send that a service call line says it received: the line's own event for an
+/// accepted call, the `rpc` it names for a refused one (`Join`, `Broadcast`, ...).
+fn send_event_of(line: &Record) -> Option<ParticipantEvent> {
+    let name = if line.is(ServiceEvent::Refused) {
+        line.rpc.as_deref()?
+    } else {
+        line.event.as_str()
     };
-    Some(match rpc.to_ascii_lowercase().as_str() {
-        "join" => "join_sent",
-        "publish" | "publish_repeated" => "publish_sent",
-        "leave" => "leave_sent",
-        "broadcast" | "broadcast_open" => "broadcast_open",
-        "participants" => "participants_sent",
-        _ => return None,
-    })
+    let name = name.to_ascii_lowercase();
+    if let Some(call) = Call::from_name(&name) {
+        // The one event of a participant's that is this call's request.
+        return ParticipantEvent::ALL
+            .iter()
+            .copied()
+            .find(|event| event.call_step() == Some((call, CallStep::Sent)));
+    }
+    // The calls that are not a participant's unary calls: a repeated Publish, and the stream.
+    match name.parse() {
+        Ok(ServiceEvent::PublishRepeated) => Some(ParticipantEvent::PublishSent),
+        Ok(ServiceEvent::Broadcast | ServiceEvent::BroadcastOpen) => {
+            Some(ParticipantEvent::BroadcastOpen)
+        }
+        _ => None,
+    }
 }
 
 /// The clock condition on every message matched across two logs: requests, responses and deliveries.
@@ -577,7 +599,7 @@ fn clock_condition(
         if run.component(participant).is_none() {
             continue;
         }
-        let Some(sent) = sends.get(&(participant, send_event, request)) else {
+        let Some(sent) = sends.get(&(participant, send_event.as_str(), request)) else {
             unmatched_requests.push(line.location.clone());
             continue;
         };
@@ -759,8 +781,8 @@ fn participant_clocks(history: &History<'_>, processes: &[Process<'_>], report: 
             times += 1;
             // A refusal without the service's time is logged at the clock's current value, unticked.
             let ticked = !(matches!(
-                record.event.as_str(),
-                "publish_refused" | "publish_throttled"
+                record.participant_event(),
+                Some(ParticipantEvent::PublishRefused | ParticipantEvent::PublishThrottled)
             ) && record.response_lamport.is_none());
             if let Some((before, before_record)) = previous
                 && (lamport < before || (ticked && lamport == before))

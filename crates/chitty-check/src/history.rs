@@ -32,21 +32,26 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use chitty_logs::{Location, Record, Run, SERVICE};
+use chitty_logs::{EventKind, Location, ParticipantEvent, Record, Run, SERVICE, ServiceEvent};
 
 use crate::report::{Check, Report, seq_range};
 
 /// The service's call lines: one per Join, Publish, Leave, Broadcast or Participants call it answered or
 /// refused.
-const SERVICE_CALL_EVENTS: [&str; 7] = [
-    "join",
-    "publish",
-    "publish_repeated",
-    "leave",
-    "refused",
-    "broadcast_open",
-    "participants",
+const SERVICE_CALL_EVENTS: [ServiceEvent; 7] = [
+    ServiceEvent::Join,
+    ServiceEvent::Publish,
+    ServiceEvent::PublishRepeated,
+    ServiceEvent::Leave,
+    ServiceEvent::Refused,
+    ServiceEvent::BroadcastOpen,
+    ServiceEvent::Participants,
 ];
+
+/// The line's `event` as the service's, if it is one of the service's names.
+fn service_event(record: &Record) -> Option<ServiceEvent> {
+    record.event.parse().ok()
+}
 
 /// One event as one log line describes it: a service `broadcast` or a participant `receive`.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +121,7 @@ impl<'a> EventFacts<'a> {
             self.kind.unwrap_or("event of unknown kind"),
             self.participant.unwrap_or("nobody named")
         );
-        if self.kind == Some("message") {
+        if self.kind == Some(EventKind::Message.as_str()) {
             let _ = write!(description, " {}", quoted(self.text));
         }
         let _ = write!(description, " at Lamport {}", number(self.lamport));
@@ -173,10 +178,6 @@ impl Unlogged {
         seq >= self.from && self.to.is_none_or(|to| seq <= to)
     }
 }
-
-/// The component of the lines a cluster node's NATS layer logs (`connected`, `shutdown`, ...): part of
-/// the service, not a participant.
-pub(crate) const CLUSTER_COMPONENT: &str = "cluster";
 
 /// One life of one cluster node.
 #[derive(Debug)]
@@ -236,7 +237,8 @@ impl<'a> History<'a> {
     /// Reads the history from the service's log, or from what the participants received without it, and
     /// checks what needs the service's log alone: seqs, and the service's clock.
     pub fn build(run: &'a Run, report: &mut Report) -> History<'a> {
-        let names_a_node = |record: &Record| record.event == "start" && node_of(record).is_some();
+        let names_a_node =
+            |record: &Record| record.is(ServiceEvent::Start) && node_of(record).is_some();
         match run.service() {
             Some(records) if records.iter().any(names_a_node) => History::from_cluster(run, report),
             Some(records) => History::from_service(records, report),
@@ -274,7 +276,10 @@ impl<'a> History<'a> {
         self.events
             .range(after + 1..)
             .map(|(_, event)| event)
-            .find(|event| event.kind == Some("left") && event.participant == Some(participant))
+            .find(|event| {
+                event.kind == Some(EventKind::Left.as_str())
+                    && event.participant == Some(participant)
+            })
     }
 
     /// The service's `crash_leave` line for `participant` at `seq`, if the service announced that leave
@@ -285,11 +290,11 @@ impl<'a> History<'a> {
         })
     }
 
-    fn from_service(records: &'a [Record], report: &mut Report) -> History<'a> {
-        let records: Vec<&Record> = records.iter().collect();
-        let lives = split_lives(&records, false);
-        let mut history = History {
-            from_service: true,
+    /// A history with nothing read into it yet; `from_service` says whether it will be read from the
+    /// service's log (its broadcast lines) or from what the participants received.
+    fn empty(from_service: bool) -> History<'a> {
+        History {
+            from_service,
             lives: Vec::new(),
             cluster: None,
             events: BTreeMap::new(),
@@ -298,127 +303,53 @@ impl<'a> History<'a> {
             gaps: BTreeSet::new(),
             crash_leaves: Vec::new(),
             calls: Vec::new(),
-        };
-        let mut broadcast_lines = 0usize;
-        let mut without_seq = Vec::new();
-        // The first seq the service's history is expected to have, and the newest it is known to have had
-        // before the current life.
-        let mut first_expected: Option<u64> = None;
-        let mut known_before: u64 = 0;
+        }
+    }
+
+    /// The history of a single service: its broadcast lines, life by life, with the seqs it recovered
+    /// at each restart without having logged them. Reading, checking and the report's words are each in
+    /// a function of their own below; this one only says in which order they happen.
+    fn from_service(records: &'a [Record], report: &mut Report) -> History<'a> {
+        let records: Vec<&Record> = records.iter().collect();
+        let lives = split_lives(&records, false);
+        let mut history = History::empty(true);
+        let mut broadcasts = BroadcastLines::default();
+        let mut position = ServicePosition::default();
         for (index, life) in lives.iter().enumerate() {
-            match (index, life.recovered) {
-                (0, Some((recovered, line))) => {
-                    first_expected = Some(recovered + 1);
-                    known_before = recovered;
-                    if recovered > 0 {
-                        history.unlogged.push(Unlogged {
-                            from: 1,
-                            to: Some(recovered),
-                            why: format!(
-                                "before the service's log begins (its first life began with last_seq {recovered} at {})",
-                                line.location
-                            ),
-                        });
-                    }
-                }
-                // An older service logged no last_seq on `start`; it always began at seq 1.
-                (0, None) if life.start.is_some() => first_expected = Some(1),
-                (0, None) => {}
-                (_, Some((recovered, line))) => {
-                    if recovered < known_before {
-                        report.violation(
-                            Check::SeqHasNoGap,
-                            None,
-                            Some(recovered + 1),
-                            format!(
-                                "the service restarted with its history going back: it recovered up to seq {recovered}, but it had reached seq {known_before} before the restart, losing {}",
-                                seq_range(recovered + 1, known_before),
-                            ),
-                            vec![line.location.clone()],
-                        );
-                    } else if recovered > known_before {
-                        history.unlogged.push(Unlogged {
-                            from: known_before + 1,
-                            to: Some(recovered),
-                            why: format!(
-                                "recovered by the restart at {} but never logged as broadcast: the service stopped between ordering and logging",
-                                line.location
-                            ),
-                        });
-                    }
-                    known_before = known_before.max(recovered);
-                }
-                (_, None) => {}
-            }
-            let mut newest_in_life = known_before;
+            history.begin_service_life(index, life, &mut position, report);
+            let mut newest_in_life = position.known_before;
             for &record in &life.records {
-                match record.event.as_str() {
-                    "broadcast" => {
-                        broadcast_lines += 1;
-                        let Some(event) = EventFacts::of_broadcast(record) else {
-                            without_seq.push(record.location.clone());
-                            continue;
-                        };
-                        newest_in_life = newest_in_life.max(event.seq);
-                        match history.events.get(&event.seq) {
-                            Some(first) => report.violation(
-                                Check::SeqHasNoGap,
-                                None,
-                                Some(event.seq),
-                                format!(
-                                    "the service broadcast seq {} twice: first {}, then {}",
-                                    event.seq,
-                                    first.describe(),
-                                    event.describe()
-                                ),
-                                vec![first.record.location.clone(), record.location.clone()],
-                            ),
-                            None => {
-                                if index > 0 && event.seq <= known_before {
-                                    report.violation(
-                                        Check::SeqHasNoGap,
-                                        None,
-                                        Some(event.seq),
-                                        format!(
-                                            "the service broadcast seq {} after a restart that recovered up to seq {known_before}: a seq it already held was given to a new event, {}",
-                                            event.seq,
-                                            event.describe()
-                                        ),
-                                        vec![record.location.clone()],
-                                    );
-                                }
-                                history.events.insert(event.seq, event);
-                            }
-                        }
-                    }
-                    "crash_leave" => history.crash_leaves.push(record),
-                    event if SERVICE_CALL_EVENTS.contains(&event) => history.calls.push(record),
-                    _ => {}
+                if !record.is(ServiceEvent::Broadcast) {
+                    history.keep_service_line(record);
+                    continue;
                 }
+                let Some(event) = broadcasts.read(record) else {
+                    continue;
+                };
+                newest_in_life = newest_in_life.max(event.seq);
+                history.add_service_broadcast(event, index > 0, position.known_before, report);
             }
-            known_before = newest_in_life;
+            position.known_before = newest_in_life;
         }
         if let Some(last) = lives.last()
             && !last.stopped
         {
             history.unlogged.push(Unlogged {
-                from: known_before + 1,
+                from: position.known_before + 1,
                 to: None,
                 why: "after the service's last line: its last life ended without a `stop` line, so it may have ordered events it never logged".to_owned(),
             });
         }
-        if let Some(first) = without_seq.first() {
-            report.notes.push(format!(
-                "{} broadcast lines have no seq and were ignored (the first at {first})",
-                without_seq.len(),
-            ));
-        }
+        broadcasts.note_without_seq(report);
 
         // Every seq from the first expected to the newest logged is a broadcast line, or unlogged.
-        let first = first_expected.or_else(|| history.events.keys().next().copied());
+        let first = position
+            .first_expected
+            .or_else(|| history.events.keys().next().copied());
         let last_logged = history.events.keys().next_back().copied();
-        if let (Some(first), Some(last)) = (first, last_logged) {
-            if first_expected.is_none() && first > 1 {
+        let span = first.zip(last_logged);
+        if let Some((first, last)) = span {
+            if position.first_expected.is_none() && first > 1 {
                 history.unlogged.push(Unlogged {
                     from: 1,
                     to: Some(first - 1),
@@ -427,29 +358,128 @@ impl<'a> History<'a> {
             }
             history.report_gaps(first, last, &SERVICE_WORDS, report);
         }
-        let restarts = lives.len().saturating_sub(1);
-        let coverage = match (first, last_logged) {
-            (Some(first), Some(last)) => format!(
-                "{broadcast_lines} broadcast lines of the service, seq {first} to {last}, across {} {}",
-                lives.len(),
-                plural(lives.len(), "service life", "service lives")
-            ),
-            _ => "the service's log has no broadcast line".to_owned(),
-        };
-        report.coverage.insert(Check::SeqHasNoGap, coverage);
-        report.overview.push(format!(
-            "history: the service's broadcast lines{}{}",
-            match (first, last_logged) {
-                (Some(first), Some(last)) => format!(", seq {first} to {last}"),
-                _ => String::new(),
-            },
-            match restarts {
-                0 => String::new(),
-                1 => ", across 1 restart".to_owned(),
-                _ => format!(", across {restarts} restarts"),
+        report.coverage.insert(
+            Check::SeqHasNoGap,
+            service_coverage(broadcasts.count, span, lives.len()),
+        );
+        report.overview.push(service_overview(span, lives.len()));
+        history.note_unlogged(report);
+        history.lives = lives;
+        history.check_service_clock(report);
+        history
+    }
+
+    /// Starts reading the `index`th life of a single service: what it says it recovered is compared with
+    /// what the lives before it held. A restart that lost seqs is a violation; seqs it recovered that no
+    /// life logged are unlogged, so that participants' receives of them are not taken for invented.
+    fn begin_service_life(
+        &mut self,
+        index: usize,
+        life: &Life<'a>,
+        position: &mut ServicePosition,
+        report: &mut Report,
+    ) {
+        match (index, life.recovered) {
+            (0, Some((recovered, line))) => {
+                position.first_expected = Some(recovered + 1);
+                position.known_before = recovered;
+                if recovered > 0 {
+                    self.unlogged.push(Unlogged {
+                        from: 1,
+                        to: Some(recovered),
+                        why: format!(
+                            "before the service's log begins (its first life began with last_seq {recovered} at {})",
+                            line.location
+                        ),
+                    });
+                }
             }
-        ));
-        for unlogged in &history.unlogged {
+            // An older service logged no last_seq on `start`; it always began at seq 1.
+            (0, None) if life.start.is_some() => position.first_expected = Some(1),
+            (0, None) => {}
+            (_, Some((recovered, line))) => {
+                let known_before = position.known_before;
+                if recovered < known_before {
+                    report.violation(
+                        Check::SeqHasNoGap,
+                        None,
+                        Some(recovered + 1),
+                        format!(
+                            "the service restarted with its history going back: it recovered up to seq {recovered}, but it had reached seq {known_before} before the restart, losing {}",
+                            seq_range(recovered + 1, known_before),
+                        ),
+                        vec![line.location.clone()],
+                    );
+                } else if recovered > known_before {
+                    self.unlogged.push(Unlogged {
+                        from: known_before + 1,
+                        to: Some(recovered),
+                        why: format!(
+                            "recovered by the restart at {} but never logged as broadcast: the service stopped between ordering and logging",
+                            line.location
+                        ),
+                    });
+                }
+                position.known_before = known_before.max(recovered);
+            }
+            (_, None) => {}
+        }
+    }
+
+    /// Adds one broadcast line of a single service to the history. A single service gives each seq once,
+    /// so a seq broadcast twice is a violation, and so is a seq at or below what a restart recovered
+    /// (`after_restart`, `known_before`): that seq was given to a new event.
+    fn add_service_broadcast(
+        &mut self,
+        event: EventFacts<'a>,
+        after_restart: bool,
+        known_before: u64,
+        report: &mut Report,
+    ) {
+        if let Some(first) = self.events.get(&event.seq) {
+            report.violation(
+                Check::SeqHasNoGap,
+                None,
+                Some(event.seq),
+                format!(
+                    "the service broadcast seq {} twice: first {}, then {}",
+                    event.seq,
+                    first.describe(),
+                    event.describe()
+                ),
+                vec![first.record.location.clone(), event.record.location.clone()],
+            );
+            return;
+        }
+        if after_restart && event.seq <= known_before {
+            report.violation(
+                Check::SeqHasNoGap,
+                None,
+                Some(event.seq),
+                format!(
+                    "the service broadcast seq {} after a restart that recovered up to seq {known_before}: a seq it already held was given to a new event, {}",
+                    event.seq,
+                    event.describe()
+                ),
+                vec![event.record.location.clone()],
+            );
+        }
+        self.events.insert(event.seq, event);
+    }
+
+    /// Keeps a service line that is not a broadcast if a check needs it: a `crash_leave`, or a call line.
+    fn keep_service_line(&mut self, record: &'a Record) {
+        match service_event(record) {
+            Some(ServiceEvent::CrashLeave) => self.crash_leaves.push(record),
+            Some(event) if SERVICE_CALL_EVENTS.contains(&event) => self.calls.push(record),
+            _ => {}
+        }
+    }
+
+    /// One note per range of unlogged seqs, saying why the service holds them without a broadcast line,
+    /// so that a reader knows why receives there were not compared with the service.
+    fn note_unlogged(&self, report: &mut Report) {
+        for unlogged in &self.unlogged {
             let range = match unlogged.to {
                 Some(to) => seq_range(unlogged.from, to),
                 None => format!("seqs from {}", unlogged.from),
@@ -459,130 +489,137 @@ impl<'a> History<'a> {
                 unlogged.why
             ));
         }
-        history.lives = lives;
-        history.check_service_clock(report);
-        history
     }
 
     /// The history of a cluster: the union of its nodes' broadcast lines, each seq the same event on
-    /// every node and in every life that broadcast it.
+    /// every node and in every life that broadcast it. As for a single service, this function only
+    /// orders the steps: reading the nodes, comparing their broadcasts, and the report's words.
     fn from_cluster(run: &'a Run, report: &mut Report) -> History<'a> {
-        let mut cluster = Cluster::default();
-        for process in run.processes_of(SERVICE) {
-            let name = process.name().to_owned();
-            let process_node = process
-                .records
-                .iter()
-                .copied()
-                .filter(|record| record.event == "start")
-                .find_map(node_of)
-                .map(str::to_owned);
-            if process_node.is_none() {
-                report.notes.push(format!(
-                    "the service's lines in {name} name no node on a `start` line, in a run whose other service lines do; they are taken as one more node of the cluster, called {name}"
-                ));
-            }
-            for life in split_lives(&process.records, true) {
-                let node = life
-                    .start
-                    .and_then(node_of)
-                    .map(str::to_owned)
-                    .or_else(|| process_node.clone())
-                    .unwrap_or_else(|| name.clone());
-                cluster.lives.push(NodeLife {
-                    node,
-                    process: name.clone(),
-                    life,
-                });
-            }
-        }
-        // Nodes by id; a stable sort keeps each node's lives in reading order.
-        cluster.lives.sort_by(|a, b| a.node.cmp(&b.node));
+        let mut cluster = read_cluster(run, report);
         let labels = life_labels(&cluster.lives);
-
-        let mut history = History {
-            from_service: true,
-            lives: Vec::new(),
-            cluster: None,
-            events: BTreeMap::new(),
-            variants: BTreeMap::new(),
-            unlogged: Vec::new(),
-            gaps: BTreeSet::new(),
-            crash_leaves: Vec::new(),
-            calls: Vec::new(),
-        };
-        let mut broadcast_lines = 0usize;
-        let mut without_seq = Vec::new();
+        let mut history = History::empty(true);
+        let mut broadcasts = BroadcastLines::default();
         // Which node life logged the first broadcast line of each seq, to name it.
         let mut first_by: BTreeMap<u64, &str> = BTreeMap::new();
         for (node_life, label) in cluster.lives.iter().zip(&labels) {
             for &record in &node_life.life.records {
-                match record.event.as_str() {
-                    "broadcast" => {
-                        broadcast_lines += 1;
-                        let Some(event) = EventFacts::of_broadcast(record) else {
-                            without_seq.push(record.location.clone());
-                            continue;
-                        };
-                        let seq = event.seq;
-                        let Some(first) = history.events.get(&seq) else {
-                            first_by.insert(seq, label);
-                            history.events.insert(seq, event);
-                            continue;
-                        };
-                        cluster.repeats += 1;
-                        let differences = event.differences(first);
-                        if differences.is_empty() {
-                            continue;
-                        }
-                        report.violation(
-                            Check::SameOrderEverywhere,
-                            None,
-                            Some(seq),
-                            format!(
-                                "the cluster's nodes disagree on seq {seq}: {label} broadcast {}, but {} broadcast {} first: {}",
-                                event.describe(),
-                                first_by.get(&seq).copied().unwrap_or("another node"),
-                                first.describe(),
-                                differences.join("; ")
-                            ),
-                            vec![record.location.clone(), first.record.location.clone()],
-                        );
-                        let variants = history.variants.entry(seq).or_default();
-                        if !variants
-                            .iter()
-                            .any(|variant| event.differences(variant).is_empty())
-                        {
-                            variants.push(event);
-                        }
-                    }
-                    "crash_leave" => history.crash_leaves.push(record),
-                    event if SERVICE_CALL_EVENTS.contains(&event) => history.calls.push(record),
-                    _ => {}
+                if !record.is(ServiceEvent::Broadcast) {
+                    history.keep_service_line(record);
+                    continue;
+                }
+                let Some(event) = broadcasts.read(record) else {
+                    continue;
+                };
+                if history.add_cluster_broadcast(event, label, &mut first_by, report) {
+                    cluster.repeats += 1;
                 }
             }
         }
 
         let first = history.events.keys().next().copied();
         let last = history.events.keys().next_back().copied();
+        history.unlogged_around_cluster(first, last, &cluster.lives, &labels);
+        broadcasts.note_without_seq(report);
+        if let (Some(first), Some(last)) = (first, last) {
+            history.report_gaps(first, last, &CLUSTER_WORDS, report);
+        }
+
+        let nodes = cluster.nodes();
+        let a_cluster = format!(
+            "a cluster of {} {}",
+            nodes.len(),
+            plural(nodes.len(), "node", "nodes")
+        );
+        let span = first.zip(last);
+        let lives = cluster.lives.len();
+        report.coverage.insert(
+            Check::SeqHasNoGap,
+            cluster_coverage(broadcasts.count, &a_cluster, span, lives),
+        );
+        report
+            .overview
+            .push(cluster_overview(&a_cluster, &nodes, span, lives));
+        for node in &nodes {
+            report.overview.push(node_overview(node, &cluster.lives));
+        }
+        history.note_unlogged(report);
+        history.cluster = Some(cluster);
+        history.check_service_clock(report);
+        history
+    }
+
+    /// Adds one node's broadcast line to the cluster's history, and says whether its seq had been
+    /// broadcast before. The first line of a seq defines the event; a later one must be the same event,
+    /// else the nodes disagree on the one order: a violation, and the other version is kept in
+    /// `variants` so that a participant that received it is not blamed. `label` names the node life,
+    /// and `first_by` remembers which life logged each seq first, to name it in the violation.
+    fn add_cluster_broadcast<'label>(
+        &mut self,
+        event: EventFacts<'a>,
+        label: &'label str,
+        first_by: &mut BTreeMap<u64, &'label str>,
+        report: &mut Report,
+    ) -> bool {
+        let seq = event.seq;
+        let Some(first) = self.events.get(&seq) else {
+            first_by.insert(seq, label);
+            self.events.insert(seq, event);
+            return false;
+        };
+        let differences = event.differences(first);
+        if differences.is_empty() {
+            return true;
+        }
+        report.violation(
+            Check::SameOrderEverywhere,
+            None,
+            Some(seq),
+            format!(
+                "the cluster's nodes disagree on seq {seq}: {label} broadcast {}, but {} broadcast {} first: {}",
+                event.describe(),
+                first_by.get(&seq).copied().unwrap_or("another node"),
+                first.describe(),
+                differences.join("; ")
+            ),
+            vec![event.record.location.clone(), first.record.location.clone()],
+        );
+        let variants = self.variants.entry(seq).or_default();
+        if !variants
+            .iter()
+            .any(|variant| event.differences(variant).is_empty())
+        {
+            variants.push(event);
+        }
+        true
+    }
+
+    /// The seqs a cluster may hold that no node's log shows: those before the first broadcast line
+    /// (retention may have cut them before any node here applied them), and those after the last when a
+    /// node life ended without `stop` (events may have been appended that no node logged).
+    fn unlogged_around_cluster(
+        &mut self,
+        first: Option<u64>,
+        last: Option<u64>,
+        lives: &[NodeLife<'_>],
+        labels: &[String],
+    ) {
         if let Some(first) = first
             && first > 1
         {
-            history.unlogged.push(Unlogged {
+            self.unlogged.push(Unlogged {
                 from: 1,
                 to: Some(first - 1),
                 why: "before the first broadcast line of every node: a node's `start` line does not say where the stream began, so these may have been discarded by retention before any node whose log is here applied them".to_owned(),
             });
         }
-        let unstopped: Vec<&str> = cluster
-            .lives
+        let unstopped: Vec<&str> = lives
             .iter()
-            .zip(&labels)
+            .zip(labels)
             .filter(|(node_life, _)| !node_life.life.stopped)
             .map(|(_, label)| label.as_str())
             .collect();
         if !unstopped.is_empty() {
-            history.unlogged.push(Unlogged {
+            self.unlogged.push(Unlogged {
                 from: last.unwrap_or(0) + 1,
                 to: None,
                 why: format!(
@@ -593,82 +630,31 @@ impl<'a> History<'a> {
                 ),
             });
         }
-        if let Some(first) = without_seq.first() {
-            report.notes.push(format!(
-                "{} broadcast lines have no seq and were ignored (the first at {first})",
-                without_seq.len(),
-            ));
-        }
-        if let (Some(first), Some(last)) = (first, last) {
-            history.report_gaps(first, last, &CLUSTER_WORDS, report);
-        }
-
-        let nodes = cluster.nodes();
-        let lives = cluster.lives.len();
-        let a_cluster = format!(
-            "a cluster of {} {}",
-            nodes.len(),
-            plural(nodes.len(), "node", "nodes")
-        );
-        let coverage = match (first, last) {
-            (Some(first), Some(last)) => format!(
-                "{broadcast_lines} broadcast lines of {a_cluster}, seq {first} to {last}, across {lives} {}",
-                plural(lives, "node life", "node lives")
-            ),
-            _ => format!("the logs of {a_cluster} have no broadcast line"),
-        };
-        report.coverage.insert(Check::SeqHasNoGap, coverage);
-        report.overview.push(format!(
-            "history: the union of the broadcast lines of {a_cluster} ({}){}, across {lives} {}",
-            nodes.join(", "),
-            match (first, last) {
-                (Some(first), Some(last)) => format!(", seq {first} to {last}"),
-                _ => String::new(),
-            },
-            plural(lives, "node life", "node lives"),
-        ));
-        for node in &nodes {
-            report.overview.push(node_overview(node, &cluster.lives));
-        }
-        for unlogged in &history.unlogged {
-            let range = match unlogged.to {
-                Some(to) => seq_range(unlogged.from, to),
-                None => format!("seqs from {}", unlogged.from),
-            };
-            report.notes.push(format!(
-                "{range}: {}; what participants received there is compared among the participants, not with the service",
-                unlogged.why
-            ));
-        }
-        history.cluster = Some(cluster);
-        history.check_service_clock(report);
-        history
     }
 
+    /// The history without the service's log: the union of what the participants received, the first
+    /// receive of each seq standing for the event. Nothing here can be a violation; what cannot be checked
+    /// is said in notes.
     fn from_receives(run: &'a Run, report: &mut Report) -> History<'a> {
-        let mut events = BTreeMap::new();
+        let mut history = History::empty(false);
         for (_, records) in run.participants() {
-            for record in records.iter().filter(|record| record.event == "receive") {
+            for record in records
+                .iter()
+                .filter(|record| record.is(ParticipantEvent::Receive))
+            {
                 if let Some(event) = EventFacts::of_receive(record) {
-                    events.entry(event.seq).or_insert(event);
+                    history.events.entry(event.seq).or_insert(event);
                 }
             }
         }
-        let seqs: Vec<u64> = events.keys().copied().collect();
+        let seqs: Vec<u64> = history.events.keys().copied().collect();
         let coverage = match (seqs.first(), seqs.last()) {
-            (Some(first), Some(last)) => {
-                let missing: Vec<u64> = (*first..=*last)
-                    .filter(|seq| !events.contains_key(seq))
+            (Some(&first), Some(&last)) => {
+                let missing: Vec<u64> = (first..=last)
+                    .filter(|seq| !history.events.contains_key(seq))
                     .collect();
                 if !missing.is_empty() {
-                    let listed: Vec<String> = ranges(&missing)
-                        .into_iter()
-                        .map(|(from, to)| seq_range(from, to))
-                        .collect();
-                    report.notes.push(format!(
-                        "no participant received {}; without the service's log that is not a violation by itself, since an event may have had no recipient (a participant that was present is checked under \"no event lost\")",
-                        listed.join(", ")
-                    ));
+                    report.notes.push(unreceived_note(&missing));
                 }
                 format!(
                     "no service log: the union of what participants received, seq {first} to {last}, {} seqs",
@@ -684,17 +670,7 @@ impl<'a> History<'a> {
         report.overview.push(
             "history: NO SERVICE LOG; the union of what the participants received".to_owned(),
         );
-        History {
-            from_service: false,
-            lives: Vec::new(),
-            cluster: None,
-            events,
-            variants: BTreeMap::new(),
-            unlogged: Vec::new(),
-            gaps: BTreeSet::new(),
-            crash_leaves: Vec::new(),
-            calls: Vec::new(),
-        }
+        history
     }
 
     /// Reports every seq from `first` to `last` that is neither a broadcast line nor unlogged as a gap,
@@ -733,7 +709,14 @@ impl<'a> History<'a> {
     /// The service's clock: event times increase along seq, each call's times increase through the call,
     /// and every time after a restart is above every time before it.
     fn check_service_clock(&self, report: &mut Report) {
-        // Events get their seq and their Lamport time under one lock.
+        self.check_event_times(report);
+        self.check_call_times(report);
+        self.check_times_across_restarts(report);
+    }
+
+    /// Event times increase along seq: the service gives an event its seq and its Lamport time under one
+    /// lock, so a later seq has a later time.
+    fn check_event_times(&self, report: &mut Report) {
         let mut previous: Option<&EventFacts<'_>> = None;
         for event in self.events.values() {
             let Some(lamport) = event.lamport else {
@@ -756,14 +739,17 @@ impl<'a> History<'a> {
             }
             previous = Some(event);
         }
+    }
 
-        // One call runs in one task: witness the request, stamp the event, stamp the response.
+    /// Each call's times increase through the call: one call runs in one task, which witnesses the
+    /// request, stamps the event, then stamps the response, ticking the clock at each.
+    fn check_call_times(&self, report: &mut Report) {
         for call in &self.calls {
-            let times = match call.event.as_str() {
-                "join" | "publish" | "leave" => {
+            let times = match service_event(call) {
+                Some(ServiceEvent::Join | ServiceEvent::Publish | ServiceEvent::Leave) => {
                     vec![call.received_lamport, call.lamport, call.response_lamport]
                 }
-                "publish_repeated" | "participants" => {
+                Some(ServiceEvent::PublishRepeated | ServiceEvent::Participants) => {
                     vec![call.received_lamport, call.response_lamport]
                 }
                 _ => continue,
@@ -788,14 +774,17 @@ impl<'a> History<'a> {
                 );
             }
         }
+    }
 
-        // A restarted service starts its clock above every time it may have used before.
+    /// A restarted service starts its clock above every time it may have used before, so no time after
+    /// a restart is at or below a time before it.
+    fn check_times_across_restarts(&self, report: &mut Report) {
         let mut highest_before: Option<(u64, &Location)> = None;
         for (index, life) in self.lives.iter().enumerate() {
             let times: Vec<(u64, &Location)> = life
                 .records
                 .iter()
-                .filter(|record| record.event != "deliver")
+                .filter(|record| !record.is(ServiceEvent::Deliver))
                 .flat_map(|record| {
                     [
                         record.lamport,
@@ -833,6 +822,168 @@ impl<'a> History<'a> {
             }
         }
     }
+}
+
+/// The broadcast lines read so far: how many, for the coverage line, and where those without a seq are,
+/// since such a line cannot be placed in the order and is only noted.
+#[derive(Debug, Default)]
+struct BroadcastLines {
+    /// How many `broadcast` lines were read, with or without a seq: the coverage line counts them all.
+    count: usize,
+    /// Where the lines without a seq are, so that the note can point at the first.
+    without_seq: Vec<Location>,
+}
+
+impl BroadcastLines {
+    /// Counts one `broadcast` line, and returns the event it describes, or keeps its location when it
+    /// has no seq.
+    fn read<'a>(&mut self, record: &'a Record) -> Option<EventFacts<'a>> {
+        self.count += 1;
+        let event = EventFacts::of_broadcast(record);
+        if event.is_none() {
+            self.without_seq.push(record.location.clone());
+        }
+        event
+    }
+
+    /// The note about lines without a seq, if there were any: they were not checked, and a reader should
+    /// know that.
+    fn note_without_seq(&self, report: &mut Report) {
+        if let Some(first) = self.without_seq.first() {
+            report.notes.push(format!(
+                "{} broadcast lines have no seq and were ignored (the first at {first})",
+                self.without_seq.len(),
+            ));
+        }
+    }
+}
+
+/// Where a single service's history stands while its lives are read in order, which is what a restart's
+/// recovered position is compared with.
+#[derive(Debug, Default)]
+struct ServicePosition {
+    /// The first seq the history is expected to have: one after what the first life recovered, or 1 for
+    /// a first life that started without saying; `None` when the log does not say where it began.
+    first_expected: Option<u64>,
+    /// The newest seq the service is known to have held before the life being read.
+    known_before: u64,
+}
+
+/// Reads the nodes of a cluster from the service's processes: each process's lives, each named by the
+/// node its `start` line names, sorted by node (each node's lives staying in reading order). A process
+/// whose lines name no node is taken as a node named after the process, and a note says so.
+fn read_cluster<'a>(run: &'a Run, report: &mut Report) -> Cluster<'a> {
+    let mut cluster = Cluster::default();
+    for process in run.processes_of(SERVICE) {
+        let name = process.name().to_owned();
+        let process_node = process
+            .records
+            .iter()
+            .copied()
+            .filter(|record| record.is(ServiceEvent::Start))
+            .find_map(node_of)
+            .map(str::to_owned);
+        if process_node.is_none() {
+            report.notes.push(format!(
+                "the service's lines in {name} name no node on a `start` line, in a run whose other service lines do; they are taken as one more node of the cluster, called {name}"
+            ));
+        }
+        for life in split_lives(&process.records, true) {
+            let node = life
+                .start
+                .and_then(node_of)
+                .map(str::to_owned)
+                .or_else(|| process_node.clone())
+                .unwrap_or_else(|| name.clone());
+            cluster.lives.push(NodeLife {
+                node,
+                process: name.clone(),
+                life,
+            });
+        }
+    }
+    // Nodes by id; a stable sort keeps each node's lives in reading order.
+    cluster.lives.sort_by(|a, b| a.node.cmp(&b.node));
+    cluster
+}
+
+/// The coverage line of "seq has no gap" for a single service: how many broadcast lines, which seqs
+/// (`span`, first and last), across how many lives.
+fn service_coverage(broadcast_lines: usize, span: Option<(u64, u64)>, lives: usize) -> String {
+    match span {
+        Some((first, last)) => format!(
+            "{broadcast_lines} broadcast lines of the service, seq {first} to {last}, across {lives} {}",
+            plural(lives, "service life", "service lives")
+        ),
+        None => "the service's log has no broadcast line".to_owned(),
+    }
+}
+
+/// The overview's line about where a single service's history comes from: its seqs (`span`), and its
+/// restarts (one fewer than its `lives`).
+fn service_overview(span: Option<(u64, u64)>, lives: usize) -> String {
+    let restarts = lives.saturating_sub(1);
+    format!(
+        "history: the service's broadcast lines{}{}",
+        match span {
+            Some((first, last)) => format!(", seq {first} to {last}"),
+            None => String::new(),
+        },
+        match restarts {
+            0 => String::new(),
+            1 => ", across 1 restart".to_owned(),
+            _ => format!(", across {restarts} restarts"),
+        }
+    )
+}
+
+/// The coverage line of "seq has no gap" for a cluster (`a_cluster` names it, `a cluster of 3 nodes`):
+/// how many broadcast lines, which seqs, across how many node lives.
+fn cluster_coverage(
+    broadcast_lines: usize,
+    a_cluster: &str,
+    span: Option<(u64, u64)>,
+    lives: usize,
+) -> String {
+    match span {
+        Some((first, last)) => format!(
+            "{broadcast_lines} broadcast lines of {a_cluster}, seq {first} to {last}, across {lives} {}",
+            plural(lives, "node life", "node lives")
+        ),
+        None => format!("the logs of {a_cluster} have no broadcast line"),
+    }
+}
+
+/// The overview's line about where a cluster's history comes from: its nodes, its seqs (`span`), and
+/// how many node lives logged them.
+fn cluster_overview(
+    a_cluster: &str,
+    nodes: &[&str],
+    span: Option<(u64, u64)>,
+    lives: usize,
+) -> String {
+    format!(
+        "history: the union of the broadcast lines of {a_cluster} ({}){}, across {lives} {}",
+        nodes.join(", "),
+        match span {
+            Some((first, last)) => format!(", seq {first} to {last}"),
+            None => String::new(),
+        },
+        plural(lives, "node life", "node lives"),
+    )
+}
+
+/// The note about seqs no participant received, when the service's log is missing: not a violation by
+/// itself, since an event may have had no recipient.
+fn unreceived_note(missing: &[u64]) -> String {
+    let listed: Vec<String> = ranges(missing)
+        .into_iter()
+        .map(|(from, to)| seq_range(from, to))
+        .collect();
+    format!(
+        "no participant received {}; without the service's log that is not a violation by itself, since an event may have had no recipient (a participant that was present is checked under \"no event lost\")",
+        listed.join(", ")
+    )
 }
 
 /// How a gap's message names the service: one process, or the nodes of a cluster.
@@ -896,7 +1047,7 @@ fn node_overview(node: &str, lives: &[NodeLife<'_>]) -> String {
             .life
             .records
             .iter()
-            .filter(|record| record.event == "broadcast")
+            .filter(|record| record.is(ServiceEvent::Broadcast))
             .filter_map(|record| record.seq)
             .collect();
         broadcast_lines += seqs.len();
@@ -936,11 +1087,12 @@ fn split_lives<'a>(records: &[&'a Record], cluster: bool) -> Vec<Life<'a>> {
     let (mut has_start, mut has_recover, mut stopped) = (false, false, false);
     let mut newest_broadcast: Option<u64> = None;
     for (index, record) in records.iter().enumerate() {
-        let begins_life = match record.event.as_str() {
+        let event = service_event(record);
+        let begins_life = match event {
             _ if stopped => true,
-            "recover" => has_start || has_recover,
-            "start" => has_start,
-            "broadcast" if cluster => record
+            Some(ServiceEvent::Recover) => has_start || has_recover,
+            Some(ServiceEvent::Start) => has_start,
+            Some(ServiceEvent::Broadcast) if cluster => record
                 .seq
                 .zip(newest_broadcast)
                 .is_some_and(|(seq, newest)| seq <= newest),
@@ -951,11 +1103,11 @@ fn split_lives<'a>(records: &[&'a Record], cluster: bool) -> Vec<Life<'a>> {
             (has_start, has_recover, stopped) = (false, false, false);
             newest_broadcast = None;
         }
-        match record.event.as_str() {
-            "start" => has_start = true,
-            "recover" => has_recover = true,
-            "stop" => stopped = true,
-            "broadcast" => newest_broadcast = newest_broadcast.max(record.seq),
+        match event {
+            Some(ServiceEvent::Start) => has_start = true,
+            Some(ServiceEvent::Recover) => has_recover = true,
+            Some(ServiceEvent::Stop) => stopped = true,
+            Some(ServiceEvent::Broadcast) => newest_broadcast = newest_broadcast.max(record.seq),
             _ => {}
         }
     }
@@ -964,15 +1116,18 @@ fn split_lives<'a>(records: &[&'a Record], cluster: bool) -> Vec<Life<'a>> {
         .windows(2)
         .map(|pair| {
             let records = records[pair[0]..pair[1]].to_vec();
-            let line = |event: &str| records.iter().copied().find(|record| record.event == event);
-            let recovered = line("recover")
+            let line =
+                |event: ServiceEvent| records.iter().copied().find(|record| record.is(event));
+            let recovered = line(ServiceEvent::Recover)
                 .and_then(|record| Some((record.last_seq?, record)))
-                .or_else(|| line("start").and_then(|record| Some((record.last_seq?, record))))
+                .or_else(|| {
+                    line(ServiceEvent::Start).and_then(|record| Some((record.last_seq?, record)))
+                })
                 .filter(|_| !cluster);
             Life {
                 recovered,
-                start: line("start"),
-                stopped: line("stop").is_some(),
+                start: line(ServiceEvent::Start),
+                stopped: line(ServiceEvent::Stop).is_some(),
                 records,
             }
         })

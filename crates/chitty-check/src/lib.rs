@@ -208,7 +208,7 @@ pub fn check(run: &Run) -> Report {
     let (processes, mut others) = participant::processes(run);
     if history.cluster.is_some() {
         // The nodes' NATS layer logs under a component of its own; it is part of the service.
-        others.retain(|name| *name != history::CLUSTER_COMPONENT);
+        others.retain(|name| *name != chitty_logs::CLUSTER);
     }
     if !others.is_empty() {
         report.notes.push(format!(

@@ -26,76 +26,33 @@
 //! - the service no longer held what it missed, so `reconnected` carries an `after_seq` above the last seq
 //!   it printed, and it printed "the service no longer holds events L+1 to A": those are skipped.
 
-use chitty_logs::{Location, Record, Run};
+use chitty_logs::{Call, CallStep, Location, ParticipantEvent, Record, Run};
 
 use crate::report::AcknowledgedGap;
 
-/// A participant's log events, which tell a participant's component from any other.
-const PARTICIPANT_EVENTS: [&str; 9] = [
-    "connect",
-    "join_sent",
-    "join_ok",
-    "receive",
-    "publish_sent",
-    "publish_ok",
-    "leave_sent",
-    "leave_ok",
-    "broadcast_open",
-];
-
-/// A unary call a participant makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rpc {
-    /// Join, first or again after the session ended.
-    Join,
-    /// Publish one message.
-    Publish,
-    /// Leave.
-    Leave,
-    /// Ask who is present.
-    Participants,
-}
-
-impl Rpc {
-    /// The call name as the service's `refused` lines and people spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rpc::Join => "Join",
-            Rpc::Publish => "Publish",
-            Rpc::Leave => "Leave",
-            Rpc::Participants => "Participants",
-        }
-    }
-
-    /// The kind of event an accepted call of this kind causes; a Participants call causes none.
-    pub fn event_kind(self) -> Option<&'static str> {
-        match self {
-            Rpc::Join => Some("joined"),
-            Rpc::Publish => Some("message"),
-            Rpc::Leave => Some("left"),
-            Rpc::Participants => None,
-        }
-    }
-}
-
 /// One call of one participant process: every attempt sent, and its answer if it got one.
 #[derive(Debug)]
-pub(crate) struct Call<'a> {
-    /// Which call.
-    pub rpc: Rpc,
+pub(crate) struct CallLines<'a> {
+    /// Which call, named `rpc` as the service's lines name it, so the checks can match the two sides.
+    pub rpc: Call,
     /// Every `*_sent` line of it, in order.
     pub attempts: Vec<&'a Record>,
     /// The `*_ok` or `publish_refused` line that ended it.
     pub answer: Option<&'a Record>,
 }
 
-impl Call<'_> {
+impl CallLines<'_> {
     /// Whether the service accepted it, with the seq of the event it caused; `None` also for a call that
     /// causes no event.
     pub fn accepted_seq(&self) -> Option<u64> {
         self.rpc.event_kind()?;
         self.answer
-            .filter(|answer| answer.event.ends_with("_ok"))
+            .filter(|answer| {
+                answer
+                    .participant_event()
+                    .and_then(ParticipantEvent::call_step)
+                    == Some((self.rpc, CallStep::Answered { accepted: true }))
+            })
             .and_then(|answer| answer.seq)
     }
 
@@ -118,7 +75,7 @@ pub(crate) struct Process<'a> {
     /// Its `receive` lines that have a seq, in log order.
     pub receives: Vec<&'a Record>,
     /// Its calls, in the order they were first sent.
-    pub calls: Vec<Call<'a>>,
+    pub calls: Vec<CallLines<'a>>,
     /// Gaps it told its user about.
     pub acknowledged: Vec<AcknowledgedGap>,
     /// A `disconnected` line after which it never reconnected, if its log ends that way.
@@ -129,15 +86,15 @@ impl<'a> Process<'a> {
     /// The seq its history begins at, and the line that says so: its first `join_ok`, else its `joined`
     /// line, else its first receive.
     pub fn start(&self) -> Option<(u64, &'a Record)> {
-        let first = |event: &str| {
+        let first = |event: ParticipantEvent| {
             self.records
                 .iter()
-                .find(|record| record.event == event && record.seq.is_some())
+                .find(|record| record.is(event) && record.seq.is_some())
                 .and_then(|record| Some((record.seq?, record)))
         };
-        first("join_ok")
-            .or_else(|| first("joined"))
-            .or_else(|| first("receive"))
+        first(ParticipantEvent::JoinOk)
+            .or_else(|| first(ParticipantEvent::Joined))
+            .or_else(|| first(ParticipantEvent::Receive))
     }
 
     /// The seq of its last join, first or again: the session its log ends in began there.
@@ -145,7 +102,7 @@ impl<'a> Process<'a> {
         self.records
             .iter()
             .rev()
-            .find(|record| record.event == "join_ok")
+            .find(|record| record.is(ParticipantEvent::JoinOk))
             .and_then(|record| record.seq)
     }
 
@@ -154,14 +111,14 @@ impl<'a> Process<'a> {
         self.records
             .iter()
             .rev()
-            .find(|record| record.event == "leave_ok" && record.seq.is_some())
+            .find(|record| record.is(ParticipantEvent::LeaveOk) && record.seq.is_some())
     }
 
     /// Whether it logged `leave_sent`.
     pub fn sent_leave(&self) -> bool {
         self.records
             .iter()
-            .any(|record| record.event == "leave_sent")
+            .any(|record| record.is(ParticipantEvent::LeaveSent))
     }
 
     /// The seq of the last event it received.
@@ -184,16 +141,17 @@ pub(crate) fn processes(run: &Run) -> (Vec<Process<'_>>, Vec<&str>) {
     let mut processes = Vec::new();
     let mut others = Vec::new();
     for (name, records) in run.participants() {
-        if !records
-            .iter()
-            .any(|record| PARTICIPANT_EVENTS.contains(&record.event.as_str()))
-        {
+        if !records.iter().any(|record| {
+            record
+                .participant_event()
+                .is_some_and(|event| ParticipantEvent::IDENTIFYING.contains(&event))
+        }) {
             others.push(name);
             continue;
         }
         let mut boundaries = vec![0];
         for (index, record) in records.iter().enumerate() {
-            if record.event == "connect" && index > 0 {
+            if record.is(ParticipantEvent::Connect) && index > 0 {
                 boundaries.push(index);
             }
         }
@@ -225,36 +183,24 @@ impl<'a> Process<'a> {
         };
         // The open call of each kind, as an index into `calls`.
         let mut open: [Option<usize>; 4] = [None; 4];
-        let slot = |rpc: Rpc| match rpc {
-            Rpc::Join => 0,
-            Rpc::Publish => 1,
-            Rpc::Leave => 2,
-            Rpc::Participants => 3,
+        let slot = |rpc: Call| match rpc {
+            Call::Join => 0,
+            Call::Publish => 1,
+            Call::Leave => 2,
+            Call::Participants => 3,
         };
         let mut last_printed: Option<u64> = None;
         let mut first_join: Option<u64> = None;
         let mut rejoined: Option<(u64, &Record)> = None;
         for record in records {
-            let sent = match record.event.as_str() {
-                "join_sent" => Some(Rpc::Join),
-                "publish_sent" => Some(Rpc::Publish),
-                "leave_sent" => Some(Rpc::Leave),
-                "participants_sent" => Some(Rpc::Participants),
-                _ => None,
-            };
-            let answered = match record.event.as_str() {
-                "join_ok" => Some(Rpc::Join),
-                "publish_ok" | "publish_refused" => Some(Rpc::Publish),
-                "leave_ok" => Some(Rpc::Leave),
-                "participants_ok" => Some(Rpc::Participants),
-                _ => None,
-            };
-            if let Some(rpc) = sent {
+            let event = record.participant_event();
+            let step = event.and_then(ParticipantEvent::call_step);
+            if let Some((rpc, CallStep::Sent)) = step {
                 // A Join or a Leave is sent once per call; a Publish again until it is answered.
                 let index = match open[slot(rpc)] {
-                    Some(index) if rpc == Rpc::Publish => index,
+                    Some(index) if rpc == Call::Publish => index,
                     _ => {
-                        process.calls.push(Call {
+                        process.calls.push(CallLines {
                             rpc,
                             attempts: Vec::new(),
                             answer: None,
@@ -267,9 +213,9 @@ impl<'a> Process<'a> {
                 }
                 open[slot(rpc)] = Some(index);
             }
-            if let Some(rpc) = answered {
+            if let Some((rpc, CallStep::Answered { .. })) = step {
                 let index = open[slot(rpc)].take().unwrap_or_else(|| {
-                    process.calls.push(Call {
+                    process.calls.push(CallLines {
                         rpc,
                         attempts: Vec::new(),
                         answer: None,
@@ -280,18 +226,18 @@ impl<'a> Process<'a> {
                     call.answer = Some(record);
                 }
             }
-            match record.event.as_str() {
-                "receive" if record.seq.is_some() => {
+            match event {
+                Some(ParticipantEvent::Receive) if record.seq.is_some() => {
                     process.receives.push(record);
                     last_printed = last_printed.max(record.seq);
                 }
-                "join_ok" => match (first_join, record.seq) {
+                Some(ParticipantEvent::JoinOk) => match (first_join, record.seq) {
                     (None, seq) => first_join = seq.or(Some(0)),
                     (Some(_), Some(seq)) => rejoined = Some((seq, record)),
                     (Some(_), None) => {}
                 },
-                "disconnected" => process.ends_disconnected = Some(record),
-                "reconnected" => {
+                Some(ParticipantEvent::Disconnected) => process.ends_disconnected = Some(record),
+                Some(ParticipantEvent::Reconnected) => {
                     process.ends_disconnected = None;
                     let from = last_printed.map_or(first_join.unwrap_or(1).max(1), |seq| seq + 1);
                     if let Some((join_seq, _)) = rejoined.take() {

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use chitty_check::{Check, Report, Violation, check};
 use chitty_logs::Run;
+use chitty_logs::testing::compare_golden;
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
@@ -188,41 +189,17 @@ fn violations(report: &Report, check: Check) -> Vec<String> {
     found
 }
 
-/// Compares `report` with the golden file `name`, or rewrites it when `UPDATE_GOLDEN=1`.
+/// Compares `report` with the golden file `name`, or rewrites it when `UPDATE_GOLDEN=1`; a difference
+/// shows the whole report too, since a report is short and its context explains the line.
 fn check_golden(name: &str, report: &Report) {
     // The first line names the directory checked, which differs between checkouts.
     let got = report.to_string().replace(
         &testdata().display().to_string(),
         "crates/chitty-check/testdata",
     );
-    let path = testdata().join("golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|value| value == "1") {
-        fs::write(&path, &got)
-            .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
-        return;
+    if let Err(mismatch) = compare_golden(&testdata().join("golden").join(name), &got) {
+        panic!("{mismatch}\nthe whole report:\n{got}");
     }
-    let want = fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "cannot read the golden file {}: {error}; run with UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    if got == want {
-        return;
-    }
-    let (got_lines, want_lines): (Vec<_>, Vec<_>) = (got.lines().collect(), want.lines().collect());
-    let line = got_lines
-        .iter()
-        .zip(&want_lines)
-        .position(|(got, want)| got != want)
-        .unwrap_or(got_lines.len().min(want_lines.len()));
-    panic!(
-        "{name} differs from its golden file at line {}:\n  got:  {}\n  want: {}\n\
-         (rerun with UPDATE_GOLDEN=1 to accept the new report)\nthe whole report:\n{got}",
-        line + 1,
-        got_lines.get(line).copied().unwrap_or("<end of report>"),
-        want_lines.get(line).copied().unwrap_or("<end of file>"),
-    );
 }
 
 #[test]

@@ -58,6 +58,38 @@ const DESCENT: f64 = 3.0;
 const LEGEND_SAMPLE: f64 = 28.0;
 /// The distance between two legend rows.
 const LEGEND_ROW: f64 = 22.0;
+/// The gap between a legend sample and its text.
+const LEGEND_SAMPLE_GAP: f64 = 6.0;
+/// The gap between one legend entry's text and the next entry's sample, on one legend row.
+const LEGEND_ENTRY_GAP: f64 = 22.0;
+/// The padding inside the legend's frame, around its entries.
+const LEGEND_PADDING: f64 = 10.0;
+/// The gap between the bottom of the lifelines and the legend's frame.
+const LEGEND_GAP: f64 = 24.0;
+/// The baseline of the title, at the top of the picture.
+const TITLE_BASELINE: f64 = MARGIN + ASCENT;
+/// The gap between the title's box and the lifelines' headers.
+const TITLE_TO_HEADERS: f64 = 14.0;
+/// The top of every lifeline's header box.
+const HEADER_TOP: f64 = TITLE_BASELINE + DESCENT + TITLE_TO_HEADERS;
+/// How far below a header box's middle its name's baseline is, which centres the name in the box.
+const HEADER_BASELINE_DROP: f64 = 4.5;
+/// The least gap between two neighbouring header boxes.
+const HEADER_CLEARANCE: f64 = 20.0;
+/// The gap between the headers and the first row, which the first row's notes sit in.
+const HEADERS_TO_FIRST_ROW: f64 = 30.0;
+/// The y of the first row.
+const FIRST_ROW: f64 = HEADER_TOP + HEADER_HEIGHT + HEADERS_TO_FIRST_ROW;
+/// How far below its row a time's (or a legend text's) baseline is, which centres the text on the row.
+const CENTRED_BASELINE_DROP: f64 = 4.0;
+/// How far above its row an arrow's label's baseline is, so that the label sits on the arrow's start.
+const NOTE_RAISE: f64 = 6.0;
+/// The least room kept between the end of the labels beside a lifeline and the next lifeline.
+const LABEL_CLEARANCE: f64 = 24.0;
+/// How far short of the receive point's dot an arrowhead stops.
+const ARROWHEAD_CLEARANCE: f64 = 1.0;
+/// The least width of the picture inside its margins, so that the legend has room for a few entries.
+const MIN_CONTENT_WIDTH: f64 = 420.0;
 
 /// An axis-aligned rectangle.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -247,23 +279,78 @@ pub(crate) struct Layout {
 /// Which side of its lifeline a point's arrows are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
+    /// A participant's: the service is to its left.
     Left,
+    /// The service's: the participants are to its right.
     Right,
 }
 
 impl Layout {
-    /// Lays out `diagram`.
+    /// Lays out `diagram`, phase by phase: what each point says, the columns wide enough for it, the
+    /// points and their labels, the arrows, the lifelines, the title, and last the legend below it all.
     pub fn of(diagram: &Diagram) -> Layout {
-        let title_baseline = MARGIN + ASCENT;
-        let header_top = title_baseline + DESCENT + 14.0;
-        let first_row = header_top + HEADER_HEIGHT + 30.0;
-        let row_y = |row: usize| first_row + row as f64 * ROW_HEIGHT;
-        let arrow_side = |lifeline: usize| match diagram.lifelines.get(lifeline) {
-            Some(lifeline) if lifeline.is_service => Side::Right,
-            _ => Side::Left,
-        };
+        let texts = PointTexts::of(diagram);
+        let grid = Grid::of(diagram, &texts);
+        let (mut labels, dots) = place_points(diagram, &texts, &grid);
+        let arrows = place_arrows(diagram, &grid);
+        let bottom = grid.row_y(diagram.points.len().saturating_sub(1)) + ROW_HEIGHT;
+        let lifelines = place_lifelines(diagram, &grid, bottom, &mut labels);
+        labels.push(Label::new(
+            diagram.title.clone(),
+            MARGIN,
+            TITLE_BASELINE,
+            Anchor::Start,
+            LabelStyle::Title,
+        ));
+        let content_right = labels
+            .iter()
+            .map(|label| label.bounds.right())
+            .chain(lifelines.iter().map(|lifeline| lifeline.header.right()))
+            .fold(0.0, f64::max);
+        let width = (content_right + MARGIN)
+            .max(MARGIN * 2.0 + MIN_CONTENT_WIDTH)
+            .ceil();
+        let (legend, legend_frame) =
+            place_legend(diagram, &dots, &lifelines, width, bottom, &mut labels);
+        let height = (legend_frame.y + legend_frame.height + MARGIN).ceil();
 
-        // What each point says: its time (and crash marks) away from its arrows, its notes beside them.
+        Layout {
+            width,
+            height,
+            title: diagram.title.clone(),
+            lifelines,
+            arrows,
+            dots,
+            legend,
+            legend_frame,
+            labels,
+        }
+    }
+}
+
+/// Which side of its lifeline a point's arrows leave from: the right for the service's (every
+/// participant is to its right), the left for a participant's.
+fn arrow_side(diagram: &Diagram, lifeline: usize) -> Side {
+    match diagram.lifelines.get(lifeline) {
+        Some(lifeline) if lifeline.is_service => Side::Right,
+        _ => Side::Left,
+    }
+}
+
+/// What each point says, by row: notes (event marks and the labels of arrows leaving it) go beside its
+/// arrows, its time and any crash marks on the far side. Measured first, since the columns must be wide
+/// enough for them.
+struct PointTexts {
+    /// The notes of each point, in the order they are set outwards from the lifeline; a text is kept
+    /// once, as two arrows from one point may carry the same label.
+    notes: BTreeMap<usize, Vec<(String, LabelStyle)>>,
+    /// The crash-leave marks of each point, set beyond its time.
+    crash_marks: BTreeMap<usize, Vec<String>>,
+}
+
+impl PointTexts {
+    /// Gathers every mark and arrow label of `diagram` by the point it belongs to.
+    fn of(diagram: &Diagram) -> PointTexts {
         let mut notes: BTreeMap<usize, Vec<(String, LabelStyle)>> = BTreeMap::new();
         let mut crash_marks: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for mark in &diagram.marks {
@@ -282,228 +369,265 @@ impl Layout {
             };
             add_note(&mut notes, arrow.from, &arrow.label, style);
         }
-        let far_text = |row: usize, lamport: u64| -> Vec<(String, LabelStyle)> {
-            let mut texts: Vec<(String, LabelStyle)> = crash_marks
-                .get(&row)
-                .into_iter()
-                .flatten()
-                .map(|text| (text.clone(), LabelStyle::Crash))
-                .collect();
-            texts.push((format!("L{lamport}"), LabelStyle::Time));
-            texts
-        };
+        PointTexts { notes, crash_marks }
+    }
 
-        // Column spacing and the left margin, from the widest texts on each side.
+    /// The texts on the far side of the point in `row`, from the outermost in: its crash marks, then its
+    /// Lamport time `L<lamport>`.
+    fn far(&self, row: usize, lamport: u64) -> Vec<(String, LabelStyle)> {
+        let mut texts: Vec<(String, LabelStyle)> = self
+            .crash_marks
+            .get(&row)
+            .into_iter()
+            .flatten()
+            .map(|text| (text.clone(), LabelStyle::Crash))
+            .collect();
+        texts.push((format!("L{lamport}"), LabelStyle::Time));
+        texts
+    }
+
+    /// The notes beside the arrows of the point in `row`.
+    fn near(&self, row: usize) -> &[(String, LabelStyle)] {
+        self.notes.get(&row).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Where rows and columns are: the y of each row, and the x of each lifeline.
+struct Grid {
+    /// The room left of the first lifeline, for the service's times and half its header.
+    left_extent: f64,
+    /// The distance between neighbouring lifelines, wide enough for every text set between two.
+    spacing: f64,
+}
+
+impl Grid {
+    /// The grid of `diagram`: the column spacing and the left margin follow from the widest texts on
+    /// each side of a lifeline, so that no label crosses a lifeline but its own.
+    fn of(diagram: &Diagram, texts: &PointTexts) -> Grid {
         let mut left_extent: f64 = 0.0;
         let mut spacing = MIN_COLUMN_SPACING;
         for lifeline in &diagram.lifelines {
             let header = text_width(&lifeline.name) + 2.0 * HEADER_PADDING;
             left_extent = left_extent.max(header / 2.0);
-            spacing = spacing.max(header + 20.0);
+            spacing = spacing.max(header + HEADER_CLEARANCE);
         }
         for (row, point) in diagram.points.iter().enumerate() {
-            let far = texts_width(&far_text(row, point.lamport));
-            let near = notes.get(&row).map_or(0.0, |notes| texts_width(notes));
+            let far = texts_width(&texts.far(row, point.lamport));
+            let near = texts_width(texts.near(row));
             // Only the service writes its times on its left, where they need a margin; a cluster's
             // other nodes write theirs between their lifeline and the node to their left.
-            if arrow_side(point.lifeline) == Side::Right {
+            if arrow_side(diagram, point.lifeline) == Side::Right {
                 if point.lifeline == 0 {
                     left_extent = left_extent.max(CRASH_GAP + LABEL_GAP + far);
                 } else {
-                    spacing = spacing.max(CRASH_GAP + LABEL_GAP + far + 24.0);
+                    spacing = spacing.max(CRASH_GAP + LABEL_GAP + far + LABEL_CLEARANCE);
                 }
             }
             // Whichever side its arrow labels are on, they fit between two lifelines.
-            spacing = spacing.max(LABEL_GAP + near + 24.0);
+            spacing = spacing.max(LABEL_GAP + near + LABEL_CLEARANCE);
         }
-        let column_x = |lifeline: usize| MARGIN + left_extent + lifeline as f64 * spacing;
-
-        let mut labels = Vec::new();
-        let mut dots = Vec::new();
-        for (row, point) in diagram.points.iter().enumerate() {
-            let x = column_x(point.lifeline);
-            let y = row_y(row);
-            let side = arrow_side(point.lifeline);
-            // The far side: times next to the dot (or its crash mark), crash labels beyond them.
-            let crash = crash_marks.contains_key(&row);
-            let gap = if crash {
-                LABEL_GAP + CRASH_GAP
-            } else {
-                LABEL_GAP
-            };
-            let mut edge = match side {
-                Side::Right => x - gap,
-                Side::Left => x + gap,
-            };
-            for (text, style) in far_text(row, point.lamport).into_iter().rev() {
-                let label = match side {
-                    Side::Right => Label::new(text, edge, y + 4.0, Anchor::End, style),
-                    Side::Left => Label::new(text, edge, y + 4.0, Anchor::Start, style),
-                };
-                edge = match side {
-                    Side::Right => label.bounds.x - LABEL_GAP,
-                    Side::Left => label.bounds.right() + LABEL_GAP,
-                };
-                labels.push(label);
-            }
-            // The near side, above where the arrows leave.
-            let mut edge = match side {
-                Side::Right => x + LABEL_GAP,
-                Side::Left => x - LABEL_GAP,
-            };
-            for (text, style) in notes.remove(&row).into_iter().flatten() {
-                let label = match side {
-                    Side::Right => Label::new(text, edge, y - 6.0, Anchor::Start, style),
-                    Side::Left => Label::new(text, edge, y - 6.0, Anchor::End, style),
-                };
-                edge = match side {
-                    Side::Right => label.bounds.right() + LABEL_GAP,
-                    Side::Left => label.bounds.x - LABEL_GAP,
-                };
-                labels.push(label);
-            }
-            dots.push(Dot { x, y, crash });
-        }
-
-        let arrows = diagram
-            .arrows
-            .iter()
-            .filter_map(|arrow| {
-                let from = diagram.points.get(arrow.from)?;
-                let to = diagram.points.get(arrow.to)?;
-                let start = (column_x(from.lifeline), row_y(arrow.from));
-                let end = (column_x(to.lifeline), row_y(arrow.to));
-                Some(ArrowGeometry {
-                    kind: arrow.kind,
-                    from: start,
-                    to: shorten(start, end, POINT_RADIUS + 1.0),
-                    from_row: arrow.from,
-                    to_row: arrow.to,
-                })
-            })
-            .collect();
-
-        let last_row_y = row_y(diagram.points.len().saturating_sub(1));
-        let bottom = last_row_y + ROW_HEIGHT;
-        let mut lifelines = Vec::new();
-        for (index, lifeline) in diagram.lifelines.iter().enumerate() {
-            let x = column_x(index);
-            let header_width = text_width(&lifeline.name) + 2.0 * HEADER_PADDING;
-            let header = Rect {
-                x: x - header_width / 2.0,
-                y: header_top,
-                width: header_width,
-                height: HEADER_HEIGHT,
-            };
-            labels.push(Label::new(
-                lifeline.name.clone(),
-                x,
-                header_top + HEADER_HEIGHT / 2.0 + 4.5,
-                Anchor::Middle,
-                LabelStyle::Header {
-                    is_service: lifeline.is_service,
-                },
-            ));
-            let rows: Vec<usize> = diagram
-                .points
-                .iter()
-                .enumerate()
-                .filter(|(_, point)| point.lifeline == index)
-                .map(|(row, _)| row)
-                .collect();
-            let active = match (rows.first(), rows.last()) {
-                (Some(&first), Some(&last)) => Some((row_y(first), row_y(last))),
-                _ => None,
-            };
-            let cross = match (lifeline.crashed, active) {
-                (true, Some((_, last))) => Some((x, last + ROW_HEIGHT / 2.0)),
-                _ => None,
-            };
-            lifelines.push(LifelineGeometry {
-                x,
-                header,
-                is_service: lifeline.is_service,
-                bottom: cross.map_or(bottom, |(_, y)| y),
-                active,
-                cross,
-            });
-        }
-
-        labels.push(Label::new(
-            diagram.title.clone(),
-            MARGIN,
-            title_baseline,
-            Anchor::Start,
-            LabelStyle::Title,
-        ));
-        let content_right = labels
-            .iter()
-            .map(|label| label.bounds.right())
-            .chain(lifelines.iter().map(|lifeline| lifeline.header.right()))
-            .fold(0.0, f64::max);
-        let width = (content_right + MARGIN).max(MARGIN * 2.0 + 420.0).ceil();
-
-        // The legend: entries flowing left to right, wrapping at the picture's width.
-        let legend_top = bottom + 24.0;
-        let mut legend = Vec::new();
-        let mut x = MARGIN + 10.0;
-        let mut y = legend_top + 10.0 + LEGEND_ROW / 2.0;
-        // The legend explains only what the picture shows.
-        let entries = LEGEND_ENTRIES.iter().filter(|(sample, _)| match sample {
-            Some(LegendSample::Arrow(kind)) => {
-                diagram.arrows.iter().any(|arrow| arrow.kind == *kind)
-            }
-            Some(LegendSample::Crash) => dots.iter().any(|dot| dot.crash),
-            Some(LegendSample::Cross) => lifelines.iter().any(|lifeline| lifeline.cross.is_some()),
-            None => true,
-        });
-        for (sample, text) in entries {
-            let sample_width = if sample.is_some() {
-                LEGEND_SAMPLE + 6.0
-            } else {
-                0.0
-            };
-            let entry_width = sample_width + text_width(text);
-            if x > MARGIN + 10.0 && x + entry_width > width - MARGIN - 10.0 {
-                x = MARGIN + 10.0;
-                y += LEGEND_ROW;
-            }
-            if let Some(sample) = sample {
-                legend.push(LegendEntry {
-                    sample: *sample,
-                    x,
-                    y,
-                });
-            }
-            labels.push(Label::new(
-                (*text).to_owned(),
-                x + sample_width,
-                y + 4.0,
-                Anchor::Start,
-                LabelStyle::Legend,
-            ));
-            x += entry_width + 22.0;
-        }
-        let legend_frame = Rect {
-            x: MARGIN,
-            y: legend_top,
-            width: width - 2.0 * MARGIN,
-            height: y + LEGEND_ROW / 2.0 + 10.0 - legend_top,
-        };
-        let height = (legend_frame.y + legend_frame.height + MARGIN).ceil();
-
-        Layout {
-            width,
-            height,
-            title: diagram.title.clone(),
-            lifelines,
-            arrows,
-            dots,
-            legend,
-            legend_frame,
-            labels,
+        Grid {
+            left_extent,
+            spacing,
         }
     }
+
+    /// The y of a row's points.
+    fn row_y(&self, row: usize) -> f64 {
+        FIRST_ROW + row as f64 * ROW_HEIGHT
+    }
+
+    /// The x of a lifeline.
+    fn column_x(&self, lifeline: usize) -> f64 {
+        MARGIN + self.left_extent + lifeline as f64 * self.spacing
+    }
+}
+
+/// Every point's dot, and its labels: its time and crash marks set outwards on the far side of its
+/// lifeline, its notes outwards on the near side, just above where its arrows leave.
+fn place_points(diagram: &Diagram, texts: &PointTexts, grid: &Grid) -> (Vec<Label>, Vec<Dot>) {
+    let mut labels = Vec::new();
+    let mut dots = Vec::new();
+    for (row, point) in diagram.points.iter().enumerate() {
+        let x = grid.column_x(point.lifeline);
+        let y = grid.row_y(row);
+        let side = arrow_side(diagram, point.lifeline);
+        // The far side: times next to the dot (or its crash mark), crash labels beyond them.
+        let crash = texts.crash_marks.contains_key(&row);
+        let gap = if crash {
+            LABEL_GAP + CRASH_GAP
+        } else {
+            LABEL_GAP
+        };
+        let mut edge = match side {
+            Side::Right => x - gap,
+            Side::Left => x + gap,
+        };
+        for (text, style) in texts.far(row, point.lamport).into_iter().rev() {
+            let baseline = y + CENTRED_BASELINE_DROP;
+            let label = match side {
+                Side::Right => Label::new(text, edge, baseline, Anchor::End, style),
+                Side::Left => Label::new(text, edge, baseline, Anchor::Start, style),
+            };
+            edge = match side {
+                Side::Right => label.bounds.x - LABEL_GAP,
+                Side::Left => label.bounds.right() + LABEL_GAP,
+            };
+            labels.push(label);
+        }
+        // The near side, above where the arrows leave.
+        let mut edge = match side {
+            Side::Right => x + LABEL_GAP,
+            Side::Left => x - LABEL_GAP,
+        };
+        for (text, style) in texts.near(row).iter().cloned() {
+            let baseline = y - NOTE_RAISE;
+            let label = match side {
+                Side::Right => Label::new(text, edge, baseline, Anchor::Start, style),
+                Side::Left => Label::new(text, edge, baseline, Anchor::End, style),
+            };
+            edge = match side {
+                Side::Right => label.bounds.right() + LABEL_GAP,
+                Side::Left => label.bounds.x - LABEL_GAP,
+            };
+            labels.push(label);
+        }
+        dots.push(Dot { x, y, crash });
+    }
+    (labels, dots)
+}
+
+/// Every arrow, from its send point to just short of its receive point's dot.
+fn place_arrows(diagram: &Diagram, grid: &Grid) -> Vec<ArrowGeometry> {
+    diagram
+        .arrows
+        .iter()
+        .filter_map(|arrow| {
+            let from = diagram.points.get(arrow.from)?;
+            let to = diagram.points.get(arrow.to)?;
+            let start = (grid.column_x(from.lifeline), grid.row_y(arrow.from));
+            let end = (grid.column_x(to.lifeline), grid.row_y(arrow.to));
+            Some(ArrowGeometry {
+                kind: arrow.kind,
+                from: start,
+                to: shorten(start, end, POINT_RADIUS + ARROWHEAD_CLEARANCE),
+                from_row: arrow.from,
+                to_row: arrow.to,
+            })
+        })
+        .collect()
+}
+
+/// Every lifeline, down to `bottom` (or to the cross of a crashed participant), thick from its first
+/// point to its last; each header's name is pushed to `labels`.
+fn place_lifelines(
+    diagram: &Diagram,
+    grid: &Grid,
+    bottom: f64,
+    labels: &mut Vec<Label>,
+) -> Vec<LifelineGeometry> {
+    let mut lifelines = Vec::new();
+    for (index, lifeline) in diagram.lifelines.iter().enumerate() {
+        let x = grid.column_x(index);
+        let header_width = text_width(&lifeline.name) + 2.0 * HEADER_PADDING;
+        let header = Rect {
+            x: x - header_width / 2.0,
+            y: HEADER_TOP,
+            width: header_width,
+            height: HEADER_HEIGHT,
+        };
+        labels.push(Label::new(
+            lifeline.name.clone(),
+            x,
+            HEADER_TOP + HEADER_HEIGHT / 2.0 + HEADER_BASELINE_DROP,
+            Anchor::Middle,
+            LabelStyle::Header {
+                is_service: lifeline.is_service,
+            },
+        ));
+        let rows: Vec<usize> = diagram
+            .points
+            .iter()
+            .enumerate()
+            .filter(|(_, point)| point.lifeline == index)
+            .map(|(row, _)| row)
+            .collect();
+        let active = match (rows.first(), rows.last()) {
+            (Some(&first), Some(&last)) => Some((grid.row_y(first), grid.row_y(last))),
+            _ => None,
+        };
+        let cross = match (lifeline.crashed, active) {
+            (true, Some((_, last))) => Some((x, last + ROW_HEIGHT / 2.0)),
+            _ => None,
+        };
+        lifelines.push(LifelineGeometry {
+            x,
+            header,
+            is_service: lifeline.is_service,
+            bottom: cross.map_or(bottom, |(_, y)| y),
+            active,
+            cross,
+        });
+    }
+    lifelines
+}
+
+/// The legend below the lifelines' `bottom`: entries flowing left to right, wrapping at the picture's
+/// `width`, each text pushed to `labels`. It explains only what the picture shows. Returns the samples
+/// and the frame around them all.
+fn place_legend(
+    diagram: &Diagram,
+    dots: &[Dot],
+    lifelines: &[LifelineGeometry],
+    width: f64,
+    bottom: f64,
+    labels: &mut Vec<Label>,
+) -> (Vec<LegendEntry>, Rect) {
+    let legend_top = bottom + LEGEND_GAP;
+    let line_start = MARGIN + LEGEND_PADDING;
+    let mut legend = Vec::new();
+    let mut x = line_start;
+    let mut y = legend_top + LEGEND_PADDING + LEGEND_ROW / 2.0;
+    let entries = LEGEND_ENTRIES.iter().filter(|(sample, _)| match sample {
+        Some(LegendSample::Arrow(kind)) => diagram.arrows.iter().any(|arrow| arrow.kind == *kind),
+        Some(LegendSample::Crash) => dots.iter().any(|dot| dot.crash),
+        Some(LegendSample::Cross) => lifelines.iter().any(|lifeline| lifeline.cross.is_some()),
+        None => true,
+    });
+    for (sample, text) in entries {
+        let sample_width = if sample.is_some() {
+            LEGEND_SAMPLE + LEGEND_SAMPLE_GAP
+        } else {
+            0.0
+        };
+        let entry_width = sample_width + text_width(text);
+        if x > line_start && x + entry_width > width - MARGIN - LEGEND_PADDING {
+            x = line_start;
+            y += LEGEND_ROW;
+        }
+        if let Some(sample) = sample {
+            legend.push(LegendEntry {
+                sample: *sample,
+                x,
+                y,
+            });
+        }
+        labels.push(Label::new(
+            (*text).to_owned(),
+            x + sample_width,
+            y + CENTRED_BASELINE_DROP,
+            Anchor::Start,
+            LabelStyle::Legend,
+        ));
+        x += entry_width + LEGEND_ENTRY_GAP;
+    }
+    let frame = Rect {
+        x: MARGIN,
+        y: legend_top,
+        width: width - 2.0 * MARGIN,
+        height: y + LEGEND_ROW / 2.0 + LEGEND_PADDING - legend_top,
+    };
+    (legend, frame)
 }
 
 /// The legend's entries, in order; an entry without a sample is text alone.
@@ -530,6 +654,8 @@ const LEGEND_ENTRIES: [(Option<LegendSample>, &str); 11] = [
     (None, "1., 2., ... = steps in reading order"),
 ];
 
+/// Adds `text` to the notes of `point`, unless it is there already: arrows that leave one point with the
+/// same label (deliveries of one event) are labelled once.
 fn add_note(
     notes: &mut BTreeMap<usize, Vec<(String, LabelStyle)>>,
     point: usize,

@@ -40,57 +40,26 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use chitty_logs::{Record, SERVICE};
+use chitty_logs::{Call, CallStep, EventKind, ParticipantEvent, Record, SERVICE, ServiceEvent};
 
 use crate::DiagramError;
 
 /// How many characters of a message or a reason an arrow label shows before it is cut with `…`.
 const LABEL_TEXT_CHARS: usize = 24;
 
-/// A participant's log events (`docs/logs.md`): a component that logged none of them is not drawn.
-const PARTICIPANT_EVENTS: [&str; 9] = [
-    "connect",
-    "join_sent",
-    "join_ok",
-    "receive",
-    "publish_sent",
-    "publish_ok",
-    "leave_sent",
-    "leave_ok",
-    "broadcast_open",
-];
-
-/// A unary call a participant makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rpc {
-    Join,
-    Publish,
-    Leave,
+/// The call a call name names (a service's accepted-call `event`, or the `rpc` of a refusal), if the
+/// diagram draws it: only the calls that cause an event. A Participants call causes none and changes
+/// nothing anyone sees, and a refused Broadcast is a stream that never opened, so neither is drawn.
+fn drawn_call(name: &str) -> Option<Call> {
+    Call::from_name(name).filter(|call| call.event_kind().is_some())
 }
 
-impl Rpc {
-    /// The call a participant's `*_sent` or `*_ok` line is about, with whether it is the send.
-    fn of_participant_event(event: &str) -> Option<(Rpc, bool)> {
-        Some(match event {
-            "join_sent" => (Rpc::Join, true),
-            "publish_sent" => (Rpc::Publish, true),
-            "leave_sent" => (Rpc::Leave, true),
-            "join_ok" => (Rpc::Join, false),
-            "publish_ok" | "publish_refused" => (Rpc::Publish, false),
-            "leave_ok" => (Rpc::Leave, false),
-            _ => return None,
-        })
-    }
-
-    /// The call named by the service's `event` of an accepted call, or by the `rpc` of a refusal.
-    fn of_service_name(name: &str) -> Option<Rpc> {
-        match name.to_ascii_lowercase().as_str() {
-            "join" => Some(Rpc::Join),
-            "publish" => Some(Rpc::Publish),
-            "leave" => Some(Rpc::Leave),
-            _ => None,
-        }
-    }
+/// The drawn call a participant's line is a step of, and which step; `None` for any other line.
+fn drawn_call_step(record: &Record) -> Option<(Call, CallStep)> {
+    record
+        .participant_event()
+        .and_then(ParticipantEvent::call_step)
+        .filter(|(call, _)| call.event_kind().is_some())
 }
 
 /// How the service answered a call.
@@ -106,9 +75,9 @@ enum Outcome {
 
 /// One call, with the Lamport time of each of its four points that the logs hold.
 #[derive(Debug, Clone)]
-struct Call {
-    /// Which call it is.
-    rpc: Rpc,
+struct PairedCall {
+    /// Which call it is (Join, Publish or Leave: the calls that are drawn).
+    rpc: Call,
     /// The service lifeline (the node, in a cluster) that received it, if the logs say.
     node: usize,
     /// Who made it.
@@ -131,7 +100,7 @@ struct Call {
 #[derive(Debug, Clone)]
 struct ServiceCall {
     /// Which call it is.
-    rpc: Rpc,
+    rpc: Call,
     /// The service lifeline (the node, in a cluster) that logged it.
     node: usize,
     /// Who made it, as the service knew it; empty if it did not know.
@@ -216,7 +185,7 @@ pub struct Run {
     /// How many of `processes` are the service's: 1, or the number of nodes of a cluster.
     services: usize,
     /// Every call, whichever sides of it the logs hold.
-    calls: Vec<Call>,
+    calls: Vec<PairedCall>,
     /// Every event, by seq.
     events: BTreeMap<u64, Event>,
     /// Every delivery whose event is known.
@@ -308,10 +277,11 @@ impl Run {
         for (name, records) in logs.participants() {
             // A component that logged none of a participant's events (a cluster node's NATS layer,
             // say) is not a participant.
-            if records
-                .iter()
-                .any(|record| PARTICIPANT_EVENTS.contains(&record.event.as_str()))
-            {
+            if records.iter().any(|record| {
+                record
+                    .participant_event()
+                    .is_some_and(|event| ParticipantEvent::IDENTIFYING.contains(&event))
+            }) {
                 participant_records.insert(name, records.iter().collect());
             }
         }
@@ -320,10 +290,9 @@ impl Run {
         let mut caused_by: HashMap<u64, usize> = HashMap::new();
 
         for (record, node) in service_records {
-            match record.event.as_str() {
-                "join" | "publish" | "leave" => {
-                    let (Some(rpc), Some(seq)) = (Rpc::of_service_name(&record.event), record.seq)
-                    else {
+            match record.event.parse::<ServiceEvent>().ok() {
+                Some(ServiceEvent::Join | ServiceEvent::Publish | ServiceEvent::Leave) => {
+                    let (Some(rpc), Some(seq)) = (drawn_call(&record.event), record.seq) else {
                         unmatched += 1;
                         continue;
                     };
@@ -335,9 +304,9 @@ impl Run {
                         Outcome::Accepted { seq },
                     ));
                 }
-                "refused" => {
+                Some(ServiceEvent::Refused) => {
                     // Refused Broadcast calls carry no event and are not drawn.
-                    if let Some(rpc) = record.rpc.as_deref().and_then(Rpc::of_service_name) {
+                    if let Some(rpc) = record.rpc.as_deref().and_then(drawn_call) {
                         let reason = record.reason.clone().unwrap_or_default();
                         service_calls.push(ServiceCall::from_record(
                             rpc,
@@ -347,7 +316,7 @@ impl Run {
                         ));
                     }
                 }
-                "broadcast" => match (record.seq, record.lamport) {
+                Some(ServiceEvent::Broadcast) => match (record.seq, record.lamport) {
                     (Some(seq), Some(lamport)) => {
                         events.entry(seq).or_insert_with(|| Event {
                             seq,
@@ -360,7 +329,7 @@ impl Run {
                     }
                     _ => unmatched += 1,
                 },
-                "broadcast_open" => {
+                Some(ServiceEvent::BroadcastOpen) => {
                     if let (Some(participant), Some(sent), Some(received)) = (
                         &record.participant,
                         record.request_lamport,
@@ -375,7 +344,7 @@ impl Run {
                         });
                     }
                 }
-                "crash_leave" => match (&record.participant, record.lamport) {
+                Some(ServiceEvent::CrashLeave) => match (&record.participant, record.lamport) {
                     (Some(participant), Some(lamport)) => {
                         if let Some(seq) = record.seq {
                             caused_by.entry(seq).or_insert(node);
@@ -402,7 +371,7 @@ impl Run {
         let mut deliveries = Vec::new();
         for (participant, records) in &participant_records {
             for record in records {
-                if record.event == "receive" {
+                if record.is(ParticipantEvent::Receive) {
                     match (record.seq, record.lamport) {
                         (Some(seq), Some(received)) => {
                             // Without the service's log, the receive itself says when the event was sent.
@@ -441,10 +410,10 @@ impl Run {
         let mut first_join: HashMap<&str, u64> = HashMap::new();
         let joins = events
             .values()
-            .filter(|event| event.kind == "joined")
+            .filter(|event| event.kind == EventKind::Joined.as_str())
             .map(|event| (event.participant.as_str(), event.seq));
         let call_joins = calls.iter().filter_map(|call| match call.outcome {
-            Outcome::Accepted { seq } if call.rpc == Rpc::Join => {
+            Outcome::Accepted { seq } if call.rpc == Call::Join => {
                 Some((call.participant.as_str(), seq))
             }
             _ => None,
@@ -567,7 +536,7 @@ impl Run {
 }
 
 impl ServiceCall {
-    fn from_record(rpc: Rpc, node: usize, record: &Record, outcome: Outcome) -> ServiceCall {
+    fn from_record(rpc: Call, node: usize, record: &Record, outcome: Outcome) -> ServiceCall {
         ServiceCall {
             rpc,
             node,
@@ -584,7 +553,7 @@ impl ServiceCall {
 /// A request sent and not yet paired with its answer.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
-    rpc: Rpc,
+    rpc: Call,
     lamport: u64,
     chars: Option<u64>,
 }
@@ -604,7 +573,7 @@ struct Pairing {
     /// Requests whose answer is not in the caller's log, with who sent them.
     unanswered: Vec<(String, Sent)>,
     /// The calls paired so far.
-    calls: Vec<Call>,
+    calls: Vec<PairedCall>,
     /// Lines that could not be paired.
     unmatched: usize,
 }
@@ -639,14 +608,14 @@ impl Pairing {
 
     /// Takes one line of `participant`'s log, in log order.
     fn participant_line(&mut self, participant: &str, record: &Record) {
-        let Some((rpc, is_send)) = Rpc::of_participant_event(&record.event) else {
+        let Some((rpc, step)) = drawn_call_step(record) else {
             return;
         };
         let Some(lamport) = record.lamport else {
             self.unmatched += 1;
             return;
         };
-        if is_send {
+        if step == CallStep::Sent {
             let sent = Sent {
                 rpc,
                 lamport,
@@ -659,7 +628,7 @@ impl Pairing {
         }
 
         let sent = self.pending.take_if(|sent| sent.rpc == rpc);
-        let candidates: &[usize] = if record.event == "publish_refused" {
+        let candidates: &[usize] = if step == (CallStep::Answered { accepted: false }) {
             record
                 .response_lamport
                 .and_then(|responded| self.by_response.get(&responded))
@@ -694,7 +663,7 @@ impl Pairing {
         if service.is_none() {
             self.unmatched += 1;
         }
-        self.calls.push(Call {
+        self.calls.push(PairedCall {
             rpc,
             node: service.as_ref().map_or(0, |service| service.node),
             participant: participant.to_owned(),
@@ -716,7 +685,7 @@ impl Pairing {
 
     /// Pairs unanswered requests with the service's lines by caller and request time, and returns every
     /// call with the number of lines that could not be paired.
-    fn finish(mut self) -> (Vec<Call>, usize) {
+    fn finish(mut self) -> (Vec<PairedCall>, usize) {
         for (participant, sent) in std::mem::take(&mut self.unanswered) {
             let service = self.service_calls.iter_mut().find(|call| {
                 !call.claimed
@@ -731,7 +700,7 @@ impl Pairing {
             if service.is_none() {
                 self.unmatched += 1;
             }
-            self.calls.push(Call {
+            self.calls.push(PairedCall {
                 rpc: sent.rpc,
                 node: service.as_ref().map_or(0, |service| service.node),
                 participant,
@@ -746,7 +715,7 @@ impl Pairing {
         // A call only the service logged: its caller's log is missing. Its event is still drawn.
         for service in self.service_calls.iter().filter(|call| !call.claimed) {
             self.unmatched += 1;
-            self.calls.push(Call {
+            self.calls.push(PairedCall {
                 rpc: service.rpc,
                 node: service.node,
                 participant: service.participant.clone(),
@@ -774,7 +743,7 @@ fn service_lifelines(logs: &chitty_logs::Run) -> (Vec<String>, Vec<(&Record, usi
         record
             .node
             .as_deref()
-            .filter(|node| !node.is_empty() && record.event == "start")
+            .filter(|node| !node.is_empty() && record.is(ServiceEvent::Start))
             .map(str::to_owned)
     };
     if !records.iter().any(|record| node_of(record).is_some()) {
@@ -809,7 +778,7 @@ fn service_lifelines(logs: &chitty_logs::Run) -> (Vec<String>, Vec<(&Record, usi
 
 /// What a window selects from a run.
 struct Selection<'run> {
-    calls: Vec<&'run Call>,
+    calls: Vec<&'run PairedCall>,
     events: Vec<&'run Event>,
     deliveries: Vec<&'run Delivery>,
     crashes: Vec<&'run Crash>,
@@ -989,16 +958,18 @@ impl<'run> DiagramBuilder<'run> {
         }
     }
 
-    fn add_call(&mut self, call: &Call) {
+    fn add_call(&mut self, call: &PairedCall) {
         let Some(&caller) = self.process_index.get(call.participant.as_str()) else {
             return;
         };
         let service = call.node;
         if let (Some(sent), Some(received)) = (call.sent, call.received) {
             let (kind, label) = match call.rpc {
-                Rpc::Join => (ArrowKind::Join, "Join".to_owned()),
-                Rpc::Leave => (ArrowKind::Leave, "Leave".to_owned()),
-                Rpc::Publish => (ArrowKind::Publish, self.publish_label(call)),
+                Call::Join => (ArrowKind::Join, call.rpc.name().to_owned()),
+                Call::Leave => (ArrowKind::Leave, call.rpc.name().to_owned()),
+                Call::Publish => (ArrowKind::Publish, self.publish_label(call)),
+                // Never paired: `drawn_call` and `drawn_call_step` leave Participants calls out.
+                Call::Participants => return,
             };
             self.arrows
                 .push((kind, (caller, sent), (service, received), label));
@@ -1020,7 +991,7 @@ impl<'run> DiagramBuilder<'run> {
         }
     }
 
-    fn publish_label(&self, call: &Call) -> String {
+    fn publish_label(&self, call: &PairedCall) -> String {
         let text = match call.outcome {
             Outcome::Accepted { seq } => self.run.events.get(&seq).map(|event| &event.text),
             _ => None,
@@ -1201,15 +1172,15 @@ fn number_in_reading_order(arrows: &mut [Arrow], marks: &mut [Mark]) {
 /// The label of an event: its seq, and what it says in a few words.
 fn event_label(event: &Event) -> String {
     let seq = event.seq;
-    match event.kind.as_str() {
-        "message" => format!(
+    match event.kind.parse() {
+        Ok(EventKind::Message) => format!(
             "Event #{seq} {}: \"{}\"",
             event.participant,
             truncate(&event.text, LABEL_TEXT_CHARS)
         ),
-        "joined" => format!("Event #{seq} {} joined", event.participant),
-        "left" => format!("Event #{seq} {} left", event.participant),
-        _ => format!("Event #{seq}"),
+        Ok(EventKind::Joined) => format!("Event #{seq} {} joined", event.participant),
+        Ok(EventKind::Left) => format!("Event #{seq} {} left", event.participant),
+        Err(_) => format!("Event #{seq}"),
     }
 }
 

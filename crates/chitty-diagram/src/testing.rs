@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use chitty_logs::{Call, CallStep, EventKind, ParticipantEvent, SERVICE, ServiceEvent};
 use serde_json::{Value, json};
 
 /// One step of a simulated run. Steps that make no sense at that moment (a Publish by someone who is
@@ -27,7 +28,7 @@ pub(crate) enum Step {
 struct Participant {
     clock: u64,
     /// Events sent to it and not yet received: (seq, lamport, kind, author, text).
-    queue: VecDeque<(u64, u64, &'static str, String, String)>,
+    queue: VecDeque<(u64, u64, EventKind, String, String)>,
 }
 
 /// The state of a simulated run and the log lines it has written.
@@ -53,10 +54,11 @@ impl Simulation {
         simulation.lines.join("\n")
     }
 
-    fn log(&mut self, component: &str, event: &str, mut fields: Value) {
+    /// Writes one line: `event` is a name from the vocabulary, such as `ServiceEvent::Broadcast`.
+    fn log(&mut self, component: &str, event: impl Into<&'static str>, mut fields: Value) {
         if let Value::Object(map) = &mut fields {
             map.insert("component".into(), json!(component));
-            map.insert("event".into(), json!(event));
+            map.insert("event".into(), json!(event.into()));
         }
         self.lines.push(fields.to_string());
     }
@@ -74,7 +76,7 @@ impl Simulation {
     /// Orders an event and queues it to every present participant except `except`.
     fn broadcast(
         &mut self,
-        kind: &'static str,
+        kind: EventKind,
         author: &str,
         text: &str,
         except: Option<&str>,
@@ -96,9 +98,9 @@ impl Simulation {
         }
         let seq = self.seq;
         self.log(
-            "service",
-            "broadcast",
-            json!({"seq": seq, "lamport": lamport, "kind": kind, "participant": author, "text": text, "recipients": recipients}),
+            SERVICE,
+            ServiceEvent::Broadcast,
+            json!({"seq": seq, "lamport": lamport, "kind": kind.as_str(), "participant": author, "text": text, "recipients": recipients}),
         );
         (seq, lamport)
     }
@@ -113,14 +115,14 @@ impl Simulation {
         let now = Self::witness(&mut participant.clock, lamport);
         self.log(
             name,
-            "receive",
-            json!({"seq": seq, "kind": kind, "participant": author, "event_lamport": lamport, "lamport": now, "text": text}),
+            ParticipantEvent::Receive,
+            json!({"seq": seq, "kind": kind.as_str(), "participant": author, "event_lamport": lamport, "lamport": now, "text": text}),
         );
         true
     }
 
     /// A call: the participant sends, the service receives, perhaps broadcasts, and answers.
-    fn call(&mut self, name: &str, rpc: &str, text: Option<&str>, refuse: bool) {
+    fn call(&mut self, name: &str, rpc: Call, text: Option<&str>, refuse: bool) {
         let Some(participant) = self.present.get_mut(name) else {
             return;
         };
@@ -128,37 +130,41 @@ impl Simulation {
         let chars = text.map(|text| text.chars().count());
         self.log(
             name,
-            &format!("{rpc}_sent"),
+            participant_event(rpc, CallStep::Sent),
             json!({"lamport": sent, "chars": chars}),
         );
         let received = Self::witness(&mut self.service_clock, sent);
-        let event = if refuse {
-            None
-        } else {
-            Some(match rpc {
-                "join" => {
-                    self.broadcast("joined", name, &format!("Participant {name} joined"), None)
-                }
-                "leave" => self.broadcast(
-                    "left",
-                    name,
-                    &format!("Participant {name} left"),
-                    Some(name),
-                ),
-                _ => self.broadcast("message", name, text.unwrap_or_default(), None),
-            })
+        let event = match rpc.event_kind() {
+            _ if refuse => None,
+            Some(EventKind::Joined) => Some(self.broadcast(
+                EventKind::Joined,
+                name,
+                &format!("Participant {name} joined"),
+                None,
+            )),
+            Some(EventKind::Left) => Some(self.broadcast(
+                EventKind::Left,
+                name,
+                &format!("Participant {name} left"),
+                Some(name),
+            )),
+            Some(EventKind::Message) => {
+                Some(self.broadcast(EventKind::Message, name, text.unwrap_or_default(), None))
+            }
+            // A Participants call causes no event; the simulation makes none.
+            None => return,
         };
         let responded = Self::tick(&mut self.service_clock);
         match event {
             Some((seq, lamport)) => self.log(
-                "service",
-                rpc,
+                SERVICE,
+                accepted_call_event(rpc),
                 json!({"participant": name, "seq": seq, "lamport": lamport, "request_lamport": sent, "received_lamport": received, "response_lamport": responded}),
             ),
             None => self.log(
-                "service",
-                "refused",
-                json!({"rpc": "Publish", "participant": name, "reason": "message is only whitespace", "request_lamport": sent, "received_lamport": received, "response_lamport": responded}),
+                SERVICE,
+                ServiceEvent::Refused,
+                json!({"rpc": rpc.name(), "participant": name, "reason": "message is only whitespace", "request_lamport": sent, "received_lamport": received, "response_lamport": responded}),
             ),
         }
         let Some(participant) = self.present.get_mut(name) else {
@@ -168,12 +174,12 @@ impl Simulation {
         match event {
             Some((seq, _)) => self.log(
                 name,
-                &format!("{rpc}_ok"),
+                participant_event(rpc, CallStep::Answered { accepted: true }),
                 json!({"seq": seq, "response_lamport": responded, "lamport": now}),
             ),
             None => self.log(
                 name,
-                "publish_refused",
+                participant_event(rpc, CallStep::Answered { accepted: false }),
                 json!({"reason": "message is only whitespace", "response_lamport": responded, "lamport": now}),
             ),
         }
@@ -184,31 +190,54 @@ impl Simulation {
             Step::Join(name) => {
                 if !self.present.contains_key(name) {
                     self.present.insert(name.clone(), Participant::default());
-                    self.call(name, "join", None, false);
+                    self.call(name, Call::Join, None, false);
                 }
             }
-            Step::Publish(name, text) => self.call(name, "publish", Some(text), false),
-            Step::Refused(name) => self.call(name, "publish", Some(" "), true),
+            Step::Publish(name, text) => self.call(name, Call::Publish, Some(text), false),
+            Step::Refused(name) => self.call(name, Call::Publish, Some(" "), true),
             Step::Deliver(name) => {
                 self.deliver(name);
             }
             Step::Leave(name) => {
                 while self.deliver(name) {}
-                self.call(name, "leave", None, false);
+                self.call(name, Call::Leave, None, false);
                 self.present.remove(name);
             }
             Step::Crash(name) => {
                 if self.present.remove(name).is_some() {
-                    let (seq, lamport) =
-                        self.broadcast("left", name, &format!("Participant {name} left"), None);
+                    let (seq, lamport) = self.broadcast(
+                        EventKind::Left,
+                        name,
+                        &format!("Participant {name} left"),
+                        None,
+                    );
                     self.log(
-                        "service",
-                        "crash_leave",
+                        SERVICE,
+                        ServiceEvent::CrashLeave,
                         json!({"participant": name, "seq": seq, "lamport": lamport, "grace_ms": 2000}),
                     );
                 }
             }
         }
+    }
+}
+
+/// The participant's line for `step` of `call`: `join_sent`, `publish_ok`, `publish_refused`, ...
+fn participant_event(call: Call, step: CallStep) -> ParticipantEvent {
+    ParticipantEvent::ALL
+        .iter()
+        .copied()
+        .find(|event| event.call_step() == Some((call, step)))
+        .unwrap_or_else(|| panic!("a participant logs no line for {step:?} of {call:?}"))
+}
+
+/// The service's line for an accepted `call`: `join`, `publish` or `leave`.
+fn accepted_call_event(call: Call) -> ServiceEvent {
+    match call {
+        Call::Join => ServiceEvent::Join,
+        Call::Publish => ServiceEvent::Publish,
+        Call::Leave => ServiceEvent::Leave,
+        Call::Participants => ServiceEvent::Participants,
     }
 }
 

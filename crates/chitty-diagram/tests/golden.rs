@@ -7,10 +7,10 @@
 //! change to the output, run `UPDATE_GOLDEN=1 cargo test -p chitty-diagram --test golden` to rewrite the
 //! golden files, and look at the difference before committing it.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use chitty_diagram::{Format, Run, Window, read_dir};
+use chitty_logs::testing::assert_golden;
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
@@ -22,37 +22,7 @@ fn demo_run() -> Run {
 
 /// Compares `got` with the golden file `name`, or rewrites it when `UPDATE_GOLDEN=1`.
 fn check_golden(name: &str, got: &str) {
-    let path = testdata().join("golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|value| value == "1") {
-        fs::write(&path, got)
-            .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
-        return;
-    }
-    let want = fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "cannot read the golden file {}: {error}; run with UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    if got == want {
-        return;
-    }
-    let (got_lines, want_lines): (Vec<_>, Vec<_>) = (got.lines().collect(), want.lines().collect());
-    let line = got_lines
-        .iter()
-        .zip(&want_lines)
-        .position(|(got, want)| got != want)
-        .unwrap_or(got_lines.len().min(want_lines.len()));
-    panic!(
-        "{name} differs from its golden file {} at line {}:\n  got:  {}\n  want: {}\n\
-         ({} lines got, {} lines wanted; rerun with UPDATE_GOLDEN=1 to accept the new output)",
-        path.display(),
-        line + 1,
-        got_lines.get(line).copied().unwrap_or("<end of output>"),
-        want_lines.get(line).copied().unwrap_or("<end of file>"),
-        got_lines.len(),
-        want_lines.len(),
-    );
+    assert_golden(&testdata().join("golden").join(name), got);
 }
 
 fn draw(window: &Window, format: Format) -> String {

@@ -34,6 +34,8 @@
 //!   which holds each component's records in the order that component wrote them, and counts the lines
 //!   that were skipped. [`Run::processes_of`] splits one component's records by the [`Process`] that
 //!   wrote them (file, or `docker compose logs` container): the nodes of a cluster all log as `service`.
+//! - `testing` (feature `testing`, for the tools' tests only): the golden-file comparison that
+//!   `chitty-check` and `chitty-diagram` hold their output to.
 //!
 //! Nothing here panics on bad input: a line that is not a log record is skipped and counted, a field of an
 //! unexpected type reads as missing, and the only errors are the [`LogsError`]s of reading files.
@@ -42,6 +44,8 @@
 
 mod record;
 mod run;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod vocabulary;
 
 use std::path::PathBuf;
