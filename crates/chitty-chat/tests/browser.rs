@@ -541,9 +541,17 @@ impl PageParticipant {
             .execute("return window.chittyLog();", vec![])
             .await
             .expect("the page has window.chittyLog()");
-        serde_json::from_value(value.clone()).unwrap_or_else(|error| {
+        let lines: Vec<String> = serde_json::from_value(value.clone()).unwrap_or_else(|error| {
             panic!("window.chittyLog() is not a list of strings ({error}): {value}")
-        })
+        });
+        let origin = format!("{}'s page", self.name());
+        for line in &lines {
+            let record = serde_json::from_str(line).unwrap_or_else(|error| {
+                panic!("{origin} logged a line that is not JSON ({error}): {line}")
+            });
+            common::vocabulary::assert_in_vocabulary(&record, &origin);
+        }
+        lines
     }
 
     /// Writes the page's log as `<name>.log` into `dir`, beside the other processes' logs.
