@@ -270,7 +270,7 @@ pub enum BenchError {
         ready: usize,
         /// How many should have been.
         count: usize,
-        /// The bound.
+        /// How long the harness waited, so the error says whether to give more time.
         within: Duration,
     },
     /// The publishers of `fanout` or `ingest` are missing (an internal inconsistency).

@@ -116,7 +116,7 @@ fn keep_tail(reader: impl AsyncRead + Unpin + Send + 'static, tail: Arc<Mutex<Ve
 /// A Chitty-Chat service started by the harness.
 #[derive(Debug)]
 pub struct ServiceProcess {
-    /// The process.
+    /// The process, to measure its CPU and memory and to stop it when the run ends.
     pub process: ChildProcess,
     /// Where it listens.
     pub address: SocketAddr,
@@ -167,7 +167,7 @@ impl ServiceProcess {
 /// A nats-server started by the harness on a free loopback port.
 #[derive(Debug)]
 pub struct NatsProcess {
-    /// The process.
+    /// The process, to measure its CPU and memory and to stop it when the run ends.
     pub process: ChildProcess,
     /// Where it listens for clients.
     pub address: SocketAddr,

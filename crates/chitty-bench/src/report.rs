@@ -530,7 +530,7 @@ impl DeploymentReport {
 pub struct Report {
     /// The scenario's name.
     pub scenario: String,
-    /// The machine.
+    /// The machine it ran on, since figures compare only within one machine.
     pub machine: Machine,
     /// The flags that shaped the load.
     pub settings: serde_json::Value,

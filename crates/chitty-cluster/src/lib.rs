@@ -203,7 +203,7 @@ pub enum ClusterError {
     TimedOut {
         /// What was being done.
         operation: &'static str,
-        /// The bound.
+        /// The bound that was reached, so an operator can tell a slow cluster from a dead one.
         timeout: Duration,
     },
     /// Other nodes appended first this many times in a row; see [`log::MAX_CONFLICTS`].

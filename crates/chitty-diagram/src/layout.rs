@@ -153,7 +153,7 @@ pub(crate) struct Label {
     pub text: String,
     /// The horizontal anchor position.
     pub x: f64,
-    /// The baseline.
+    /// The y of the text's baseline, which is where SVG places text.
     pub baseline: f64,
     /// What `x` is.
     pub anchor: Anchor,

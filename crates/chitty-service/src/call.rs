@@ -872,7 +872,7 @@ fn check_publish(text: &str, idempotency_key: &str) -> Result<Option<Arc<str>>, 
 struct PublishLimits {
     /// The rate, for the error that tells a participant what it is.
     rate: Rate,
-    /// The buckets.
+    /// One token bucket per participant name, so one chatty participant never slows another.
     limiter: DefaultKeyedRateLimiter<Arc<str>>,
 }
 
