@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chitty_core::{Event, LamportClock};
+use chitty_logs::ParticipantEvent;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -402,7 +403,7 @@ impl Session {
         };
         info!(
             component = %engine.caller.name,
-            event = "connect",
+            event = ParticipantEvent::Connect.as_str(),
             server = %first_server,
         );
         let mut client = ChatClient::connect(&first_server, &engine.config.connection)
@@ -427,7 +428,7 @@ impl Session {
             .map_err(ParticipantError::Lost)?;
         info!(
             component = %engine.caller.name,
-            event = "joined",
+            event = ParticipantEvent::Joined.as_str(),
             seq = joined.seq,
         );
         if let Some(presence) = presence {
@@ -546,7 +547,7 @@ impl<F: Frontend> Engine<'_, F> {
                     let server = self.next_server();
                     info!(
                         component = %self.caller.name,
-                        event = "reconnect_attempt",
+                        event = ParticipantEvent::ReconnectAttempt.as_str(),
                         server = %server,
                         after_seq = self.last_seq,
                     );
@@ -585,7 +586,7 @@ impl<F: Frontend> Engine<'_, F> {
             move |name, stamp| {
                 info!(
                     component = name,
-                    event = "publish_sent",
+                    event = ParticipantEvent::PublishSent.as_str(),
                     lamport = stamp,
                     chars,
                 );
@@ -607,7 +608,7 @@ impl<F: Frontend> Engine<'_, F> {
             Ok(reply) => {
                 info!(
                     component = %self.caller.name,
-                    event = "publish_ok",
+                    event = ParticipantEvent::PublishOk.as_str(),
                     seq = reply.seq,
                     response_lamport = reply.lamport,
                     lamport = now,
@@ -627,7 +628,7 @@ impl<F: Frontend> Engine<'_, F> {
                 let delay = error.retry_after.unwrap_or(Duration::from_millis(100));
                 info!(
                     component = %self.caller.name,
-                    event = "publish_throttled",
+                    event = ParticipantEvent::PublishThrottled.as_str(),
                     reason = %error,
                     retry_after_ms = delay.as_millis() as u64,
                     lamport = now,
@@ -639,7 +640,7 @@ impl<F: Frontend> Engine<'_, F> {
             _ => {
                 info!(
                     component = %self.caller.name,
-                    event = "publish_refused",
+                    event = ParticipantEvent::PublishRefused.as_str(),
                     reason = %error,
                     response_lamport = error.lamport,
                     lamport = now,
@@ -663,7 +664,7 @@ impl<F: Frontend> Engine<'_, F> {
         self.last_seq = event.seq;
         info!(
             component = %self.caller.name,
-            event = "receive",
+            event = ParticipantEvent::Receive.as_str(),
             seq = event.seq,
             kind = %event.kind,
             participant = %event.participant,
@@ -690,7 +691,7 @@ impl<F: Frontend> Engine<'_, F> {
             Link::Up { .. } => {
                 warn!(
                     component = %self.caller.name,
-                    event = "disconnected",
+                    event = ParticipantEvent::Disconnected.as_str(),
                     reason = %reason,
                     last_seq = self.last_seq,
                 );
@@ -745,7 +746,7 @@ impl<F: Frontend> Engine<'_, F> {
                 self.witness_error(&error);
                 info!(
                     component = %self.caller.name,
-                    event = "reconnect_failed",
+                    event = ParticipantEvent::ReconnectFailed.as_str(),
                     reason = %error,
                 );
                 return match error.kind {
@@ -770,7 +771,7 @@ impl<F: Frontend> Engine<'_, F> {
         }
         info!(
             component = %self.caller.name,
-            event = "reconnected",
+            event = ParticipantEvent::Reconnected.as_str(),
             server = %client.server(),
             after_seq = self.last_seq,
         );
@@ -802,7 +803,11 @@ impl<F: Frontend> Engine<'_, F> {
             .caller
             .call(
                 |name, stamp| {
-                    info!(component = name, event = "leave_sent", lamport = stamp);
+                    info!(
+                        component = name,
+                        event = ParticipantEvent::LeaveSent.as_str(),
+                        lamport = stamp
+                    );
                 },
                 |stamp| client.leave(stamp),
             )
@@ -811,7 +816,7 @@ impl<F: Frontend> Engine<'_, F> {
             Ok(reply) => {
                 info!(
                     component = %self.caller.name,
-                    event = "leave_ok",
+                    event = ParticipantEvent::LeaveOk.as_str(),
                     seq = reply.seq,
                     response_lamport = reply.lamport,
                     lamport,
@@ -820,7 +825,7 @@ impl<F: Frontend> Engine<'_, F> {
             Err(error) => {
                 warn!(
                     component = %self.caller.name,
-                    event = "leave_failed",
+                    event = ParticipantEvent::LeaveFailed.as_str(),
                     reason = %error,
                 );
                 return self.notify(Notice::LeaveFailed { reason: error }).await;
@@ -834,7 +839,7 @@ impl<F: Frontend> Engine<'_, F> {
                 Ok(Ok(None)) => {
                     info!(
                         component = %self.caller.name,
-                        event = "broadcast_end",
+                        event = ParticipantEvent::BroadcastEnd.as_str(),
                         reason = "left",
                     );
                     break;
@@ -842,7 +847,7 @@ impl<F: Frontend> Engine<'_, F> {
                 Ok(Err(error)) => {
                     warn!(
                         component = %self.caller.name,
-                        event = "broadcast_end",
+                        event = ParticipantEvent::BroadcastEnd.as_str(),
                         reason = %error,
                     );
                     break;
@@ -850,7 +855,7 @@ impl<F: Frontend> Engine<'_, F> {
                 Err(_) => {
                     warn!(
                         component = %self.caller.name,
-                        event = "broadcast_end",
+                        event = ParticipantEvent::BroadcastEnd.as_str(),
                         reason = "the stream did not end after the leave; closing it",
                     );
                     break;
@@ -1005,7 +1010,7 @@ async fn join(
             |name, stamp| {
                 info!(
                     component = name,
-                    event = "join_sent",
+                    event = ParticipantEvent::JoinSent.as_str(),
                     lamport = stamp,
                     reason
                 );
@@ -1016,7 +1021,7 @@ async fn join(
     let reply = answer?;
     info!(
         component = %caller.name,
-        event = "join_ok",
+        event = ParticipantEvent::JoinOk.as_str(),
         seq = reply.seq,
         response_lamport = reply.lamport,
         lamport,
@@ -1035,7 +1040,7 @@ async fn open_stream(
             |name, stamp| {
                 info!(
                     component = name,
-                    event = "broadcast_open",
+                    event = ParticipantEvent::BroadcastOpen.as_str(),
                     after_seq,
                     lamport = stamp
                 );
@@ -1058,7 +1063,7 @@ async fn presence_of(
             |name, stamp| {
                 info!(
                     component = name,
-                    event = "participants_sent",
+                    event = ParticipantEvent::ParticipantsSent.as_str(),
                     lamport = stamp
                 );
             },
@@ -1069,7 +1074,7 @@ async fn presence_of(
         Ok(presence) => {
             info!(
                 component = %caller.name,
-                event = "participants_ok",
+                event = ParticipantEvent::ParticipantsOk.as_str(),
                 present = presence.names.len(),
                 seq = presence.seq,
                 response_lamport = presence.lamport,
@@ -1084,7 +1089,7 @@ async fn presence_of(
             _ => {
                 warn!(
                     component = %caller.name,
-                    event = "participants_failed",
+                    event = ParticipantEvent::ParticipantsFailed.as_str(),
                     reason = %error,
                 );
                 Ok(None)
