@@ -6,10 +6,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::time::Duration;
 
 use chitty_chat::harness::ServiceProcess;
 use chitty_proto::v1;
+use common::tmux::Tmux;
 use common::{WAIT, args, authorized, binary, log_dir, participant, raw_client, raw_join};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -493,98 +493,6 @@ async fn top_keeps_scraping_a_node_that_restarts_and_takes_its_counters_reset() 
 /// What the terminal's shell prints once `chitty-chat top` exits, before its exit status.
 const EXITED: &str = "top exited with status ";
 
-/// A tmux server of this test's own with one window, killed when dropped. (The chat's terminal UI test,
-/// `tui.rs`, has a fuller one for several participants.)
-struct Tmux {
-    /// The server's socket name, unique to this run.
-    socket: String,
-}
-
-impl Tmux {
-    /// Whether tmux can be run here.
-    fn available() -> bool {
-        std::process::Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|output| output.status.success())
-    }
-
-    /// Starts a server whose one window, `width` by `height`, runs `command`, and stays open after it.
-    fn start(dir: &std::path::Path, width: u16, height: u16, command: &str) -> Self {
-        let config = dir.join("tmux.conf");
-        std::fs::write(&config, "set -g remain-on-exit on\nset -g status off\n")
-            .expect("write the tmux configuration");
-        let unique = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos());
-        let tmux = Self {
-            socket: format!("chitty-top-{}-{unique}", std::process::id()),
-        };
-        tmux.run(&[
-            "-f",
-            &config.display().to_string(),
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            command,
-        ]);
-        tmux
-    }
-
-    /// What the window shows now.
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "top"])
-    }
-
-    /// Presses `key` (tmux's key names) in the window.
-    fn press(&self, key: &str) {
-        self.run(&["send-keys", "-t", "top", key]);
-    }
-
-    /// Polls the screen until `wanted` accepts it, at most [`WAIT`]: a screen has no event to await.
-    async fn wait_for(&self, description: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.screen();
-            if wanted(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the screen did not show {description} within {WAIT:?}; got:\n{screen}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let output = std::process::Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux runs");
-        assert!(
-            output.status.success(),
-            "tmux {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
-
 #[tokio::test]
 async fn top_in_a_terminal_shows_the_table_and_q_quits() {
     if !Tmux::available() {
@@ -615,10 +523,10 @@ async fn top_in_a_terminal_shows_the_table_and_q_quits() {
         "'{}' top --metrics {metrics} --interval 200ms; echo \"{EXITED}$?\"; read -r _",
         binary().display()
     );
-    let tmux = Tmux::start(dir.path(), 150, 20, &command);
+    let tmux = Tmux::start(dir.path(), 150, 20, "top", &command);
     let node = metrics.to_string();
     let screen = tmux
-        .wait_for("the node's row, up, with a rate", |screen| {
+        .wait_for("top", "the node's row, up, with a rate", |screen| {
             screen.lines().any(|line| {
                 let cells: Vec<&str> = line.split_whitespace().collect();
                 cells.first() == Some(&node.as_str())
@@ -640,9 +548,9 @@ async fn top_in_a_terminal_shows_the_table_and_q_quits() {
             "got screen:\n{screen}\nwant {wanted:?}"
         );
     }
-    tmux.press("q");
+    tmux.press("top", "q");
     let screen = tmux
-        .wait_for("the exit status", |screen| screen.contains(EXITED))
+        .wait_for("top", "the exit status", |screen| screen.contains(EXITED))
         .await;
     assert!(
         screen.contains(&format!("{EXITED}0")),

@@ -11,6 +11,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use chitty_core::{Event, EventKind};
+use chitty_logs::ParticipantEvent;
 use chitty_proto::metadata as wire;
 use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
@@ -436,7 +437,7 @@ impl EventStream {
                 Ok(v1::EventKind::Unspecified) | Err(_) => {
                     tracing::debug!(
                         component = "participant",
-                        event = "skip_unknown_kind",
+                        event = ParticipantEvent::SkipUnknownKind.as_str(),
                         seq = event.seq,
                         kind = event.kind,
                     );

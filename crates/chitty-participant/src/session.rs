@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chitty_core::{Event, LamportClock};
+use chitty_logs::ParticipantEvent;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -311,19 +312,27 @@ enum Link {
 /// A successful reconnection: the client, its open stream, how the session was picked up, and who is
 /// present if the engine asked.
 struct Reconnection {
+    /// The new connection, carrying the session's token (a new one after joining again).
     client: ChatClient,
+    /// The Broadcast stream, open on the new connection.
     stream: EventStream,
+    /// How the session was picked up, for the front end to say.
     resumption: Resumption,
+    /// Who is present, if the engine asks; reported before the stream's first event.
     presence: Option<Presence>,
 }
 
-type Pending<T> = Option<Pin<Box<dyn Future<Output = T> + Send>>>;
+/// A call or an attempt under way, owned by the main loop, which polls it beside everything else.
+type Running<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the main loop may be waiting for besides its stream and its commands: nothing, or one [`Running`].
+type Pending<T> = Option<Running<T>>;
 
 /// What woke the engine up.
 enum Step<C> {
     Shutdown,
     Command(Option<C>),
-    Published(Result<Reply, ClientError>),
+    Published(Answered<Reply>),
     Received(Result<Option<Event>, ClientError>),
     RetryDue,
     Reconnected(Box<Result<Reconnection, ClientError>>),
@@ -380,8 +389,10 @@ impl Session {
             return Err(ParticipantError::NoServer);
         };
         let mut engine = Engine {
-            name: self.config.name.as_str().into(),
-            clock: self.clock,
+            caller: Caller {
+                name: self.config.name.as_str().into(),
+                clock: self.clock,
+            },
             config: self.config,
             presence: self.presence,
             frontend,
@@ -390,7 +401,11 @@ impl Session {
             outbox: VecDeque::new(),
             server_index: 0,
         };
-        info!(component = %engine.name, event = "connect", server = %first_server);
+        info!(
+            component = %engine.caller.name,
+            event = ParticipantEvent::Connect.as_str(),
+            server = %first_server,
+        );
         let mut client = ChatClient::connect(&first_server, &engine.config.connection)
             .await
             .map_err(ParticipantError::Connect)?;
@@ -402,17 +417,20 @@ impl Session {
                 error,
             })?;
         let presence = if engine.presence {
-            presence_of(&mut client, &engine.name, &engine.clock)
+            presence_of(&engine.caller, &mut client)
                 .await
                 .map_err(ParticipantError::Lost)?
         } else {
             None
         };
-        let stream = engine
-            .open_stream(&mut client, 0)
+        let stream = open_stream(&engine.caller, &mut client, 0)
             .await
             .map_err(ParticipantError::Lost)?;
-        info!(component = %engine.name, event = "joined", seq = joined.seq);
+        info!(
+            component = %engine.caller.name,
+            event = ParticipantEvent::Joined.as_str(),
+            seq = joined.seq,
+        );
         if let Some(presence) = presence {
             engine.notify(Notice::Presence(presence)).await?;
         }
@@ -431,10 +449,8 @@ impl Session {
 struct Engine<'f, F> {
     /// Who to be and where to connect.
     config: ParticipantConfig,
-    /// The name, for log lines.
-    name: Arc<str>,
-    /// The participant's Lamport clock.
-    clock: Arc<LamportClock>,
+    /// The participant's name, for log lines, and its Lamport clock, which stamp and log every call.
+    caller: Caller,
     /// Whether to ask who is present after every join and reconnection.
     presence: bool,
     /// Where notices go.
@@ -458,7 +474,7 @@ impl<F: Frontend> Engine<'_, F> {
         shutdown: CancellationToken,
     ) -> Result<(), ParticipantError> {
         let mut commands_open = true;
-        let mut publishing: Pending<Result<Reply, ClientError>> = None;
+        let mut publishing: Pending<Answered<Reply>> = None;
         let mut reconnecting: Pending<Result<Reconnection, ClientError>> = None;
         let mut paused_until: Option<Instant> = None;
 
@@ -496,9 +512,9 @@ impl<F: Frontend> Engine<'_, F> {
                         key: new_key(),
                     }),
                 },
-                Step::Published(result) => {
+                Step::Published(answered) => {
                     publishing = None;
-                    match self.published(result).await? {
+                    match self.published(answered).await? {
                         AfterPublish::Next => {}
                         AfterPublish::Pause(delay) => paused_until = Some(Instant::now() + delay),
                         AfterPublish::LinkLost(reason) => {
@@ -529,17 +545,22 @@ impl<F: Frontend> Engine<'_, F> {
                 }
                 Step::RetryDue => {
                     let server = self.next_server();
-                    info!(component = %self.name, event = "reconnect_attempt", server = %server, after_seq = self.last_seq);
-                    reconnecting = Some(Box::pin(reconnect(
+                    info!(
+                        component = %self.caller.name,
+                        event = ParticipantEvent::ReconnectAttempt.as_str(),
+                        server = %server,
+                        after_seq = self.last_seq,
+                    );
+                    let reconnect = Reconnect {
                         server,
-                        self.config.connection.clone(),
-                        self.token.clone(),
-                        Arc::clone(&self.name),
-                        self.config.join_secret.clone(),
-                        self.last_seq,
-                        Arc::clone(&self.clock),
-                        self.presence,
-                    )));
+                        connection: self.config.connection.clone(),
+                        token: self.token.clone(),
+                        join_secret: self.config.join_secret.clone(),
+                        after_seq: self.last_seq,
+                        presence: self.presence,
+                        caller: self.caller.clone(),
+                    };
+                    reconnecting = Some(Box::pin(reconnect.attempt()));
                 }
                 Step::Reconnected(result) => {
                     reconnecting = None;
@@ -550,64 +571,44 @@ impl<F: Frontend> Engine<'_, F> {
         self.leave(link).await
     }
 
-    /// Joins with `client`, keeping the session token.
+    /// Joins with `client` for the first time, keeping the session token.
     async fn join(&mut self, client: &mut ChatClient) -> Result<Reply, ClientError> {
-        let sent = self.clock.tick();
-        info!(component = %self.name, event = "join_sent", lamport = sent);
-        let reply = client
-            .join(&self.name, &self.config.join_secret, sent)
-            .await
-            .inspect_err(|error| {
-                self.witness_error(error);
-            })?;
-        let now = self.clock.witness(reply.lamport);
-        info!(
-            component = %self.name,
-            event = "join_ok",
-            seq = reply.seq,
-            response_lamport = reply.lamport,
-            lamport = now,
-        );
+        let reply = join(&self.caller, client, &self.config.join_secret, None).await?;
         self.token = client.token().unwrap_or_default().to_owned();
         Ok(reply)
     }
 
-    /// Opens the Broadcast stream after `after_seq`.
-    async fn open_stream(
-        &self,
-        client: &mut ChatClient,
-        after_seq: u64,
-    ) -> Result<EventStream, ClientError> {
-        open_stream(client, &self.name, &self.clock, after_seq).await
-    }
-
-    /// Starts publishing one message.
-    fn publish(
-        &self,
-        mut client: ChatClient,
-        outgoing: Outgoing,
-    ) -> Pin<Box<dyn Future<Output = Result<Reply, ClientError>> + Send>> {
-        let sent = self.clock.tick();
-        info!(
-            component = %self.name,
-            event = "publish_sent",
-            lamport = sent,
-            chars = outgoing.text.chars().count(),
-        );
-        Box::pin(async move { client.publish(&outgoing.text, &outgoing.key, sent).await })
+    /// Starts publishing one message: it is stamped and logged as sent now, and answered when the main
+    /// loop polls the returned future to the end.
+    fn publish(&self, mut client: ChatClient, outgoing: Outgoing) -> Running<Answered<Reply>> {
+        let chars = outgoing.text.chars().count();
+        Box::pin(self.caller.call(
+            move |name, stamp| {
+                info!(
+                    component = name,
+                    event = ParticipantEvent::PublishSent.as_str(),
+                    lamport = stamp,
+                    chars,
+                );
+            },
+            move |stamp| async move { client.publish(&outgoing.text, &outgoing.key, stamp).await },
+        ))
     }
 
     /// Handles the answer to a publish.
     async fn published(
         &mut self,
-        result: Result<Reply, ClientError>,
+        answered: Answered<Reply>,
     ) -> Result<AfterPublish, ParticipantError> {
-        let error = match result {
+        let Answered {
+            answer,
+            lamport: now,
+        } = answered;
+        let error = match answer {
             Ok(reply) => {
-                let now = self.clock.witness(reply.lamport);
                 info!(
-                    component = %self.name,
-                    event = "publish_ok",
+                    component = %self.caller.name,
+                    event = ParticipantEvent::PublishOk.as_str(),
                     seq = reply.seq,
                     response_lamport = reply.lamport,
                     lamport = now,
@@ -618,7 +619,6 @@ impl<F: Frontend> Engine<'_, F> {
             }
             Err(error) => error,
         };
-        let now = self.witness_error(&error);
         match error.kind {
             ErrorKind::Unreachable | ErrorKind::ServiceStopping | ErrorKind::SessionEnded => {
                 // Kept in the outbox, and sent again with the same key once reconnected.
@@ -627,8 +627,8 @@ impl<F: Frontend> Engine<'_, F> {
             ErrorKind::RateLimited => {
                 let delay = error.retry_after.unwrap_or(Duration::from_millis(100));
                 info!(
-                    component = %self.name,
-                    event = "publish_throttled",
+                    component = %self.caller.name,
+                    event = ParticipantEvent::PublishThrottled.as_str(),
                     reason = %error,
                     retry_after_ms = delay.as_millis() as u64,
                     lamport = now,
@@ -639,8 +639,8 @@ impl<F: Frontend> Engine<'_, F> {
             }
             _ => {
                 info!(
-                    component = %self.name,
-                    event = "publish_refused",
+                    component = %self.caller.name,
+                    event = ParticipantEvent::PublishRefused.as_str(),
                     reason = %error,
                     response_lamport = error.lamport,
                     lamport = now,
@@ -657,14 +657,14 @@ impl<F: Frontend> Engine<'_, F> {
 
     /// Reports an event, unless it was reported already.
     async fn receive(&mut self, event: Event) -> Result<(), ParticipantError> {
-        let now = self.clock.witness(event.lamport);
+        let now = self.caller.clock.witness(event.lamport);
         if event.seq <= self.last_seq {
             return Ok(());
         }
         self.last_seq = event.seq;
         info!(
-            component = %self.name,
-            event = "receive",
+            component = %self.caller.name,
+            event = ParticipantEvent::Receive.as_str(),
             seq = event.seq,
             kind = %event.kind,
             participant = %event.participant,
@@ -689,7 +689,12 @@ impl<F: Frontend> Engine<'_, F> {
         let now = Instant::now();
         let (since, attempt) = match link {
             Link::Up { .. } => {
-                warn!(component = %self.name, event = "disconnected", reason = %reason, last_seq = self.last_seq);
+                warn!(
+                    component = %self.caller.name,
+                    event = ParticipantEvent::Disconnected.as_str(),
+                    reason = %reason,
+                    last_seq = self.last_seq,
+                );
                 self.notify(Notice::Disconnected {
                     reason: reason.clone(),
                     cut_off: at_once,
@@ -739,7 +744,11 @@ impl<F: Frontend> Engine<'_, F> {
             Ok(reconnected) => reconnected,
             Err(error) => {
                 self.witness_error(&error);
-                info!(component = %self.name, event = "reconnect_failed", reason = %error);
+                info!(
+                    component = %self.caller.name,
+                    event = ParticipantEvent::ReconnectFailed.as_str(),
+                    reason = %error,
+                );
                 return match error.kind {
                     // Only joining again meets a taken name, and the session that holds it may be
                     // this participant's own, still being announced left (in a cluster that takes a
@@ -760,7 +769,12 @@ impl<F: Frontend> Engine<'_, F> {
         if let Resumption::Skipped { last, .. } = resumption {
             self.last_seq = last;
         }
-        info!(component = %self.name, event = "reconnected", server = %client.server(), after_seq = self.last_seq);
+        info!(
+            component = %self.caller.name,
+            event = ParticipantEvent::Reconnected.as_str(),
+            server = %client.server(),
+            after_seq = self.last_seq,
+        );
         if let Some(presence) = presence {
             self.notify(Notice::Presence(presence)).await?;
         }
@@ -785,22 +799,35 @@ impl<F: Frontend> Engine<'_, F> {
         else {
             return self.notify(Notice::LeftUnannounced).await;
         };
-        let sent = self.clock.tick();
-        info!(component = %self.name, event = "leave_sent", lamport = sent);
-        match client.leave(sent).await {
+        let Answered { answer, lamport } = self
+            .caller
+            .call(
+                |name, stamp| {
+                    info!(
+                        component = name,
+                        event = ParticipantEvent::LeaveSent.as_str(),
+                        lamport = stamp
+                    );
+                },
+                |stamp| client.leave(stamp),
+            )
+            .await;
+        match answer {
             Ok(reply) => {
-                let now = self.clock.witness(reply.lamport);
                 info!(
-                    component = %self.name,
-                    event = "leave_ok",
+                    component = %self.caller.name,
+                    event = ParticipantEvent::LeaveOk.as_str(),
                     seq = reply.seq,
                     response_lamport = reply.lamport,
-                    lamport = now,
+                    lamport,
                 );
             }
             Err(error) => {
-                self.witness_error(&error);
-                warn!(component = %self.name, event = "leave_failed", reason = %error);
+                warn!(
+                    component = %self.caller.name,
+                    event = ParticipantEvent::LeaveFailed.as_str(),
+                    reason = %error,
+                );
                 return self.notify(Notice::LeaveFailed { reason: error }).await;
             }
         }
@@ -810,17 +837,25 @@ impl<F: Frontend> Engine<'_, F> {
             match tokio::time::timeout_at(deadline, stream.next()).await {
                 Ok(Ok(Some(event))) => self.receive(event).await?,
                 Ok(Ok(None)) => {
-                    info!(component = %self.name, event = "broadcast_end", reason = "left");
+                    info!(
+                        component = %self.caller.name,
+                        event = ParticipantEvent::BroadcastEnd.as_str(),
+                        reason = "left",
+                    );
                     break;
                 }
                 Ok(Err(error)) => {
-                    warn!(component = %self.name, event = "broadcast_end", reason = %error);
+                    warn!(
+                        component = %self.caller.name,
+                        event = ParticipantEvent::BroadcastEnd.as_str(),
+                        reason = %error,
+                    );
                     break;
                 }
                 Err(_) => {
                     warn!(
-                        component = %self.name,
-                        event = "broadcast_end",
+                        component = %self.caller.name,
+                        event = ParticipantEvent::BroadcastEnd.as_str(),
                         reason = "the stream did not end after the leave; closing it",
                     );
                     break;
@@ -839,12 +874,12 @@ impl<F: Frontend> Engine<'_, F> {
             .unwrap_or_default()
     }
 
-    /// Witnesses the Lamport time on an error, if the service sent one; returns the clock after.
-    fn witness_error(&self, error: &ClientError) -> u64 {
-        match error.lamport {
-            Some(lamport) => self.clock.witness(lamport),
-            None => self.clock.now(),
-        }
+    /// Witnesses the Lamport time on an error that did not come as the answer to a call the engine made
+    /// through [`Caller::call`]: a broken stream's, or a failed reconnection attempt's. An attempt's
+    /// calls witnessed their errors already; witnessing the same time again only moves the clock on once
+    /// more, which is harmless: a Lamport clock may advance at any time.
+    fn witness_error(&self, error: &ClientError) {
+        witness(&self.caller.clock, error.lamport);
     }
 
     async fn notify(&mut self, notice: Notice) -> Result<(), ParticipantError> {
@@ -862,170 +897,301 @@ enum AfterPublish {
     LinkLost(ClientError),
 }
 
+/// The participant as the maker of calls: its name, which each of its log lines carries, and its Lamport
+/// clock, which stamps each request and witnesses each answer. The engine and a reconnection attempt
+/// running beside it hold the same one, so every call follows the same steps on the same clock.
+#[derive(Debug, Clone)]
+struct Caller {
+    /// The participant's name: the `component` of its log lines, and the name it joins under.
+    name: Arc<str>,
+    /// The participant's Lamport clock, shared with the front end, which shows it.
+    clock: Arc<LamportClock>,
+}
+
+/// A call's answer, witnessed: what the service answered, and the participant's Lamport time right after
+/// witnessing the time the service put on it.
+struct Answered<T> {
+    /// The reply, or why the call failed.
+    answer: Result<T, ClientError>,
+    /// The participant's clock after witnessing the answer: later than the request and than the service's
+    /// handling of it. The answer's log line carries it as `lamport`.
+    lamport: u64,
+}
+
+/// A reply that may carry the service's Lamport time, for the participant to witness.
+trait Stamped {
+    /// The service's time on the reply, if it carries one.
+    fn lamport(&self) -> Option<u64>;
+}
+
+impl Stamped for Reply {
+    fn lamport(&self) -> Option<u64> {
+        Some(self.lamport)
+    }
+}
+
+impl Stamped for Presence {
+    fn lamport(&self) -> Option<u64> {
+        Some(self.lamport)
+    }
+}
+
+/// An opened stream carries no time of its own: each of its events does, witnessed as it arrives.
+impl Stamped for EventStream {
+    fn lamport(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Caller {
+    /// Makes one call by the Lamport rules, in the same steps for every call:
+    ///
+    /// 1. tick the clock (the send rule): the new time is the request's stamp;
+    /// 2. log the call's `*_sent` line with the stamp, by `log_sent(name, stamp)`;
+    /// 3. make the call, `call(stamp)`;
+    /// 4. witness the time the service put on its answer, the reply's or the error's (the receive rule),
+    ///    so that whatever the participant does next comes after the service handled the call.
+    ///
+    /// The answer's own line is the caller's to log, with [`Answered::lamport`]: each call's answer says
+    /// different things, and some failures are not logged at all.
+    ///
+    /// Steps 1 and 2 happen when `call` is called, not when the returned future is first polled. A
+    /// publish is answered later, in the main loop, yet its stamp and its `publish_sent` line must come
+    /// before whatever the loop does meanwhile, on the clock and in the log. The returned future holds
+    /// neither `self` nor `log_sent`, so a `'static` `call` makes a `'static` future.
+    fn call<T, L, C, Fut>(
+        &self,
+        log_sent: L,
+        call: C,
+    ) -> impl Future<Output = Answered<T>> + use<T, L, C, Fut>
+    where
+        T: Stamped,
+        L: FnOnce(&str, u64),
+        C: FnOnce(u64) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let stamp = self.clock.tick();
+        log_sent(&self.name, stamp);
+        let answer = call(stamp);
+        let clock = Arc::clone(&self.clock);
+        async move {
+            let answer = answer.await;
+            let seen = match &answer {
+                Ok(reply) => reply.lamport(),
+                Err(error) => error.lamport,
+            };
+            Answered {
+                answer,
+                lamport: witness(&clock, seen),
+            }
+        }
+    }
+}
+
+/// The receive rule for something that may carry no time (an error the transport made up rather than
+/// the service, say): witnesses `seen` if there is one. Returns the clock after.
+fn witness(clock: &LamportClock, seen: Option<u64>) -> u64 {
+    match seen {
+        Some(lamport) => clock.witness(lamport),
+        None => clock.now(),
+    }
+}
+
+/// Joins on `client`, stamping and logging the call. `reason` says why a join is not the first one; it
+/// is logged on `join_sent`.
+async fn join(
+    caller: &Caller,
+    client: &mut ChatClient,
+    join_secret: &str,
+    reason: Option<&str>,
+) -> Result<Reply, ClientError> {
+    let Answered { answer, lamport } = caller
+        .call(
+            |name, stamp| {
+                info!(
+                    component = name,
+                    event = ParticipantEvent::JoinSent.as_str(),
+                    lamport = stamp,
+                    reason
+                );
+            },
+            |stamp| client.join(&caller.name, join_secret, stamp),
+        )
+        .await;
+    let reply = answer?;
+    info!(
+        component = %caller.name,
+        event = ParticipantEvent::JoinOk.as_str(),
+        seq = reply.seq,
+        response_lamport = reply.lamport,
+        lamport,
+    );
+    Ok(reply)
+}
+
 /// Opens the Broadcast stream after `after_seq`, stamping and logging the call.
 async fn open_stream(
+    caller: &Caller,
     client: &mut ChatClient,
-    name: &str,
-    clock: &LamportClock,
     after_seq: u64,
 ) -> Result<EventStream, ClientError> {
-    let sent = clock.tick();
-    info!(
-        component = name,
-        event = "broadcast_open",
-        after_seq,
-        lamport = sent
-    );
-    client
-        .broadcast(after_seq, sent)
+    caller
+        .call(
+            |name, stamp| {
+                info!(
+                    component = name,
+                    event = ParticipantEvent::BroadcastOpen.as_str(),
+                    after_seq,
+                    lamport = stamp
+                );
+            },
+            |stamp| client.broadcast(after_seq, stamp),
+        )
         .await
-        .inspect_err(|error| {
-            if let Some(lamport) = error.lamport {
-                clock.witness(lamport);
-            }
-        })
+        .answer
 }
 
 /// Asks who is present, stamping and logging the call. A service that cannot answer (an older one
 /// without the call, say) is logged and leaves the list unknown; only a failure that also ends the
 /// connection or the session is an error.
 async fn presence_of(
+    caller: &Caller,
     client: &mut ChatClient,
-    name: &str,
-    clock: &LamportClock,
 ) -> Result<Option<Presence>, ClientError> {
-    let sent = clock.tick();
-    info!(
-        component = name,
-        event = "participants_sent",
-        lamport = sent
-    );
-    match client.participants(sent).await {
+    let Answered { answer, lamport } = caller
+        .call(
+            |name, stamp| {
+                info!(
+                    component = name,
+                    event = ParticipantEvent::ParticipantsSent.as_str(),
+                    lamport = stamp
+                );
+            },
+            |stamp| client.participants(stamp),
+        )
+        .await;
+    match answer {
         Ok(presence) => {
-            let now = clock.witness(presence.lamport);
             info!(
-                component = name,
-                event = "participants_ok",
+                component = %caller.name,
+                event = ParticipantEvent::ParticipantsOk.as_str(),
                 present = presence.names.len(),
                 seq = presence.seq,
                 response_lamport = presence.lamport,
-                lamport = now,
+                lamport,
             );
             Ok(Some(presence))
         }
-        Err(error) => {
-            if let Some(lamport) = error.lamport {
-                clock.witness(lamport);
+        Err(error) => match error.kind {
+            ErrorKind::Unreachable | ErrorKind::ServiceStopping | ErrorKind::SessionEnded => {
+                Err(error)
             }
-            match error.kind {
-                ErrorKind::Unreachable | ErrorKind::ServiceStopping | ErrorKind::SessionEnded => {
-                    Err(error)
-                }
-                _ => {
-                    warn!(component = name, event = "participants_failed", reason = %error);
-                    Ok(None)
-                }
+            _ => {
+                warn!(
+                    component = %caller.name,
+                    event = ParticipantEvent::ParticipantsFailed.as_str(),
+                    reason = %error,
+                );
+                Ok(None)
             }
-        }
+        },
     }
 }
 
-/// One reconnection attempt: connect, resume the session after `after_seq`, and if that is not possible,
-/// join again or skip what the service no longer holds. With `presence`, asks who is present before the
-/// stream opens.
-#[allow(clippy::too_many_arguments)]
-async fn reconnect(
+/// What one reconnection attempt needs. The attempt runs as a future of its own beside the main loop,
+/// which goes on taking commands and publishing meanwhile, so it owns copies rather than borrowing the
+/// engine.
+struct Reconnect {
+    /// The service address to try: the next one in turn.
     server: String,
+    /// How to reach it.
     connection: Connection,
+    /// The session's token, to resume the session on the new connection.
     token: String,
-    name: Arc<str>,
+    /// The service's join secret, to join again if the session ended.
     join_secret: String,
+    /// The last seq reported, after which the stream resumes so that nothing is missed or shown twice.
     after_seq: u64,
-    clock: Arc<LamportClock>,
+    /// Whether to ask who is present before the stream opens.
     presence: bool,
-) -> Result<Reconnection, ClientError> {
-    let mut client = ChatClient::connect(&server, &connection).await?;
-    client.resume(&token)?;
-    let present = if presence {
-        match presence_of(&mut client, &name, &clock).await {
-            Ok(present) => present,
-            Err(error) if error.kind == ErrorKind::SessionEnded => {
-                return rejoin(client, &name, &join_secret, &clock, after_seq, presence).await;
+    /// The participant's name and clock, to stamp and log the calls.
+    caller: Caller,
+}
+
+impl Reconnect {
+    /// One reconnection attempt: connect, resume the session after `after_seq`, and if that is not
+    /// possible, join again or skip what the service no longer holds. With `presence`, asks who is
+    /// present before the stream opens.
+    async fn attempt(self) -> Result<Reconnection, ClientError> {
+        let mut client = ChatClient::connect(&self.server, &self.connection).await?;
+        client.resume(&self.token)?;
+        let present = if self.presence {
+            match presence_of(&self.caller, &mut client).await {
+                Ok(present) => present,
+                Err(error) if error.kind == ErrorKind::SessionEnded => {
+                    return self.rejoin(client).await;
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) => return Err(error),
-        }
-    } else {
-        None
-    };
-    match open_stream(&mut client, &name, &clock, after_seq).await {
-        Ok(stream) => Ok(Reconnection {
-            client,
-            stream,
-            resumption: Resumption::Resumed {
-                after_seq,
-                missed: present
-                    .as_ref()
-                    .map(|present| present.seq.saturating_sub(after_seq)),
-            },
-            presence: present,
-        }),
-        Err(error) if error.kind == ErrorKind::SessionEnded => {
-            rejoin(client, &name, &join_secret, &clock, after_seq, presence).await
-        }
-        Err(error) if error.kind == ErrorKind::HistoryGone => {
-            let last = error.last_seq.unwrap_or(after_seq);
-            let stream = open_stream(&mut client, &name, &clock, last).await?;
-            Ok(Reconnection {
+        } else {
+            None
+        };
+        let after_seq = self.after_seq;
+        match open_stream(&self.caller, &mut client, after_seq).await {
+            Ok(stream) => Ok(Reconnection {
                 client,
                 stream,
-                resumption: Resumption::Skipped {
-                    first_missing: after_seq + 1,
-                    last,
+                resumption: Resumption::Resumed {
+                    after_seq,
+                    missed: present
+                        .as_ref()
+                        .map(|present| present.seq.saturating_sub(after_seq)),
                 },
                 presence: present,
-            })
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// Joins again on `client` after the session ended, then opens the stream from the new join; `after_seq`
-/// is the last seq reported before.
-async fn rejoin(
-    mut client: ChatClient,
-    name: &Arc<str>,
-    join_secret: &str,
-    clock: &LamportClock,
-    after_seq: u64,
-    presence: bool,
-) -> Result<Reconnection, ClientError> {
-    let sent = clock.tick();
-    info!(component = %name, event = "join_sent", lamport = sent, reason = "the session ended");
-    let reply = client
-        .join(name, join_secret, sent)
-        .await
-        .inspect_err(|error| {
-            if let Some(lamport) = error.lamport {
-                clock.witness(lamport);
+            }),
+            Err(error) if error.kind == ErrorKind::SessionEnded => self.rejoin(client).await,
+            Err(error) if error.kind == ErrorKind::HistoryGone => {
+                let last = error.last_seq.unwrap_or(after_seq);
+                let stream = open_stream(&self.caller, &mut client, last).await?;
+                Ok(Reconnection {
+                    client,
+                    stream,
+                    resumption: Resumption::Skipped {
+                        first_missing: after_seq + 1,
+                        last,
+                    },
+                    presence: present,
+                })
             }
-        })?;
-    let now = clock.witness(reply.lamport);
-    info!(component = %name, event = "join_ok", seq = reply.seq, response_lamport = reply.lamport, lamport = now);
-    let present = if presence {
-        presence_of(&mut client, name, clock).await?
-    } else {
-        None
-    };
-    let stream = open_stream(&mut client, name, clock, 0).await?;
-    Ok(Reconnection {
-        client,
-        stream,
-        resumption: Resumption::Rejoined {
-            join_seq: reply.seq,
-            after_seq,
-        },
-        presence: present,
-    })
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Joins again on `client` after the session ended, then opens the stream from the new join.
+    async fn rejoin(&self, mut client: ChatClient) -> Result<Reconnection, ClientError> {
+        let reply = join(
+            &self.caller,
+            &mut client,
+            &self.join_secret,
+            Some("the session ended"),
+        )
+        .await?;
+        let present = if self.presence {
+            presence_of(&self.caller, &mut client).await?
+        } else {
+            None
+        };
+        let stream = open_stream(&self.caller, &mut client, 0).await?;
+        Ok(Reconnection {
+            client,
+            stream,
+            resumption: Resumption::Rejoined {
+                join_seq: reply.seq,
+                after_seq: self.after_seq,
+            },
+            presence: present,
+        })
+    }
 }
 
 /// How long a participant whose session ended keeps trying to join again under its name while the
