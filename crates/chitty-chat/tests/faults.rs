@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chitty_chat::harness::{
     ParticipantProcess, ServiceProcess, joined_prefix, left_prefix, message_body,
 };
+use common::tally::{Tally, assert_seqs_consecutive};
 use common::{
     WAIT, args, binary, log_dir, participant, raw_client, raw_join, service, service_args,
 };
@@ -68,44 +68,10 @@ async fn the_service_killed_mid_chat_and_restarted_loses_and_duplicates_nothing(
             )
             .await
             .expect("each participant says it resumed");
-        let mut count: HashMap<&str, usize> = HashMap::new();
-        let mut next: HashMap<String, usize> = HashMap::new();
-        for line in watcher.received() {
-            if let Some((author, text)) = line
-                .body
-                .strip_prefix('<')
-                .and_then(|body| body.split_once("> "))
-            {
-                *count
-                    .entry(if author == "alice" { "alice" } else { "bob" })
-                    .or_default() += 1;
-                let number: usize = text
-                    .rsplit_once(' ')
-                    .and_then(|(_, n)| n.parse().ok())
-                    .expect("numbered");
-                let expected = next.entry(author.to_owned()).or_insert(1);
-                assert_eq!(
-                    number,
-                    *expected,
-                    "{}: {author}'s messages out of order or duplicated",
-                    watcher.name()
-                );
-                *expected += 1;
-            }
-        }
-        assert_eq!(
-            count.get("alice"),
-            Some(&MESSAGES_EACH),
-            "{}",
-            watcher.name()
-        );
-        assert_eq!(count.get("bob"), Some(&MESSAGES_EACH), "{}", watcher.name());
-        let seqs: Vec<u64> = watcher.received().iter().map(|line| line.seq).collect();
-        assert!(
-            seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
-            "{}: a gap or a repeat: {seqs:?}",
-            watcher.name()
-        );
+        let tally = Tally::of(watcher);
+        tally.assert_each_received_once(&["alice", "bob"], MESSAGES_EACH);
+        tally.assert_in_senders_order();
+        assert_seqs_consecutive(watcher);
         // Sessions survived the restart: nobody left or joined again.
         for name in ["alice", "bob", "carol"] {
             assert!(

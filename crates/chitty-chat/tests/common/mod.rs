@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+pub mod tally;
+
 /// The bound on every wait for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(15);
 
