@@ -572,11 +572,24 @@ impl Report {
         char::from(b'A' + (index % 26) as u8)
     }
 
-    /// The table for people: per deployment, one block per N with a row per figure and a column per
-    /// system; then, with several deployments, one block per N with the main figures of each side by
-    /// side and each one's ratio to the first.
+    /// The table for people: the machine, then which deployment each letter names, then per
+    /// deployment one block per N with a row per figure and a column per system; then, with several
+    /// deployments, one block per N with the main figures of each side by side and each one's ratio to
+    /// the first.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        self.machine_line(&mut out);
+        self.legend(&mut out);
+        self.per_run_blocks(&mut out);
+        if self.deployments.len() > 1 {
+            self.side_by_side(&mut out);
+        }
+        out
+    }
+
+    /// The machine's first line: figures from a busy or a small machine read differently, so the
+    /// reader sees the cores, the CPU and how loaded it was before anything else.
+    fn machine_line(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "machine: {} cores, {}, load average {} at start",
@@ -586,27 +599,40 @@ impl Report {
                 .load_average_at_start
                 .map_or_else(|| "unknown".to_owned(), |load| format!("{load:.2}")),
         );
+    }
+
+    /// With several deployments, or one in cluster mode, what each letter of the blocks below stands
+    /// for, and how the figures of several processes are added up: the blocks name deployments by
+    /// letter only. Nothing for the single node alone, whose table reads as it always did.
+    fn legend(&self, out: &mut String) {
         let several = self.deployments.len() > 1;
-        if several || self.baseline.deployment.cluster {
-            for (index, deployment) in self.deployments.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "Chitty-Chat {}: {}{}",
-                    Self::letter(index),
-                    deployment.deployment,
-                    if index == 0 && several {
-                        " (the baseline)"
-                    } else {
-                        ""
-                    },
-                );
-            }
+        if !several && !self.baseline.deployment.cluster {
+            return;
+        }
+        for (index, deployment) in self.deployments.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "In cluster mode participants are spread round-robin over the nodes; server figures are \
-                 summed over the nodes, nats-server figures over the nats-servers."
+                "Chitty-Chat {}: {}{}",
+                Self::letter(index),
+                deployment.deployment,
+                if index == 0 && several {
+                    " (the baseline)"
+                } else {
+                    ""
+                },
             );
         }
+        let _ = writeln!(
+            out,
+            "In cluster mode participants are spread round-robin over the nodes; server figures are \
+             summed over the nodes, nats-server figures over the nats-servers."
+        );
+    }
+
+    /// One block per deployment and N: every figure of Chitty-Chat beside NATS's, with their ratio.
+    /// The heading names the deployment's letter where the legend gave letters.
+    fn per_run_blocks(&self, out: &mut String) {
+        let several = self.deployments.len() > 1;
         for (index, deployment) in self.deployments.iter().enumerate() {
             for run in &deployment.runs {
                 let on = match several || deployment.deployment.cluster {
@@ -625,10 +651,6 @@ impl Report {
                 }
             }
         }
-        if several {
-            self.side_by_side(&mut out);
-        }
-        out
     }
 
     /// The main figures of every deployment side by side, one block per N of the baseline, with each
@@ -688,149 +710,199 @@ fn header(columns: &[&str], ratios: &[String]) -> String {
 /// One numeric row of the table: its name, how to read it, its decimals, and whether it is one of the
 /// main figures shown side by side for several deployments.
 struct Row {
+    /// The row's name in the table's first column, which says the figure's unit too.
     name: &'static str,
+    /// Reads the figure from one column's figures; `None` where that run did not measure it.
     read: fn(&Figures) -> Option<f64>,
+    /// How many decimals the figure is shown with: enough to compare, no more.
     decimals: usize,
-    main: bool,
+    /// Whether the figure is one of the main ones, also shown when deployments are set side by side,
+    /// where only the figures that decide between deployments are worth the space.
+    side_by_side: bool,
 }
 
-/// The numeric rows, in table order.
+impl Row {
+    /// A main figure: shown in every block, and side by side.
+    fn main(name: &'static str, read: fn(&Figures) -> Option<f64>, decimals: usize) -> Self {
+        Self {
+            name,
+            read,
+            decimals,
+            side_by_side: true,
+        }
+    }
+
+    /// A detail: shown in each deployment's own blocks only.
+    fn detail(name: &'static str, read: fn(&Figures) -> Option<f64>, decimals: usize) -> Self {
+        Self {
+            name,
+            read,
+            decimals,
+            side_by_side: false,
+        }
+    }
+
+    /// Whether the row counts published messages: where nothing is published (idle) such a count is
+    /// a zero that means nothing, so it is left out.
+    fn counts_messages(&self) -> bool {
+        matches!(
+            self.name,
+            "messages published" | "deliveries" | "delivery errors"
+        )
+    }
+}
+
+/// The numeric rows, in table order: one section after another, each of a kind of figure.
 fn numeric_rows() -> Vec<Row> {
-    let row = |name, read, decimals, main| Row {
-        name,
-        read,
-        decimals,
-        main,
-    };
+    [
+        throughput_rows(),
+        latency_rows(),
+        count_rows(),
+        cpu_cost_rows(),
+        cpu_use_rows(),
+        memory_rows(),
+        churn_rows(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// How much the system took in and handed out per second: the headline figures.
+fn throughput_rows() -> Vec<Row> {
     vec![
-        row("messages accepted/s", |f| f.messages_per_sec, 0, true),
-        row("deliveries/s", |f| f.deliveries_per_sec, 0, true),
-        row("latency p50 (µs)", |f| f.p50_us.map(|v| v as f64), 0, false),
-        row("latency p99 (µs)", |f| f.p99_us.map(|v| v as f64), 0, true),
-        row(
-            "latency p99.9 (µs)",
-            |f| f.p999_us.map(|v| v as f64),
-            0,
-            false,
-        ),
-        row("latency max (µs)", |f| f.max_us.map(|v| v as f64), 0, false),
-        row("messages published", |f| Some(f.published as f64), 0, false),
-        row("deliveries", |f| Some(f.deliveries as f64), 0, false),
-        row(
-            "delivery errors",
-            |f| Some(f.delivery_errors as f64),
-            0,
-            true,
-        ),
-        row(
+        Row::main("messages accepted/s", |f| f.messages_per_sec, 0),
+        Row::main("deliveries/s", |f| f.deliveries_per_sec, 0),
+    ]
+}
+
+/// Publish-to-delivery latency, from the median to the worst: p99 is the one compared side by side.
+fn latency_rows() -> Vec<Row> {
+    vec![
+        Row::detail("latency p50 (µs)", |f| f.p50_us.map(|v| v as f64), 0),
+        Row::main("latency p99 (µs)", |f| f.p99_us.map(|v| v as f64), 0),
+        Row::detail("latency p99.9 (µs)", |f| f.p999_us.map(|v| v as f64), 0),
+        Row::detail("latency max (µs)", |f| f.max_us.map(|v| v as f64), 0),
+    ]
+}
+
+/// What was counted over the run: the totals behind the rates, and the errors that must be zero.
+/// Joined and left events show only where there were any (Chitty-Chat announces them, NATS has none).
+fn count_rows() -> Vec<Row> {
+    vec![
+        Row::detail("messages published", |f| Some(f.published as f64), 0),
+        Row::detail("deliveries", |f| Some(f.deliveries as f64), 0),
+        Row::main("delivery errors", |f| Some(f.delivery_errors as f64), 0),
+        Row::detail(
             "joined/left events delivered",
             |f| (f.announcements_delivered > 0).then_some(f.announcements_delivered as f64),
             0,
-            false,
         ),
-        row(
+    ]
+}
+
+/// CPU time per unit of work, of each kind of process: what a message or a delivery costs, which does
+/// not depend on how long the run was.
+fn cpu_cost_rows() -> Vec<Row> {
+    vec![
+        Row::main(
             "server CPU (µs per message)",
             |f| f.server_cpu_us_per_message,
             3,
-            true,
         ),
-        row(
+        Row::main(
             "server CPU (µs per delivery)",
             |f| f.server_cpu_us_per_delivery,
             3,
-            true,
         ),
-        row(
+        Row::main(
             "nats-server CPU (µs per message)",
             |f| f.jetstream_cpu_us_per_message,
             3,
-            true,
         ),
-        row(
+        Row::main(
             "nats-server CPU (µs per delivery)",
             |f| f.jetstream_cpu_us_per_delivery,
             3,
-            true,
         ),
-        row(
+        Row::detail(
             "load generator CPU (µs per delivery)",
             |f| f.load_generator_cpu_us_per_delivery,
             3,
-            false,
         ),
-        row(
+        Row::detail(
             "server write syscalls per delivery",
             |f| f.server_writes_per_delivery,
             3,
-            false,
         ),
-        row(
+    ]
+}
+
+/// CPU used over the run, in seconds and as a share of a core or of the machine: whether a process,
+/// or the machine itself, was the bound.
+fn cpu_use_rows() -> Vec<Row> {
+    vec![
+        Row::detail(
             "server CPU (s)",
             |f| f.server_cpu_us.map(|v| v as f64 / 1e6),
             2,
-            false,
         ),
-        row(
+        Row::detail(
             "load generator CPU (s)",
             |f| f.load_generator_cpu_us.map(|v| v as f64 / 1e6),
             2,
-            false,
         ),
-        row(
-            "server CPU (% of one core)",
-            |f| f.server_cpu_percent,
-            0,
-            true,
-        ),
-        row(
+        Row::main("server CPU (% of one core)", |f| f.server_cpu_percent, 0),
+        Row::main(
             "load generator CPU (% of one core)",
             |f| f.load_generator_cpu_percent,
             0,
-            true,
         ),
-        row(
+        Row::detail(
             "nats-server CPU (s)",
             |f| f.jetstream_cpu_us.map(|v| v as f64 / 1e6),
             2,
-            false,
         ),
-        row(
+        Row::main(
             "nats-server CPU (% of one core)",
             |f| f.jetstream_cpu_percent,
             0,
-            true,
         ),
-        row(
+        Row::main(
             "all processes (% of the machine)",
             |f| f.machine_cpu_percent,
             0,
-            true,
         ),
-        row(
+    ]
+}
+
+/// The server's resident memory: per participant, and the before and after it comes from.
+fn memory_rows() -> Vec<Row> {
+    vec![
+        Row::main(
             "server RSS per participant (bytes)",
             |f| f.rss_per_participant_bytes,
             0,
-            true,
         ),
-        row(
+        Row::detail(
             "server RSS before (MiB)",
             |f| f.rss_before_bytes.map(mib),
             1,
-            false,
         ),
-        row(
-            "server RSS after (MiB)",
-            |f| f.rss_after_bytes.map(mib),
-            1,
-            false,
-        ),
-        row(
+        Row::detail("server RSS after (MiB)", |f| f.rss_after_bytes.map(mib), 1),
+    ]
+}
+
+/// What the churn scenario adds: the room without churn, how much churn slows the p99, and the churn
+/// achieved.
+fn churn_rows() -> Vec<Row> {
+    vec![
+        Row::detail(
             "calm: deliveries/s",
             |f| f.churn.as_ref().and_then(|c| c.calm.deliveries_per_sec),
             0,
-            false,
         ),
-        row(
+        Row::detail(
             "calm: latency p50 (µs)",
             |f| {
                 f.churn
@@ -838,9 +910,8 @@ fn numeric_rows() -> Vec<Row> {
                     .and_then(|c| c.calm.p50_us.map(|v| v as f64))
             },
             0,
-            false,
         ),
-        row(
+        Row::main(
             "calm: latency p99 (µs)",
             |f| {
                 f.churn
@@ -848,74 +919,32 @@ fn numeric_rows() -> Vec<Row> {
                     .and_then(|c| c.calm.p99_us.map(|v| v as f64))
             },
             0,
-            true,
         ),
-        row(
+        Row::main(
             "churn p99 / calm p99",
             |f| f.churn.as_ref().and_then(|c| c.p99_ratio_churn_over_calm),
             2,
-            true,
         ),
-        row(
+        Row::detail(
             "churn: joins+leaves per second",
             |f| f.churn.as_ref().map(|c| c.churn_ops_per_sec),
             0,
-            false,
         ),
-        row(
+        Row::detail(
             "churn: errors",
             |f| f.churn.as_ref().map(|c| c.churn_errors as f64),
             0,
-            false,
         ),
     ]
 }
 
-/// The rows of one table block: a column per set of figures (absent: `-`), then a column per ratio
-/// `(numerator, denominator)` of two columns; with `only_main`, the main figures alone.
-fn rows(columns: &[Option<&Figures>], ratios: &[(usize, usize)], only_main: bool) -> Vec<String> {
-    // Counts of messages mean nothing where nothing is published (idle).
-    let idle = columns
-        .iter()
-        .all(|figures| figures.is_none_or(|f| f.deliveries_per_sec.is_none()));
-    let mut rows = Vec::new();
-    for row in numeric_rows() {
-        if (only_main && !row.main)
-            || idle
-                && matches!(
-                    row.name,
-                    "messages published" | "deliveries" | "delivery errors"
-                )
-        {
-            continue;
-        }
-        let values: Vec<Option<f64>> = columns
-            .iter()
-            .map(|figures| figures.and_then(row.read))
-            .collect();
-        if values.iter().all(Option::is_none) {
-            continue;
-        }
-        let mut line = format!("{:<NAME_WIDTH$}", row.name);
-        for value in &values {
-            let _ = write!(line, " {:>COLUMN_WIDTH$}", number(*value, row.decimals));
-        }
-        for &(numerator, denominator) in ratios {
-            let ratio = match (values.get(numerator), values.get(denominator)) {
-                (Some(Some(ours)), Some(Some(theirs))) if *theirs != 0.0 => {
-                    format!("{:.2}", ours / theirs)
-                }
-                _ => String::new(),
-            };
-            let _ = write!(line, " {ratio:>RATIO_WIDTH$}");
-        }
-        rows.push(line.trim_end().to_owned());
-    }
-    if idle {
-        return rows;
-    }
-    type ReadText = fn(&Figures) -> Option<String>;
-    let text_rows: [(&str, ReadText); 3] = [
+/// A row of text rather than a number: its name, and how to read it from one column's figures.
+type TextRow = (&'static str, fn(&Figures) -> Option<String>);
+
+/// The text rows, after the numeric ones: how the CPU was shared among several processes, and which
+/// of them were saturated, which says what bounded the run.
+fn text_rows() -> [TextRow; 3] {
+    [
         ("server CPU per node (% of one core)", |f| {
             percents(f.server_cpu_percent_per_node.as_ref())
         }),
@@ -923,22 +952,91 @@ fn rows(columns: &[Option<&Figures>], ratios: &[(usize, usize)], only_main: bool
             percents(f.jetstream_cpu_percent_per_server.as_ref())
         }),
         ("saturated (≥ 90% of a core)", |f| f.saturated.clone()),
-    ];
-    for (name, read) in text_rows {
-        let values: Vec<Option<String>> = columns
-            .iter()
-            .map(|figures| figures.and_then(read))
-            .collect();
-        if values.iter().all(Option::is_none) {
-            continue;
-        }
-        let mut line = format!("{name:<NAME_WIDTH$}");
-        for value in values {
-            let _ = write!(line, " {:>COLUMN_WIDTH$}", value.unwrap_or_default());
-        }
-        rows.push(line.trim_end().to_owned());
+    ]
+}
+
+/// The rows of one table block: a column per set of figures (absent: `-`), then a column per ratio
+/// `(numerator, denominator)` of two columns; with `only_main`, the main figures alone. A row no
+/// column has a figure for is left out.
+fn rows(columns: &[Option<&Figures>], ratios: &[(usize, usize)], only_main: bool) -> Vec<String> {
+    let idle = nothing_published(columns);
+    let numeric = numeric_rows()
+        .into_iter()
+        .filter(|row| row.side_by_side || !only_main)
+        .filter(|row| !(idle && row.counts_messages()))
+        .filter_map(|row| numeric_line(&row, columns, ratios));
+    let mut rows: Vec<String> = numeric.collect();
+    // Where nothing is published (idle) there is no load to share out or to saturate a process.
+    if !idle {
+        rows.extend(
+            text_rows()
+                .into_iter()
+                .filter_map(|(name, read)| text_line(name, read, columns)),
+        );
     }
     rows
+}
+
+/// Whether no column published anything (the idle scenario): no column has a delivery rate.
+fn nothing_published(columns: &[Option<&Figures>]) -> bool {
+    columns
+        .iter()
+        .all(|figures| figures.is_none_or(|f| f.deliveries_per_sec.is_none()))
+}
+
+/// The line of `row`: its name, its figure in each column, then each ratio; `None` if no column has
+/// the figure.
+fn numeric_line(
+    row: &Row,
+    columns: &[Option<&Figures>],
+    ratios: &[(usize, usize)],
+) -> Option<String> {
+    let values: Vec<Option<f64>> = columns
+        .iter()
+        .map(|figures| figures.and_then(row.read))
+        .collect();
+    if values.iter().all(Option::is_none) {
+        return None;
+    }
+    let mut line = format!("{:<NAME_WIDTH$}", row.name);
+    for value in &values {
+        let _ = write!(line, " {:>COLUMN_WIDTH$}", number(*value, row.decimals));
+    }
+    for &(numerator, denominator) in ratios {
+        let ratio = ratio_cell(&values, numerator, denominator);
+        let _ = write!(line, " {ratio:>RATIO_WIDTH$}");
+    }
+    Some(line.trim_end().to_owned())
+}
+
+/// The ratio of column `numerator` to column `denominator`, with two decimals; empty where either
+/// figure is missing or the denominator is zero, since no ratio is better than an infinite one.
+fn ratio_cell(values: &[Option<f64>], numerator: usize, denominator: usize) -> String {
+    match (values.get(numerator), values.get(denominator)) {
+        (Some(Some(ours)), Some(Some(theirs))) if *theirs != 0.0 => format!("{:.2}", ours / theirs),
+        _ => String::new(),
+    }
+}
+
+/// The line of a text row: its name and its text in each column (absent: empty); `None` if no
+/// column has it.
+fn text_line(
+    name: &str,
+    read: fn(&Figures) -> Option<String>,
+    columns: &[Option<&Figures>],
+) -> Option<String> {
+    let values: Vec<Option<String>> = columns
+        .iter()
+        .map(|figures| figures.and_then(read))
+        .collect();
+    if values.iter().all(Option::is_none) {
+        return None;
+    }
+    let mut line = format!("{name:<NAME_WIDTH$}");
+    for value in values {
+        let _ = write!(line, " {:>COLUMN_WIDTH$}", value.unwrap_or_default());
+    }
+    Some(line.trim_end().to_owned())
 }
 
 /// Shares of a core, `60 / 55 / 12`, where there are several processes.

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use chitty_chat::harness::{
 use chitty_cluster::testing::{NatsCluster, VersionOnlyServer, unique_prefix};
 use chitty_participant::output::EventLine;
 use chitty_proto::v1;
+use common::tally::{Tally, assert_seqs_increase};
 use common::{Scrape, WAIT, args, binary, check, has, log_dir, log_lines};
 use tokio::time::Instant;
 use tonic::Code;
@@ -428,38 +428,19 @@ async fn a_node_killed_mid_chat_loses_nothing_and_its_stranded_participant_leave
             )
             .await
             .expect("the stranded participant is announced left");
-        let mut count: HashMap<String, usize> = HashMap::new();
-        for line in watcher.received() {
-            *count.entry(line.body.clone()).or_default() += 1;
-        }
-        for author in ["alice", "bob"] {
-            for n in 1..=MESSAGES_EACH {
-                let body = message_body(author, &format!("{author} {n}"));
-                assert_eq!(
-                    count.get(&body).copied().unwrap_or(0),
-                    1,
-                    "{} received {body:?} other than once",
-                    watcher.name()
-                );
-            }
-        }
-        let dave_left = count
+        Tally::of(watcher).assert_each_received_once(&["alice", "bob"], MESSAGES_EACH);
+        let dave_left = watcher
+            .received()
             .iter()
-            .filter(|(body, _)| body.starts_with(&left_prefix("dave")))
-            .map(|(_, times)| times)
-            .sum::<usize>();
+            .filter(|line| line.body.starts_with(&left_prefix("dave")))
+            .count();
         assert_eq!(
             dave_left,
             1,
             "{} saw dave leave other than once",
             watcher.name()
         );
-        let seqs: Vec<u64> = watcher.received().iter().map(|line| line.seq).collect();
-        assert!(
-            seqs.windows(2).all(|pair| pair[0] < pair[1]),
-            "{} received seqs out of order or twice: {seqs:?}",
-            watcher.name()
-        );
+        assert_seqs_increase(watcher);
     }
     alice
         .wait_for_output(

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chitty_chat::harness::{
     ParticipantProcess, ServiceProcess, joined_prefix, left_prefix, message_body,
 };
+use common::tally::{Tally, assert_seqs_consecutive};
 use common::{
     WAIT, args, binary, log_dir, participant, raw_client, raw_join, service, service_args,
 };
@@ -68,44 +68,10 @@ async fn the_service_killed_mid_chat_and_restarted_loses_and_duplicates_nothing(
             )
             .await
             .expect("each participant says it resumed");
-        let mut count: HashMap<&str, usize> = HashMap::new();
-        let mut next: HashMap<String, usize> = HashMap::new();
-        for line in watcher.received() {
-            if let Some((author, text)) = line
-                .body
-                .strip_prefix('<')
-                .and_then(|body| body.split_once("> "))
-            {
-                *count
-                    .entry(if author == "alice" { "alice" } else { "bob" })
-                    .or_default() += 1;
-                let number: usize = text
-                    .rsplit_once(' ')
-                    .and_then(|(_, n)| n.parse().ok())
-                    .expect("numbered");
-                let expected = next.entry(author.to_owned()).or_insert(1);
-                assert_eq!(
-                    number,
-                    *expected,
-                    "{}: {author}'s messages out of order or duplicated",
-                    watcher.name()
-                );
-                *expected += 1;
-            }
-        }
-        assert_eq!(
-            count.get("alice"),
-            Some(&MESSAGES_EACH),
-            "{}",
-            watcher.name()
-        );
-        assert_eq!(count.get("bob"), Some(&MESSAGES_EACH), "{}", watcher.name());
-        let seqs: Vec<u64> = watcher.received().iter().map(|line| line.seq).collect();
-        assert!(
-            seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
-            "{}: a gap or a repeat: {seqs:?}",
-            watcher.name()
-        );
+        let tally = Tally::of(watcher);
+        tally.assert_each_received_once(&["alice", "bob"], MESSAGES_EACH);
+        tally.assert_in_senders_order();
+        assert_seqs_consecutive(watcher);
         // Sessions survived the restart: nobody left or joined again.
         for name in ["alice", "bob", "carol"] {
             assert!(
@@ -199,9 +165,18 @@ async fn a_participant_that_does_not_come_back_after_a_restart_is_announced_left
 #[tokio::test]
 async fn a_flooder_is_throttled_while_the_others_chat_undisturbed() {
     let dir = log_dir();
+    // The flooder publishes without a stream; on a loaded machine its 2,000 calls can outlast the
+    // default 5 s grace, which would end its session mid-test. The grace is not what this test is about.
     let service = service(
         dir.path(),
-        &["--publish-rate", "20", "--publish-burst", "40"],
+        &[
+            "--publish-rate",
+            "20",
+            "--publish-burst",
+            "40",
+            "--grace",
+            "10m",
+        ],
     )
     .await;
     let mut calm = participant(&service, dir.path(), "calm").await;
@@ -331,6 +306,57 @@ fn fault_tests_enabled(test: &str) -> bool {
     enabled
 }
 
+/// A service listening only on the host end of a fresh network namespace's veth pair, and a watcher in
+/// the chat: the setup of the tests in which a participant inside the namespace, reaching the service
+/// over the pair, has its network silently cut off. Its fields drop in order: the watcher and the
+/// service stop before the namespace is torn down and the logs are removed.
+struct CutOffSetup {
+    /// A participant on the host, outside the namespace: it sees the joins and the leave the tests wait
+    /// for.
+    watcher: ParticipantProcess,
+    /// The service, on the veth pair's host address, which exists only inside this machine.
+    service: ServiceProcess,
+    /// The namespace the participant under test runs in, and whose link the test cuts.
+    namespace: Namespace,
+    /// The service's data and log, and whatever files the test writes for its participant.
+    dir: tempfile::TempDir,
+}
+
+impl CutOffSetup {
+    /// Creates namespace `<label><suffix>` on the /30 `10.<subnet>.<suffix>.0`, where the suffix comes
+    /// from the process id so that runs on one machine do not collide; starts the service on the host
+    /// end and a watcher, seen to join. `label` and `subnet` keep two tests of one run apart.
+    async fn start(label: &str, subnet: u8) -> Self {
+        let dir = log_dir();
+        let suffix = std::process::id() % 200 + 20;
+        let host_ip = format!("10.{subnet}.{suffix}.1");
+        let inner_ip = format!("10.{subnet}.{suffix}.2");
+        let namespace = Namespace::create(&format!("{label}{suffix}"), &host_ip, &inner_ip)
+            .expect("with CHITTY_FAULT_TESTS=1 this test needs root and iproute2");
+        let listen = format!("{host_ip}:0").parse().expect("an address");
+        let service = ServiceProcess::start_on(binary(), listen, &service_args(dir.path(), &[]))
+            .await
+            .expect("the service starts");
+        let mut watcher = ParticipantProcess::start(binary(), &service.url(), "watcher", &[])
+            .await
+            .expect("start");
+        watcher
+            .wait_for_event(
+                "its join",
+                |line| line.body.starts_with(&joined_prefix("watcher")),
+                WAIT,
+            )
+            .await
+            .expect("joins");
+        Self {
+            watcher,
+            service,
+            namespace,
+            dir,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_participant_whose_packets_are_silently_dropped_is_announced_left_by_keepalive() {
     if !fault_tests_enabled(
@@ -338,40 +364,18 @@ async fn a_participant_whose_packets_are_silently_dropped_is_announced_left_by_k
     ) {
         return;
     }
-    let dir = log_dir();
-    let suffix = std::process::id() % 200 + 20;
-    let name = format!("cc{suffix}");
-    let host_ip = format!("10.201.{suffix}.1");
-    let inner_ip = format!("10.201.{suffix}.2");
-    let namespace = Namespace::create(&name, &host_ip, &inner_ip)
-        .expect("with CHITTY_FAULT_TESTS=1 this test needs root and iproute2");
-    // The service listens on the host end of a private veth pair, which exists only inside this machine.
-    let listen = format!("{host_ip}:0").parse().expect("an address");
-    let service = ServiceProcess::start_on(binary(), listen, &service_args(dir.path(), &[]))
-        .await
-        .expect("the service starts");
-    let mut watcher = ParticipantProcess::start(binary(), &service.url(), "watcher", &[])
-        .await
-        .expect("start");
-    watcher
-        .wait_for_event(
-            "its join",
-            |line| line.body.starts_with(&joined_prefix("watcher")),
-            WAIT,
-        )
-        .await
-        .expect("joins");
+    let mut setup = CutOffSetup::start("cc", 201).await;
 
     // The doomed participant runs inside the namespace, reaching the service over the veth pair.
     let mut doomed = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &name])
+        .args(["netns", "exec", &setup.namespace.name])
         .arg(binary())
         .args(args(&[
             "join",
             "--name",
             "doomed",
             "--server",
-            &service.url(),
+            &setup.service.url(),
         ]))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -379,7 +383,8 @@ async fn a_participant_whose_packets_are_silently_dropped_is_announced_left_by_k
         .kill_on_drop(true)
         .spawn()
         .expect("start the doomed participant");
-    watcher
+    setup
+        .watcher
         .wait_for_event(
             "doomed's join",
             |line| line.body.starts_with(&joined_prefix("doomed")),
@@ -388,8 +393,9 @@ async fn a_participant_whose_packets_are_silently_dropped_is_announced_left_by_k
         .await
         .expect("the doomed participant joins across the veth pair");
 
-    namespace.cut_off().expect("cut the link");
-    let left = watcher
+    setup.namespace.cut_off().expect("cut the link");
+    let left = setup
+        .watcher
         .wait_for_event(
             "doomed's leave",
             |line| line.body.starts_with(&left_prefix("doomed")),
@@ -409,21 +415,8 @@ async fn a_browser_whose_http1_stream_is_silently_dropped_is_announced_left_by_t
     ) {
         return;
     }
-    let dir = log_dir();
-    let suffix = (std::process::id() + 100) % 200 + 20;
-    let name = format!("cw{suffix}");
-    let host_ip = format!("10.202.{suffix}.1");
-    let inner_ip = format!("10.202.{suffix}.2");
-    let namespace = Namespace::create(&name, &host_ip, &inner_ip)
-        .expect("with CHITTY_FAULT_TESTS=1 this test needs root and iproute2");
-    let listen = format!("{host_ip}:0").parse().expect("an address");
-    let service = ServiceProcess::start_on(binary(), listen, &service_args(dir.path(), &[]))
-        .await
-        .expect("the service starts");
-    let mut watcher = ParticipantProcess::start(binary(), &service.url(), "watcher", &[])
-        .await
-        .expect("start");
-    let mut client = raw_client(&service).await;
+    let mut setup = CutOffSetup::start("cw", 202).await;
+    let mut client = raw_client(&setup.service).await;
     let (token, _) = raw_join(&mut client, "browser").await;
 
     // The browser's Broadcast stream: gRPC-Web over HTTP/1.1 (curl, as a browser's fetch would send
@@ -435,13 +428,13 @@ async fn a_browser_whose_http1_stream_is_silently_dropped_is_announced_left_by_t
     let mut framed = vec![0];
     framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
     framed.extend_from_slice(&message);
-    let request = dir.path().join("broadcast.bin");
+    let request = setup.dir.path().join("broadcast.bin");
     std::fs::write(&request, framed).expect("write the request");
     let mut browser = tokio::process::Command::new("ip")
         .args([
             "netns",
             "exec",
-            &name,
+            &setup.namespace.name,
             "curl",
             "--http1.1",
             "--silent",
@@ -454,7 +447,7 @@ async fn a_browser_whose_http1_stream_is_silently_dropped_is_announced_left_by_t
         .arg(format!("@{}", request.display()))
         .arg(format!(
             "{}/chittychat.v1.ChittyChat/Broadcast",
-            service.url()
+            setup.service.url()
         ))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -470,8 +463,9 @@ async fn a_browser_whose_http1_stream_is_silently_dropped_is_announced_left_by_t
         .expect("the stream delivers its first event");
     assert_eq!(first[0], 0, "a message frame first");
 
-    namespace.cut_off().expect("cut the link");
-    let left = watcher
+    setup.namespace.cut_off().expect("cut the link");
+    let left = setup
+        .watcher
         .wait_for_event(
             "the browser's leave",
             |line| line.body.starts_with(&left_prefix("browser")),

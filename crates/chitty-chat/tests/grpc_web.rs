@@ -308,11 +308,54 @@ async fn web_join(address: SocketAddr, name: &str) -> (WebResponse, Option<v1::J
     (response, joined)
 }
 
+/// A service for one test, started with `extra` flags and a JSON log in its own directory, reached at
+/// its address as a browser reaches it: the first lines of most tests here.
+struct Served {
+    /// The service's HTTP/1.1 and gRPC address, where every request of the test goes.
+    address: SocketAddr,
+    /// The service, for native gRPC clients beside the browser's calls.
+    service: ServiceProcess,
+    /// Its data and its log, which tests read to see how a call was logged.
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Starts a service with `extra` flags.
+    async fn start(extra: &[&str]) -> Self {
+        let dir = log_dir();
+        let service = service(dir.path(), extra).await;
+        Self {
+            address: service.address(),
+            service,
+            dir,
+        }
+    }
+
+    /// Joins as `name` over gRPC-Web and opens its Broadcast stream from the first event, with its
+    /// Lamport time after the join: a browser's page once it is in the chat. Returns the session token
+    /// and the stream, its head read.
+    async fn join_and_listen(&self, name: &str) -> (String, WebResponse) {
+        let (_, joined) = web_join(self.address, name).await;
+        let token = joined
+            .unwrap_or_else(|| panic!("{name} joins"))
+            .session_token;
+        let request = v1::BroadcastRequest {
+            after_seq: 0,
+            lamport: 2,
+        };
+        let stream = WebResponse::send(
+            self.address,
+            grpc_web_request(self.address, "Broadcast", &request, Some(&token), &[]),
+        )
+        .await;
+        (token, stream)
+    }
+}
+
 #[tokio::test]
 async fn get_slash_answers_the_self_contained_page_with_its_security_headers() {
-    let dir = log_dir();
-    let service = service(dir.path(), &[]).await;
-    let address = service.address();
+    let served = Served::start(&[]).await;
+    let address = served.address;
 
     for path in ["/", "/index.html"] {
         let (response, body) = get(address, path).await;
@@ -359,9 +402,8 @@ async fn get_slash_answers_the_self_contained_page_with_its_security_headers() {
 
 #[tokio::test]
 async fn a_grpc_web_join_is_answered_and_a_refused_one_says_why() {
-    let dir = log_dir();
-    let service = service(dir.path(), &[]).await;
-    let address = service.address();
+    let served = Served::start(&[]).await;
+    let address = served.address;
 
     let (mut response, joined) = web_join(address, "webby").await;
     assert_eq!(response.head.status(), StatusCode::OK);
@@ -398,7 +440,7 @@ async fn a_grpc_web_join_is_answered_and_a_refused_one_says_why() {
     }
 
     // The calls went through the call protocol like any other, and were logged by it.
-    let logs = log_lines(&dir.path().join("service.log"));
+    let logs = log_lines(&served.dir.path().join("service.log"));
     assert!(
         logs.iter()
             .any(|line| has(line, "event", "join") && has(line, "participant", "webby")),
@@ -413,21 +455,9 @@ async fn a_grpc_web_join_is_answered_and_a_refused_one_says_why() {
 
 #[tokio::test]
 async fn a_grpc_web_broadcast_over_http1_delivers_each_event_as_it_comes() {
-    let dir = log_dir();
-    let service = service(dir.path(), &[]).await;
-    let address = service.address();
-    let (_, joined) = web_join(address, "webby").await;
-    let token = joined.expect("webby joins").session_token;
-
-    let request = v1::BroadcastRequest {
-        after_seq: 0,
-        lamport: 2,
-    };
-    let mut stream = WebResponse::send(
-        address,
-        grpc_web_request(address, "Broadcast", &request, Some(&token), &[]),
-    )
-    .await;
+    let served = Served::start(&[]).await;
+    let address = served.address;
+    let (token, mut stream) = served.join_and_listen("webby").await;
     assert_eq!(stream.head.status(), StatusCode::OK);
     assert_eq!(stream.head.version(), Version::HTTP_11);
     assert_eq!(
@@ -443,7 +473,7 @@ async fn a_grpc_web_broadcast_over_http1_delivers_each_event_as_it_comes() {
 
     // Another participant, over native gRPC on the same port, joins and publishes while the stream is
     // open: each event reaches the browser's stream without it ending.
-    let mut native = raw_client(&service).await;
+    let mut native = raw_client(&served.service).await;
     let (native_token, _) = raw_join(&mut native, "native").await;
     let event: v1::Event = stream.message().await;
     assert_eq!(
@@ -495,23 +525,11 @@ async fn a_grpc_web_broadcast_over_http1_delivers_each_event_as_it_comes() {
 
 #[tokio::test]
 async fn a_browser_that_closes_its_http1_stream_without_leaving_is_announced_left() {
-    let dir = log_dir();
-    let service = service(dir.path(), &["--grace", "1s"]).await;
-    let address = service.address();
-    let (_, joined) = web_join(address, "webby").await;
-    let token = joined.expect("webby joins").session_token;
-    let request = v1::BroadcastRequest {
-        after_seq: 0,
-        lamport: 2,
-    };
-    let mut stream = WebResponse::send(
-        address,
-        grpc_web_request(address, "Broadcast", &request, Some(&token), &[]),
-    )
-    .await;
+    let served = Served::start(&["--grace", "1s"]).await;
+    let (_, mut stream) = served.join_and_listen("webby").await;
     let _: v1::Event = stream.message().await;
 
-    let mut native = raw_client(&service).await;
+    let mut native = raw_client(&served.service).await;
     let (native_token, _) = raw_join(&mut native, "native").await;
     let mut events = native
         .broadcast(authorized(
@@ -542,9 +560,8 @@ async fn a_browser_that_closes_its_http1_stream_without_leaving_is_announced_lef
 
 #[tokio::test]
 async fn a_refused_grpc_web_broadcast_says_unauthenticated() {
-    let dir = log_dir();
-    let service = service(dir.path(), &[]).await;
-    let address = service.address();
+    let served = Served::start(&[]).await;
+    let address = served.address;
     let request = v1::BroadcastRequest {
         after_seq: 0,
         lamport: 1,
@@ -581,11 +598,10 @@ fn header_of<B>(response: &Response<B>, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn cors_is_off_by_default_and_on_for_the_origins_named() {
-    let dir = log_dir();
-    let closed = service(dir.path(), &[]).await;
+    let closed = Served::start(&[]).await;
     let response = send(
-        closed.address(),
-        preflight(closed.address(), "http://example.test"),
+        closed.address,
+        preflight(closed.address, "http://example.test"),
     )
     .await;
     assert_eq!(
@@ -595,10 +611,8 @@ async fn cors_is_off_by_default_and_on_for_the_origins_named() {
         response.status()
     );
 
-    let open_dir = log_dir();
-    let open: ServiceProcess =
-        service(open_dir.path(), &["--web-origin", "http://example.test"]).await;
-    let address = open.address();
+    let open = Served::start(&["--web-origin", "http://example.test"]).await;
+    let address = open.address;
     let response = send(address, preflight(address, "http://example.test")).await;
     assert!(response.status().is_success(), "got {}", response.status());
     assert_eq!(

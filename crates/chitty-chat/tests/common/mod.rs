@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tally;
+pub mod tmux;
 pub mod vocabulary;
 
 use std::path::Path;
@@ -15,8 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-
-pub mod tmux;
 
 /// The bound on every wait for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(15);
