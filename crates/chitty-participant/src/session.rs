@@ -49,7 +49,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitty_core::{Event, LamportClock};
+use chitty_core::{Event, LamportClock, Seq};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -412,14 +412,14 @@ impl Session {
             .open_stream(&mut client, 0)
             .await
             .map_err(ParticipantError::Lost)?;
-        info!(component = %engine.name, event = "joined", seq = joined.seq);
+        info!(component = %engine.name, event = "joined", seq = joined.seq.get());
         if let Some(presence) = presence {
             engine.notify(Notice::Presence(presence)).await?;
         }
         engine
             .notify(Notice::Connected {
                 server: client.server().to_owned(),
-                join_seq: joined.seq,
+                join_seq: joined.seq.get(),
             })
             .await?;
         let link = Link::Up { client, stream };
@@ -553,7 +553,7 @@ impl<F: Frontend> Engine<'_, F> {
     /// Joins with `client`, keeping the session token.
     async fn join(&mut self, client: &mut ChatClient) -> Result<Reply, ClientError> {
         let sent = self.clock.tick();
-        info!(component = %self.name, event = "join_sent", lamport = sent);
+        info!(component = %self.name, event = "join_sent", lamport = sent.get());
         let reply = client
             .join(&self.name, &self.config.join_secret, sent)
             .await
@@ -564,9 +564,9 @@ impl<F: Frontend> Engine<'_, F> {
         info!(
             component = %self.name,
             event = "join_ok",
-            seq = reply.seq,
-            response_lamport = reply.lamport,
-            lamport = now,
+            seq = reply.seq.get(),
+            response_lamport = reply.lamport.get(),
+            lamport = now.get(),
         );
         self.token = client.token().unwrap_or_default().to_owned();
         Ok(reply)
@@ -591,7 +591,7 @@ impl<F: Frontend> Engine<'_, F> {
         info!(
             component = %self.name,
             event = "publish_sent",
-            lamport = sent,
+            lamport = sent.get(),
             chars = outgoing.text.chars().count(),
         );
         Box::pin(async move { client.publish(&outgoing.text, &outgoing.key, sent).await })
@@ -608,12 +608,15 @@ impl<F: Frontend> Engine<'_, F> {
                 info!(
                     component = %self.name,
                     event = "publish_ok",
-                    seq = reply.seq,
-                    response_lamport = reply.lamport,
-                    lamport = now,
+                    seq = reply.seq.get(),
+                    response_lamport = reply.lamport.get(),
+                    lamport = now.get(),
                 );
                 self.outbox.pop_front();
-                self.notify(Notice::Published { seq: reply.seq }).await?;
+                self.notify(Notice::Published {
+                    seq: reply.seq.get(),
+                })
+                .await?;
                 return Ok(AfterPublish::Next);
             }
             Err(error) => error,
@@ -642,7 +645,7 @@ impl<F: Frontend> Engine<'_, F> {
                     component = %self.name,
                     event = "publish_refused",
                     reason = %error,
-                    response_lamport = error.lamport,
+                    response_lamport = error.lamport.map(|lamport| lamport.get()),
                     lamport = now,
                 );
                 self.outbox.pop_front();
@@ -658,23 +661,23 @@ impl<F: Frontend> Engine<'_, F> {
     /// Reports an event, unless it was reported already.
     async fn receive(&mut self, event: Event) -> Result<(), ParticipantError> {
         let now = self.clock.witness(event.lamport);
-        if event.seq <= self.last_seq {
+        if event.seq.get() <= self.last_seq {
             return Ok(());
         }
-        self.last_seq = event.seq;
+        self.last_seq = event.seq.get();
         info!(
             component = %self.name,
             event = "receive",
-            seq = event.seq,
+            seq = event.seq.get(),
             kind = %event.kind,
             participant = %event.participant,
-            event_lamport = event.lamport,
-            lamport = now,
+            event_lamport = event.lamport.get(),
+            lamport = now.get(),
             text = %event.text,
         );
         self.notify(Notice::Event {
             event,
-            own_lamport: now,
+            own_lamport: now.get(),
         })
         .await
     }
@@ -786,16 +789,16 @@ impl<F: Frontend> Engine<'_, F> {
             return self.notify(Notice::LeftUnannounced).await;
         };
         let sent = self.clock.tick();
-        info!(component = %self.name, event = "leave_sent", lamport = sent);
+        info!(component = %self.name, event = "leave_sent", lamport = sent.get());
         match client.leave(sent).await {
             Ok(reply) => {
                 let now = self.clock.witness(reply.lamport);
                 info!(
                     component = %self.name,
                     event = "leave_ok",
-                    seq = reply.seq,
-                    response_lamport = reply.lamport,
-                    lamport = now,
+                    seq = reply.seq.get(),
+                    response_lamport = reply.lamport.get(),
+                    lamport = now.get(),
                 );
             }
             Err(error) => {
@@ -842,8 +845,8 @@ impl<F: Frontend> Engine<'_, F> {
     /// Witnesses the Lamport time on an error, if the service sent one; returns the clock after.
     fn witness_error(&self, error: &ClientError) -> u64 {
         match error.lamport {
-            Some(lamport) => self.clock.witness(lamport),
-            None => self.clock.now(),
+            Some(lamport) => self.clock.witness(lamport).get(),
+            None => self.clock.now().get(),
         }
     }
 
@@ -874,10 +877,10 @@ async fn open_stream(
         component = name,
         event = "broadcast_open",
         after_seq,
-        lamport = sent
+        lamport = sent.get()
     );
     client
-        .broadcast(after_seq, sent)
+        .broadcast(Seq::new(after_seq), sent)
         .await
         .inspect_err(|error| {
             if let Some(lamport) = error.lamport {
@@ -898,7 +901,7 @@ async fn presence_of(
     info!(
         component = name,
         event = "participants_sent",
-        lamport = sent
+        lamport = sent.get()
     );
     match client.participants(sent).await {
         Ok(presence) => {
@@ -907,9 +910,9 @@ async fn presence_of(
                 component = name,
                 event = "participants_ok",
                 present = presence.names.len(),
-                seq = presence.seq,
-                response_lamport = presence.lamport,
-                lamport = now,
+                seq = presence.seq.get(),
+                response_lamport = presence.lamport.get(),
+                lamport = now.get(),
             );
             Ok(Some(presence))
         }
@@ -965,7 +968,7 @@ async fn reconnect(
                 after_seq,
                 missed: present
                     .as_ref()
-                    .map(|present| present.seq.saturating_sub(after_seq)),
+                    .map(|present| present.seq.get().saturating_sub(after_seq)),
             },
             presence: present,
         }),
@@ -973,7 +976,7 @@ async fn reconnect(
             rejoin(client, &name, &join_secret, &clock, after_seq, presence).await
         }
         Err(error) if error.kind == ErrorKind::HistoryGone => {
-            let last = error.last_seq.unwrap_or(after_seq);
+            let last = error.last_seq.map_or(after_seq, Seq::get);
             let stream = open_stream(&mut client, &name, &clock, last).await?;
             Ok(Reconnection {
                 client,
@@ -1000,7 +1003,7 @@ async fn rejoin(
     presence: bool,
 ) -> Result<Reconnection, ClientError> {
     let sent = clock.tick();
-    info!(component = %name, event = "join_sent", lamport = sent, reason = "the session ended");
+    info!(component = %name, event = "join_sent", lamport = sent.get(), reason = "the session ended");
     let reply = client
         .join(name, join_secret, sent)
         .await
@@ -1010,7 +1013,7 @@ async fn rejoin(
             }
         })?;
     let now = clock.witness(reply.lamport);
-    info!(component = %name, event = "join_ok", seq = reply.seq, response_lamport = reply.lamport, lamport = now);
+    info!(component = %name, event = "join_ok", seq = reply.seq.get(), response_lamport = reply.lamport.get(), lamport = now.get());
     let present = if presence {
         presence_of(&mut client, name, clock).await?
     } else {
@@ -1021,7 +1024,7 @@ async fn rejoin(
         client,
         stream,
         resumption: Resumption::Rejoined {
-            join_seq: reply.seq,
+            join_seq: reply.seq.get(),
             after_seq,
         },
         presence: present,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use chitty_core::validate::{MAX_MESSAGE_CHARS, MessageError, check_message};
-use chitty_core::{Event, EventKind};
+use chitty_core::{Event, EventKind, Seq};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
@@ -114,7 +114,7 @@ pub struct App {
     /// Who is present now.
     pub(crate) present: BTreeSet<String>,
     /// The seq the presence list is true as of: joined and left events up to it are already in it.
-    presence_seq: u64,
+    presence_seq: Seq,
     /// The line being typed.
     pub(crate) input: InputLine,
     /// The line under the input.
@@ -146,7 +146,7 @@ impl App {
             server: server.to_owned(),
             entries: VecDeque::new(),
             present: BTreeSet::new(),
-            presence_seq: 0,
+            presence_seq: Seq::new(0),
             input: InputLine::default(),
             feedback: None,
             connection: ConnectionState::Connecting,

@@ -176,7 +176,7 @@ async fn ui_loop(
     let size = terminal.size()?;
     app.resize(size);
     loop {
-        app.tick(Instant::now(), clock.now());
+        app.tick(Instant::now(), clock.now().get());
         terminal.draw(app)?;
         tokio::select! {
             notice = notices.recv() => {

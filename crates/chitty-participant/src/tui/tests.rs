@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chitty_core::{Event, EventDraft};
+use chitty_core::{Event, EventDraft, LamportTime, Seq};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -25,33 +25,33 @@ fn message(seq: u64, lamport: u64, author: &str, text: &str) -> Event {
         participant: author.into(),
         text: text.into(),
     }
-    .into_event(seq, lamport)
+    .into_event(Seq::new(seq), LamportTime::new(lamport))
 }
 
 fn joined(seq: u64, lamport: u64, name: &str) -> Event {
     EventDraft::Joined {
         participant: name.into(),
     }
-    .into_event(seq, lamport)
+    .into_event(Seq::new(seq), LamportTime::new(lamport))
 }
 
 fn left(seq: u64, lamport: u64, name: &str) -> Event {
     EventDraft::Left {
         participant: name.into(),
     }
-    .into_event(seq, lamport)
+    .into_event(Seq::new(seq), LamportTime::new(lamport))
 }
 
 fn receive(app: &mut App, event: Event) {
-    let own_lamport = event.lamport + 1;
+    let own_lamport = event.lamport.get() + 1;
     app.apply(Notice::Event { event, own_lamport });
 }
 
 fn presence(app: &mut App, names: &[&str], seq: u64) {
     app.apply(Notice::Presence(Presence {
         names: names.iter().map(|name| (*name).to_owned()).collect(),
-        seq,
-        lamport: 0,
+        seq: Seq::new(seq),
+        lamport: LamportTime::new(0),
     }));
 }
 
@@ -411,7 +411,7 @@ fn the_scrollback_is_bounded_and_a_burst_renders_quickly() {
     let Some(Entry::Event { event, .. }) = app.entries().next() else {
         panic!("the oldest entry is an event");
     };
-    assert_eq!(event.seq, 2 + SCROLLBACK as u64);
+    assert_eq!(event.seq, Seq::new(2 + SCROLLBACK as u64));
     // Drawing a full scrollback costs a screenful, however long the history.
     let started = std::time::Instant::now();
     for _ in 0..10 {
