@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitty_core::LamportClock;
+use chitty_core::{LamportClock, LamportTime, Seq};
 use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_client::ChittyChatClient;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,7 @@ pub struct Participant {
     /// The participant's Lamport clock.
     clock: Arc<LamportClock>,
     /// The seq of its joined event.
-    pub join_seq: u64,
+    pub join_seq: Seq,
 }
 
 impl Participant {
@@ -83,11 +83,11 @@ impl Participant {
         let clock = Arc::new(LamportClock::new());
         let request = v1::JoinRequest {
             name: name.to_owned(),
-            lamport: clock.tick(),
+            lamport: clock.tick().get(),
             join_secret: String::new(),
         };
         let response = bounded("Join", client.join(request)).await?;
-        clock.witness(response.lamport);
+        clock.witness(LamportTime::new(response.lamport));
         let authorization = chitty_proto::metadata::bearer(&response.session_token)
             .parse()
             .map_err(|_| LoadError::Connect("the session token is not ASCII".to_owned()))?;
@@ -95,7 +95,7 @@ impl Participant {
             client,
             authorization,
             clock,
-            join_seq: response.seq,
+            join_seq: Seq::new(response.seq),
         })
     }
 
@@ -112,29 +112,29 @@ impl Participant {
     pub async fn publish(&self, text: String) -> Result<(), LoadError> {
         let request = self.request(v1::PublishRequest {
             text,
-            lamport: self.clock.tick(),
+            lamport: self.clock.tick().get(),
             idempotency_key: String::new(),
         });
         let response = bounded("Publish", self.client.clone().publish(request)).await?;
-        self.clock.witness(response.lamport);
+        self.clock.witness(LamportTime::new(response.lamport));
         Ok(())
     }
 
     /// Leaves the chat.
     pub async fn leave(&self) -> Result<(), LoadError> {
         let request = self.request(v1::LeaveRequest {
-            lamport: self.clock.tick(),
+            lamport: self.clock.tick().get(),
         });
         let response = bounded("Leave", self.client.clone().leave(request)).await?;
-        self.clock.witness(response.lamport);
+        self.clock.witness(LamportTime::new(response.lamport));
         Ok(())
     }
 
     /// Opens the Broadcast stream with every event after `after_seq`.
-    async fn open(&self, after_seq: u64) -> Result<tonic::Streaming<v1::Event>, LoadError> {
+    async fn open(&self, after_seq: Seq) -> Result<tonic::Streaming<v1::Event>, LoadError> {
         let request = self.request(v1::BroadcastRequest {
-            lamport: self.clock.tick(),
-            after_seq,
+            lamport: self.clock.tick().get(),
+            after_seq: after_seq.get(),
         });
         bounded("Broadcast", self.client.clone().broadcast(request)).await
     }
@@ -144,7 +144,7 @@ impl Participant {
     pub async fn listen(
         self,
         index: usize,
-        after_seq: u64,
+        after_seq: Seq,
         deliveries: Arc<Deliveries>,
         stop: CancellationToken,
     ) {
@@ -176,8 +176,8 @@ impl Participant {
                 };
                 match next {
                     Ok(Some(event)) => {
-                        self.clock.witness(event.lamport);
-                        after_seq = event.seq;
+                        self.clock.witness(LamportTime::new(event.lamport));
+                        after_seq = Seq::new(event.seq);
                         if event.kind == v1::EventKind::Message as i32 {
                             deliveries.deliver(index, event.text.as_bytes());
                         } else {
@@ -199,7 +199,7 @@ impl Participant {
     /// Opens its stream and never reads it, until `stop`: a participant that stopped reading, which the
     /// service must cut off without slowing anyone else.
     pub async fn stall(&self, stop: CancellationToken) -> Result<(), LoadError> {
-        let stream = self.open(0).await?;
+        let stream = self.open(Seq::new(0)).await?;
         stop.cancelled().await;
         drop(stream);
         Ok(())
@@ -207,13 +207,13 @@ impl Participant {
 
     /// Reads its stream until it ends or `stop`, discarding what arrives: a churning participant.
     pub async fn drain_stream(&self, stop: CancellationToken) -> Result<(), LoadError> {
-        let mut stream = self.open(0).await?;
+        let mut stream = self.open(Seq::new(0)).await?;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 next = stream.message() => match next {
                     Ok(Some(event)) => {
-                        self.clock.witness(event.lamport);
+                        self.clock.witness(LamportTime::new(event.lamport));
                     }
                     Ok(None) => return Ok(()),
                     Err(status) => return Err(LoadError::rpc("Broadcast", &status)),

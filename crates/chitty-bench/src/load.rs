@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chitty_core::Seq;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
@@ -108,7 +109,7 @@ impl System {
     }
 
     /// Where streams should start so that none replays the others' joins: after the latest join seq.
-    pub fn listen_after(participants: &[Participant]) -> u64 {
+    pub fn listen_after(participants: &[Participant]) -> Seq {
         participants
             .iter()
             .filter_map(|participant| match participant {
@@ -116,7 +117,7 @@ impl System {
                 Participant::Nats(_) => None,
             })
             .max()
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
     /// One churning participant, `index`: connects, joins, reads its stream for `hold`, leaves.
@@ -175,7 +176,7 @@ impl Participant {
     pub async fn listen(
         self,
         index: usize,
-        after_seq: u64,
+        after_seq: Seq,
         deliveries: Arc<Deliveries>,
         stop: CancellationToken,
     ) {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chitty_core::Seq;
 use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::Semaphore;
@@ -227,7 +228,7 @@ async fn admit(
 /// is open.
 async fn start_listeners(
     participants: &[Participant],
-    after_seq: u64,
+    after_seq: Seq,
     deliveries: &Arc<Deliveries>,
     stop: &CancellationToken,
     label: &str,

@@ -71,7 +71,7 @@ use thiserror::Error;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use chitty_core::LamportClock;
+use chitty_core::{LamportClock, Seq};
 
 pub use log::{AppendStats, Appended, Bounds, EventLog, LogEvent};
 pub use members::{
@@ -227,7 +227,7 @@ pub enum ClusterError {
     )]
     OutOfRange {
         /// The seq the read was to continue after.
-        after_seq: u64,
+        after_seq: Seq,
         /// What the stream holds.
         bounds: Bounds,
     },
@@ -243,9 +243,9 @@ pub enum ClusterError {
     )]
     TimesUnknown {
         /// The last seq the checkpoint covers.
-        checkpoint: u64,
+        checkpoint: Seq,
         /// The first seq the stream holds.
-        first_seq: u64,
+        first_seq: Seq,
     },
 }
 
@@ -393,7 +393,7 @@ impl Cluster {
     pub async fn start_log<F>(
         &self,
         clock: Arc<LamportClock>,
-        from_seq: u64,
+        from_seq: Seq,
         on_event: F,
     ) -> Result<EventLog, ClusterError>
     where

@@ -155,7 +155,7 @@ use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, strea
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use chitty_core::validate::name_key;
-use chitty_core::{Event, EventDraft, LamportClock};
+use chitty_core::{Event, EventDraft, LamportClock, LamportTime, Seq};
 use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -227,27 +227,28 @@ const CHECKPOINT_KEY: &str = "lamport";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     /// The oldest seq still held; `last_seq + 1` when the stream holds nothing.
-    pub first_seq: u64,
+    pub first_seq: Seq,
     /// The newest seq ever stored, or 0 before the first.
-    pub last_seq: u64,
+    pub last_seq: Seq,
 }
 
 impl Bounds {
     /// The bounds a stream's state reports.
     fn of(state: &stream::State) -> Self {
         Self {
-            first_seq: if state.messages == 0 {
+            // The stream sequence is the event's seq.
+            first_seq: Seq::new(if state.messages == 0 {
                 state.last_sequence + 1
             } else {
                 state.first_sequence
-            },
-            last_seq: state.last_sequence,
+            }),
+            last_seq: Seq::new(state.last_sequence),
         }
     }
 
     /// Whether every event after `after_seq` is still held, so a replay from there has no gap.
-    pub fn holds_after(&self, after_seq: u64) -> bool {
-        after_seq >= self.last_seq || after_seq.saturating_add(1) >= self.first_seq
+    pub fn holds_after(&self, after_seq: Seq) -> bool {
+        after_seq >= self.last_seq || after_seq.next() >= self.first_seq
     }
 }
 
@@ -332,10 +333,10 @@ struct Shared {
     /// Whether a cut is in progress on this node, so that only one is.
     cutting: AtomicBool,
     /// The last seq the consumer applied; the sender lives in the consumer task.
-    applied: watch::Receiver<u64>,
+    applied: watch::Receiver<Seq>,
     /// The highest seq known to exist (acknowledged or reported by JetStream): the consumer is
     /// recreated if it stays silent while it has not applied this far.
-    wanted: watch::Sender<u64>,
+    wanted: watch::Sender<Seq>,
     /// The stream's last seq as the consumer's deliveries last reported it: with `wanted`, how far
     /// the consumer is behind ([`EventLog::lag`]).
     stream_last_seen: AtomicU64,
@@ -374,7 +375,7 @@ impl Record {
     /// The payload of `draft` stamped `stamp`.
     fn encode(
         draft: &EventDraft,
-        stamp: u64,
+        stamp: LamportTime,
         key: Option<&str>,
         origin: &str,
     ) -> Result<Vec<u8>, ClusterError> {
@@ -385,7 +386,7 @@ impl Record {
         };
         serde_json::to_vec(&Record {
             v: FORMAT_VERSION,
-            stamp,
+            stamp: stamp.get(),
             kind,
             participant: draft.participant().to_string(),
             text,
@@ -399,7 +400,7 @@ impl Record {
     }
 
     /// Decodes the message stored at `seq`.
-    fn decode(seq: u64, payload: &[u8]) -> Result<Self, ClusterError> {
+    fn decode(seq: Seq, payload: &[u8]) -> Result<Self, ClusterError> {
         let decode_error = |reason: String| ClusterError::Decode {
             what: format!("event {seq}"),
             reason,
@@ -419,7 +420,13 @@ impl Record {
     }
 
     /// The event at `seq`, whose time the node computed as `lamport`.
-    fn into_log_event(self, seq: u64, lamport: u64) -> LogEvent {
+    /// The stamp the appending node gave the event.
+    fn stamp(&self) -> LamportTime {
+        LamportTime::new(self.stamp)
+    }
+
+    /// The event at `seq`, whose time the node computed as `lamport`.
+    fn into_log_event(self, seq: Seq, lamport: LamportTime) -> LogEvent {
         let participant: Arc<str> = self.participant.into();
         let draft = match self.kind {
             RecordKind::Message => EventDraft::Message {
@@ -466,13 +473,13 @@ fn reported_last_sequence(error: &str) -> Option<u64> {
 /// What one publish of an append came to.
 enum Attempt {
     /// Stored as new at `seq`.
-    Stored { seq: u64 },
+    Stored { seq: Seq },
     /// The message id was already stored, at `seq`.
-    Duplicate { seq: u64 },
+    Duplicate { seq: Seq },
     /// The participant's presence subject did not end where the append expected: its last seq, if
     /// JetStream said (a replicated stream refuses a check of a subject that another check in flight
     /// holds without saying more).
-    Conflict { last_seq: Option<u64> },
+    Conflict { last_seq: Option<Seq> },
     /// Failed in a way worth retrying; `maybe_stored` if the message may have been stored anyway.
     Transient {
         maybe_stored: bool,
@@ -589,13 +596,13 @@ pub(crate) async fn settle(
 ) -> Result<(Bounds, Checkpoint), ClusterError> {
     let (checkpoint, _) = read_checkpoint(checkpoints, deadline).await?;
     let mut held = bounds(stream, deadline).await?;
-    if checkpoint.seq + 1 > held.first_seq {
-        cut_through(stream, checkpoint.seq, deadline).await?;
+    if checkpoint.last_cut().next() > held.first_seq {
+        cut_through(stream, checkpoint.last_cut(), deadline).await?;
         held = bounds(stream, deadline).await?;
     }
-    if checkpoint.seq + 1 < held.first_seq {
+    if checkpoint.last_cut().next() < held.first_seq {
         return Err(ClusterError::TimesUnknown {
-            checkpoint: checkpoint.seq,
+            checkpoint: checkpoint.last_cut(),
             first_seq: held.first_seq,
         });
     }
@@ -605,11 +612,11 @@ pub(crate) async fn settle(
 /// Removes every event up to and including `seq` from the stream, retrying until `deadline`.
 async fn cut_through(
     stream: &stream::Stream,
-    seq: u64,
+    seq: Seq,
     deadline: Deadline,
 ) -> Result<(), ClusterError> {
     retry_until(deadline, "cut the event stream's head", || async move {
-        stream.purge().sequence(seq + 1).await
+        stream.purge().sequence(seq.next().get()).await
     })
     .await?;
     Ok(())
@@ -634,7 +641,7 @@ impl EventLog {
         checkpoints: kv::Store,
         config: &ClusterConfig,
         clock: Arc<LamportClock>,
-        from_seq: u64,
+        from_seq: Seq,
         on_event: F,
     ) -> Result<Self, ClusterError>
     where
@@ -643,8 +650,8 @@ impl EventLog {
         let deadline = Deadline::after(config.timeout);
         let (held, checkpoint) = settle(&stream, &checkpoints, deadline).await?;
         let info = stream_info(&stream, deadline).await?;
-        let from_seq = from_seq.clamp(held.first_seq, held.last_seq + 1);
-        let (applied_sender, applied) = watch::channel(from_seq - 1);
+        let from_seq = from_seq.clamp(held.first_seq, held.last_seq.next());
+        let (applied_sender, applied) = watch::channel(from_seq.previous());
         let replicated = info.config.num_replicas > 1;
         let shared = Arc::new(Shared {
             prefix: config.prefix.clone(),
@@ -655,12 +662,12 @@ impl EventLog {
             next_origin: AtomicU64::new(0),
             per_participant: replicated.then(|| std::sync::Mutex::new(HashMap::new())),
             times: std::sync::Mutex::new(Times::default()),
-            first_held: AtomicU64::new(held.first_seq),
+            first_held: AtomicU64::new(held.first_seq.get()),
             retain_events: config.retain_events,
             retain_bytes: config.retain_bytes,
             cutting: AtomicBool::new(false),
             applied,
-            wanted: watch::Sender::new(from_seq - 1),
+            wanted: watch::Sender::new(from_seq.previous()),
             appends: AtomicU64::new(0),
             stream_last_seen: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
@@ -671,10 +678,10 @@ impl EventLog {
         });
         // The events from the checkpoint to `from_seq` are not applied here, but their times are
         // needed for the first event that is: they are read and placed on the timeline.
-        let mut timeline = Timeline::after(checkpoint.lamport);
-        for seq in held.first_seq..from_seq {
+        let mut timeline = Timeline::after(checkpoint.time());
+        for seq in (held.first_seq.get()..from_seq.get()).map(Seq::new) {
             let (record, bytes) = shared.record_at(seq, deadline).await?;
-            let lamport = timeline.place(record.stamp);
+            let lamport = timeline.place(record.stamp());
             shared.times().push(seq, lamport, bytes);
         }
         shared.clock.witness(timeline.last());
@@ -717,7 +724,7 @@ impl EventLog {
             .append_checked(
                 draft,
                 idempotency_key,
-                None::<&mut (dyn FnMut() -> Result<u64, ()> + Send)>,
+                None::<&mut (dyn FnMut() -> Result<Seq, ()> + Send)>,
             )
             .await?;
         Ok(
@@ -742,7 +749,7 @@ impl EventLog {
         &self,
         draft: EventDraft,
         idempotency_key: Option<&str>,
-        mut check: impl FnMut() -> Result<u64, E> + Send,
+        mut check: impl FnMut() -> Result<Seq, E> + Send,
     ) -> Result<Result<Appended, E>, ClusterError> {
         self.append_checked(draft, idempotency_key, Some(&mut check))
             .await
@@ -754,7 +761,7 @@ impl EventLog {
         &self,
         draft: EventDraft,
         idempotency_key: Option<&str>,
-        mut check: Option<&mut (dyn FnMut() -> Result<u64, E> + Send)>,
+        mut check: Option<&mut (dyn FnMut() -> Result<Seq, E> + Send)>,
     ) -> Result<Result<Appended, E>, ClusterError> {
         let shared = &self.shared;
         let deadline = Deadline::after(shared.timeout);
@@ -777,7 +784,7 @@ impl EventLog {
             _ => None,
         };
         // The last seq of the participant's presence subject as JetStream reported it, once it did.
-        let mut reported: Option<u64> = None;
+        let mut reported: Option<Seq> = None;
         let mut conflicts = 0;
         let mut maybe_stored_before = false;
         let mut backoff = Backoff::default();
@@ -792,8 +799,8 @@ impl EventLog {
                         Err(refusal) => return Ok(Err(refusal)),
                         Ok(relied_on) => Some(reported.unwrap_or_else(|| {
                             // Cut from the stream since: the participant has no presence event left.
-                            if relied_on < shared.first_held.load(Ordering::Relaxed) {
-                                0
+                            if relied_on.get() < shared.first_held.load(Ordering::Relaxed) {
+                                Seq::new(0)
                             } else {
                                 relied_on
                             }
@@ -881,7 +888,7 @@ impl EventLog {
     /// memory. Fails with [`ClusterError::OutOfRange`] if some of them are no longer retained, or
     /// are older than the first event this node applied (their times are computed where they are
     /// applied). Waits until this node applied the last of them.
-    pub async fn read(&self, after_seq: u64, limit: usize) -> Result<Vec<LogEvent>, ClusterError> {
+    pub async fn read(&self, after_seq: Seq, limit: usize) -> Result<Vec<LogEvent>, ClusterError> {
         let shared = &self.shared;
         let deadline = Deadline::after(shared.timeout);
         let held = shared.bounds(deadline).await?;
@@ -892,9 +899,12 @@ impl EventLog {
             });
         }
         let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-        let end = held.last_seq.min(after_seq.saturating_add(limit));
+        let end = held
+            .last_seq
+            .min(Seq::new(after_seq.get().saturating_add(limit)));
         shared.wait_applied(end, deadline).await?;
-        let mut reads = futures_util::stream::iter(after_seq.saturating_add(1)..=end)
+        let seqs = (after_seq.get().saturating_add(1)..=end.get()).map(Seq::new);
+        let mut reads = futures_util::stream::iter(seqs)
             .map(|seq| async move { (seq, shared.held_by_leader(seq, deadline).await) })
             .buffered(LEADER_READS_IN_FLIGHT);
         let mut events = Vec::new();
@@ -917,7 +927,7 @@ impl EventLog {
     }
 
     /// The event stored at `seq`, read from the stream.
-    pub async fn event_at(&self, seq: u64) -> Result<LogEvent, ClusterError> {
+    pub async fn event_at(&self, seq: Seq) -> Result<LogEvent, ClusterError> {
         let deadline = Deadline::after(self.shared.timeout);
         self.shared.event_at(seq, deadline).await
     }
@@ -929,17 +939,17 @@ impl EventLog {
     }
 
     /// The last seq this node has applied: every event up to it was witnessed and handed over.
-    pub fn applied_seq(&self) -> u64 {
+    pub fn applied_seq(&self) -> Seq {
         *self.shared.applied.borrow()
     }
 
     /// Follows the applied seq. The sender is dropped when the consumer stops.
-    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+    pub fn watch_applied(&self) -> watch::Receiver<Seq> {
         self.shared.applied.clone()
     }
 
     /// Waits until this node has applied `seq`, at most [`crate::ClusterConfig::timeout`].
-    pub async fn wait_applied(&self, seq: u64) -> Result<(), ClusterError> {
+    pub async fn wait_applied(&self, seq: Seq) -> Result<(), ClusterError> {
         let deadline = Deadline::after(self.shared.timeout);
         self.shared.wait_applied(seq, deadline).await
     }
@@ -952,8 +962,8 @@ impl EventLog {
         let known = shared
             .stream_last_seen
             .load(Ordering::Relaxed)
-            .max(*shared.wanted.borrow());
-        known.saturating_sub(*shared.applied.borrow())
+            .max(shared.wanted.borrow().get());
+        known.saturating_sub(shared.applied.borrow().get())
     }
 
     /// The counters of this node's appends so far.
@@ -995,7 +1005,7 @@ impl Shared {
         key: Option<&str>,
         origin: &str,
         message_id: &str,
-        condition: Option<u64>,
+        condition: Option<Seq>,
         deadline: Deadline,
     ) -> Result<Attempt, ClusterError> {
         let participant = draft.participant();
@@ -1011,7 +1021,7 @@ impl Shared {
         if let Some(last_seq) = condition {
             headers.insert(
                 async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                last_seq.to_string().as_str(),
+                last_seq.get().to_string().as_str(),
             );
             if subject != presence {
                 headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, presence.as_str());
@@ -1031,11 +1041,13 @@ impl Shared {
             Ok(ack) => ack,
             Err(error) => return Ok(classify(error)),
         };
-        self.want(ack.sequence);
+        // The stream sequence JetStream acknowledged is the event's seq.
+        let seq = Seq::new(ack.sequence);
+        self.want(seq);
         Ok(if ack.duplicate {
-            Attempt::Duplicate { seq: ack.sequence }
+            Attempt::Duplicate { seq }
         } else {
-            Attempt::Stored { seq: ack.sequence }
+            Attempt::Stored { seq }
         })
     }
 
@@ -1083,20 +1095,20 @@ impl Shared {
 
     /// The time this node computed for the event at `seq`, which it applied; fails with
     /// [`ClusterError::OutOfRange`] for an event before the first it applied, or cut since.
-    fn time_of(&self, seq: u64) -> Result<u64, ClusterError> {
+    fn time_of(&self, seq: Seq) -> Result<LamportTime, ClusterError> {
         let times = self.times();
         times.time_of(seq).ok_or(ClusterError::OutOfRange {
-            after_seq: seq.saturating_sub(1),
+            after_seq: seq.previous(),
             bounds: times.bounds(),
         })
     }
 
     /// The record stored at `seq` and its size, read from the stream's leader.
-    async fn record_at(&self, seq: u64, deadline: Deadline) -> Result<(Record, u64), ClusterError> {
+    async fn record_at(&self, seq: Seq, deadline: Deadline) -> Result<(Record, u64), ClusterError> {
         match self.held_by_leader(seq, deadline).await? {
             Some(payload) => Ok((Record::decode(seq, &payload)?, payload_size(&payload))),
             None => Err(ClusterError::OutOfRange {
-                after_seq: seq.saturating_sub(1),
+                after_seq: seq.previous(),
                 bounds: self.bounds(deadline).await?,
             }),
         }
@@ -1143,15 +1155,15 @@ impl Shared {
                 }
             }
         }
-        cut_through(&self.stream, checkpoint.seq, deadline).await?;
+        cut_through(&self.stream, checkpoint.last_cut(), deadline).await?;
         self.first_held
-            .fetch_max(checkpoint.seq + 1, Ordering::Relaxed);
-        self.times().cut_through(checkpoint.seq);
+            .fetch_max(checkpoint.last_cut().next().get(), Ordering::Relaxed);
+        self.times().cut_through(checkpoint.last_cut());
         Ok(())
     }
 
     /// Tells the consumer that `seq` exists, so that it is recreated if it stays silent.
-    fn want(&self, seq: u64) {
+    fn want(&self, seq: Seq) {
         self.wanted.send_if_modified(|wanted| {
             let raise = seq > *wanted;
             if raise {
@@ -1162,7 +1174,7 @@ impl Shared {
     }
 
     /// Waits until the consumer has applied `seq`.
-    async fn wait_applied(&self, seq: u64, deadline: Deadline) -> Result<(), ClusterError> {
+    async fn wait_applied(&self, seq: Seq, deadline: Deadline) -> Result<(), ClusterError> {
         self.want(seq);
         let mut applied = self.applied.clone();
         deadline
@@ -1181,7 +1193,7 @@ impl Shared {
     }
 
     /// The event stored at `seq`.
-    async fn event_at(&self, seq: u64, deadline: Deadline) -> Result<LogEvent, ClusterError> {
+    async fn event_at(&self, seq: Seq, deadline: Deadline) -> Result<LogEvent, ClusterError> {
         Ok(self.stored_at(seq, deadline).await?.0)
     }
 
@@ -1189,11 +1201,11 @@ impl Shared {
     /// it. Asked of the stream's leader, which holds every acknowledged event.
     async fn stored_at(
         &self,
-        seq: u64,
+        seq: Seq,
         deadline: Deadline,
     ) -> Result<(LogEvent, String), ClusterError> {
         let message = retry_until(deadline, "read an event", || {
-            self.stream.get_raw_message(seq)
+            self.stream.get_raw_message(seq.get())
         })
         .await?;
         let mut record = Record::decode(seq, &message.payload)?;
@@ -1207,14 +1219,14 @@ impl Shared {
     /// answered by the stream's leader only. Other failures are retried until `deadline`.
     async fn held_by_leader(
         &self,
-        seq: u64,
+        seq: Seq,
         deadline: Deadline,
     ) -> Result<Option<Bytes>, ClusterError> {
         let operation = "read an event from the stream's leader";
         let mut backoff = Backoff::default();
         loop {
             let error = match deadline
-                .run(operation, self.stream.get_raw_message(seq))
+                .run(operation, self.stream.get_raw_message(seq.get()))
                 .await?
             {
                 Ok(message) => return Ok(Some(message.payload)),
@@ -1238,7 +1250,7 @@ const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject
 fn classify(error: jetstream::context::PublishError) -> Attempt {
     match error.kind() {
         PublishErrorKind::WrongLastSequence => Attempt::Conflict {
-            last_seq: reported_last_sequence(&error.to_string()),
+            last_seq: reported_last_sequence(&error.to_string()).map(Seq::new),
         },
         // A replicated stream's "wrong last sequence" with no seq: another check of the subject is
         // in flight.
@@ -1313,7 +1325,7 @@ enum Lost {
     /// have: the consumer lives on a server that lags, or is cut off from, the stream's leader.
     Stalled {
         /// The highest seq known to exist when the consumer was given up.
-        wanted: u64,
+        wanted: Seq,
     },
     /// The consumer delivered past a gap (events cut from the stream before this node read them),
     /// and the checkpoint that covers the gap could not be read (see [`Applier::resync`]).
@@ -1382,7 +1394,7 @@ impl Delivery {
 
     /// The next event: its seq and payload. Answers flow control and checks heartbeats on the way.
     /// Cancel-safe: dropping the future loses nothing, so it may race other events in a `select!`.
-    async fn next(&mut self) -> Result<(u64, Bytes), Lost> {
+    async fn next(&mut self) -> Result<(Seq, Bytes), Lost> {
         loop {
             if let Some(reply) = self.unanswered.clone() {
                 self.context
@@ -1415,7 +1427,7 @@ impl Delivery {
     }
 
     /// Takes in an event: its consumer sequence must follow the last one.
-    fn event(&mut self, message: async_nats::Message) -> Result<(u64, Bytes), Lost> {
+    fn event(&mut self, message: async_nats::Message) -> Result<(Seq, Bytes), Lost> {
         let message = jetstream::Message {
             message,
             context: self.context.clone(),
@@ -1432,7 +1444,8 @@ impl Delivery {
         }
         self.consumer_seq = consumer_seq;
         self.stream_last = seq.saturating_add(pending);
-        Ok((seq, message.message.payload))
+        // The stream sequence is the event's seq.
+        Ok((Seq::new(seq), message.message.payload))
     }
 
     /// Takes in a heartbeat or a flow-control request (status 100).
@@ -1490,11 +1503,11 @@ struct Applier<F> {
     /// The log's shared state: the stream, the clock, the seq wanted.
     shared: Arc<Shared>,
     /// The seq of the next event to apply.
-    next_seq: u64,
+    next_seq: Seq,
     /// The time of the last event applied, from which the next one's follows.
     timeline: Timeline,
     /// The last seq applied; the log's `applied` receiver follows it.
-    applied: watch::Sender<u64>,
+    applied: watch::Sender<Seq>,
     /// The node's callback.
     on_event: F,
     /// Events taken in but not yet handed to the callback, in seq order.
@@ -1520,16 +1533,16 @@ struct Times {
 #[derive(Debug, Clone, Copy)]
 struct Timed {
     /// Its seq.
-    seq: u64,
+    seq: Seq,
     /// The time computed for it.
-    lamport: u64,
+    lamport: LamportTime,
     /// The size of its stored payload.
     bytes: u64,
 }
 
 impl Times {
     /// Adds the event at `seq`, after every event held.
-    fn push(&mut self, seq: u64, lamport: u64, bytes: u64) {
+    fn push(&mut self, seq: Seq, lamport: LamportTime, bytes: u64) {
         self.events.push_back(Timed {
             seq,
             lamport,
@@ -1539,7 +1552,7 @@ impl Times {
     }
 
     /// The time of the event at `seq`, if held.
-    fn time_of(&self, seq: u64) -> Option<u64> {
+    fn time_of(&self, seq: Seq) -> Option<LamportTime> {
         let index = self
             .events
             .binary_search_by_key(&seq, |timed| timed.seq)
@@ -1549,9 +1562,12 @@ impl Times {
 
     /// The seqs held, as [`Bounds`].
     fn bounds(&self) -> Bounds {
-        let last_seq = self.events.back().map_or(0, |timed| timed.seq);
+        let last_seq = self.events.back().map_or(Seq::new(0), |timed| timed.seq);
         Bounds {
-            first_seq: self.events.front().map_or(last_seq + 1, |timed| timed.seq),
+            first_seq: self
+                .events
+                .front()
+                .map_or(last_seq.next(), |timed| timed.seq),
             last_seq,
         }
     }
@@ -1574,15 +1590,15 @@ impl Times {
             count -= 1;
             bytes -= timed.bytes;
             last = Some(Checkpoint {
-                seq: timed.seq,
-                lamport: timed.lamport,
+                seq: timed.seq.get(),
+                lamport: timed.lamport.get(),
             });
         }
         last
     }
 
     /// Forgets every event up to and including `seq`.
-    fn cut_through(&mut self, seq: u64) {
+    fn cut_through(&mut self, seq: Seq) {
         while let Some(first) = self.events.front()
             && first.seq <= seq
         {
@@ -1630,13 +1646,13 @@ where
     /// on the node clock and adds the event to the batch for [`Applier::hand_over`]. An event before
     /// the next seq (delivered twice) is ignored. The caller has called [`Applier::resync`] if `seq`
     /// is past the next seq.
-    fn apply(&mut self, seq: u64, payload: &[u8]) {
+    fn apply(&mut self, seq: Seq, payload: &[u8]) {
         if seq < self.next_seq {
             return;
         }
         match Record::decode(seq, payload) {
             Ok(record) => {
-                let lamport = self.timeline.place(record.stamp);
+                let lamport = self.timeline.place(record.stamp());
                 self.shared.clock.witness(lamport);
                 self.timed.push(Timed {
                     seq,
@@ -1650,11 +1666,11 @@ where
             Err(error) => error!(
                 component = CLUSTER,
                 event = ClusterEvent::UndecodableEvent.as_str(),
-                seq,
+                seq = seq.get(),
                 error = %error,
             ),
         }
-        self.next_seq = seq + 1;
+        self.next_seq = seq.next();
     }
 
     /// Makes the event at `seq`, past the next seq, the next one to apply: the events in between were
@@ -1663,33 +1679,34 @@ where
     /// recorded before the cut, skipping any event up to it. Fails if the checkpoint cannot be read
     /// (the consumer is then replaced and this is tried again); logs an error if it does not cover the
     /// gap, which only an operator cutting the stream by hand can cause.
-    async fn resync(&mut self, seq: u64) -> Result<(), ClusterError> {
+    async fn resync(&mut self, seq: Seq) -> Result<(), ClusterError> {
         if seq <= self.next_seq {
             return Ok(());
         }
         self.hand_over();
         let deadline = Deadline::after(self.shared.timeout);
         let (checkpoint, _) = read_checkpoint(&self.shared.checkpoints, deadline).await?;
-        if checkpoint.seq + 1 >= seq {
+        let last_cut = checkpoint.last_cut();
+        if last_cut.next() >= seq {
             warn!(
                 component = CLUSTER,
                 event = ClusterEvent::EventsCutUnread.as_str(),
-                from_seq = self.next_seq,
-                to_seq = checkpoint.seq,
+                from_seq = self.next_seq.get(),
+                to_seq = last_cut.get(),
             );
-            self.timeline = Timeline::after(checkpoint.lamport);
-            self.next_seq = self.next_seq.max(checkpoint.seq + 1);
-            self.shared.times().cut_through(checkpoint.seq);
+            self.timeline = Timeline::after(checkpoint.time());
+            self.next_seq = self.next_seq.max(last_cut.next());
+            self.shared.times().cut_through(last_cut);
             self.shared
                 .first_held
-                .fetch_max(checkpoint.seq + 1, Ordering::Relaxed);
+                .fetch_max(last_cut.next().get(), Ordering::Relaxed);
         } else {
             error!(
                 component = CLUSTER,
                 event = ClusterEvent::TimesUnknown.as_str(),
-                from_seq = self.next_seq,
-                to_seq = seq - 1,
-                checkpoint_seq = checkpoint.seq,
+                from_seq = self.next_seq.get(),
+                to_seq = seq.previous().get(),
+                checkpoint_seq = last_cut.get(),
             );
             self.next_seq = seq;
         }
@@ -1739,15 +1756,15 @@ where
     /// Takes in what a consumer delivered, in seq order, after a gap if the stream was cut past the
     /// next seq (see [`Applier::resync`]). Fails if the checkpoint that covers the gap cannot be read:
     /// the consumer is then replaced ([`Lost::Resync`]), and a catch-up tries again.
-    async fn apply_delivered(&mut self, delivered: Vec<(u64, Bytes)>) -> Result<(), ClusterError> {
-        let delivered: Vec<(u64, Bytes)> = delivered
+    async fn apply_delivered(&mut self, delivered: Vec<(Seq, Bytes)>) -> Result<(), ClusterError> {
+        let delivered: Vec<(Seq, Bytes)> = delivered
             .into_iter()
             .filter(|(seq, _)| *seq >= self.next_seq)
             .collect();
         if let Some((first, _)) = delivered.first() {
             self.resync(*first).await?;
         }
-        let delivered: Vec<(u64, Bytes)> = delivered
+        let delivered: Vec<(Seq, Bytes)> = delivered
             .into_iter()
             .filter(|(seq, _)| *seq >= self.next_seq)
             .collect();
@@ -1769,7 +1786,7 @@ where
         if !self.batch.is_empty() {
             (self.on_event)(std::mem::take(&mut self.batch));
         }
-        let taken = self.next_seq - 1;
+        let taken = self.next_seq.previous();
         if *self.applied.borrow() < taken {
             self.applied.send_replace(taken);
         }
@@ -1790,14 +1807,14 @@ where
         let held = Bounds::of(&info.state);
         // Cut from the stream before this node read them.
         self.resync(held.first_seq).await?;
-        let last_seq = held
-            .last_seq
-            .min(self.next_seq.saturating_add(CATCH_UP_BATCH - 1));
+        let last_seq = held.last_seq.min(Seq::new(
+            self.next_seq.get().saturating_add(CATCH_UP_BATCH - 1),
+        ));
         while self.next_seq <= last_seq {
             let message = self
                 .shared
                 .stream
-                .get_raw_message(self.next_seq)
+                .get_raw_message(self.next_seq.get())
                 .await
                 .map_err(|error| ClusterError::jetstream("read an event", error));
             let message = match message {
@@ -1807,7 +1824,7 @@ where
                     return Err(error);
                 }
             };
-            self.apply(message.sequence, &message.payload);
+            self.apply(Seq::new(message.sequence), &message.payload);
             if self.batch_full() {
                 self.hand_over();
             }
@@ -1860,7 +1877,7 @@ struct ConsumerTask<F> {
     applier: Applier<F>,
     /// Follows the highest seq known to exist (`Shared::wanted`): an append is waiting for its event
     /// while this is at or past the next seq to apply.
-    wanted: watch::Receiver<u64>,
+    wanted: watch::Receiver<Seq>,
     /// The pause of [`Phase::Pausing`]: it grows with each round that made no progress, and starts
     /// again from the shortest once a consumer delivers.
     backoff: Backoff,
@@ -1887,7 +1904,7 @@ where
     /// events already applied; they are skipped.
     async fn start(&mut self) -> Phase {
         let shared = Arc::clone(&self.applier.shared);
-        let start = Delivery::start(&shared, self.applier.next_seq);
+        let start = Delivery::start(&shared, self.applier.next_seq.get());
         tokio::pin!(start);
         loop {
             tokio::select! {
@@ -1941,7 +1958,7 @@ where
     /// Applies `first` and whatever else `delivery` has delivered already (see [`gather`]) as one
     /// batch, and hands it over; Following again, or CatchingUp if the consumer turned out lost on
     /// the way or the checkpoint covering a gap could not be read. Progress resets the backoff.
-    async fn apply_batch(&mut self, mut delivery: Delivery, first: (u64, Bytes)) -> Phase {
+    async fn apply_batch(&mut self, mut delivery: Delivery, first: (Seq, Bytes)) -> Phase {
         // `next` is cancel-safe, so polling it once and dropping it loses nothing.
         let (delivered, lost) = gather(first, || delivery.next().now_or_never());
         self.applier
@@ -1972,13 +1989,13 @@ where
             Interruption::Lost(lost) => warn!(
                 component = CLUSTER,
                 event = ClusterEvent::ConsumerLost.as_str(),
-                next_seq = self.applier.next_seq,
+                next_seq = self.applier.next_seq.get(),
                 reason = %lost,
             ),
             Interruption::Failed(error) => warn!(
                 component = CLUSTER,
                 event = ClusterEvent::ConsumerFailed.as_str(),
-                next_seq = self.applier.next_seq,
+                next_seq = self.applier.next_seq.get(),
                 error = %error,
             ),
         }
@@ -1999,7 +2016,7 @@ where
             warn!(
                 component = CLUSTER,
                 event = ClusterEvent::CatchUpFailed.as_str(),
-                next_seq = self.applier.next_seq,
+                next_seq = self.applier.next_seq.get(),
                 error = %error,
             );
         }
@@ -2008,7 +2025,7 @@ where
 
 /// Whether an event known to exist (`wanted`, the highest seq an append was acknowledged at or
 /// waits for) has not been applied yet, `next_seq` being the next to apply.
-fn is_behind(wanted: u64, next_seq: u64) -> bool {
+fn is_behind(wanted: Seq, next_seq: Seq) -> bool {
     wanted >= next_seq
 }
 
@@ -2018,8 +2035,8 @@ fn is_behind(wanted: u64, next_seq: u64) -> bool {
 /// armed deadline: the stall is counted from when the first missing event became known, or from the
 /// last progress, which disarms it.
 fn stall_deadline(
-    wanted: u64,
-    next_seq: u64,
+    wanted: Seq,
+    next_seq: Seq,
     armed: Option<Instant>,
     now: Instant,
 ) -> Option<Instant> {
@@ -2088,32 +2105,42 @@ mod tests {
         let joined = EventDraft::Joined {
             participant: "alice".into(),
         };
-        let payload = Record::encode(&joined, 17, Some("k"), "n.1.2").expect("encodes");
-        let decoded = Record::decode(5, &payload).expect("decodes");
+        let payload =
+            Record::encode(&joined, LamportTime::new(17), Some("k"), "n.1.2").expect("encodes");
+        let decoded = Record::decode(Seq::new(5), &payload).expect("decodes");
         assert_eq!(decoded.origin, "n.1.2");
         assert_eq!(decoded.stamp, 17);
         // The sentence names the time the node computed, not the stamp.
-        let logged = decoded.into_log_event(5, 23);
-        assert_eq!(logged.event, joined.into_event(5, 23));
+        let logged = decoded.into_log_event(Seq::new(5), LamportTime::new(23));
+        assert_eq!(
+            logged.event,
+            joined.into_event(Seq::new(5), LamportTime::new(23))
+        );
         assert!(logged.event.text.ends_with("Lamport time 23"));
         assert_eq!(logged.idempotency_key.as_deref(), Some("k"));
     }
 
     #[test]
     fn the_stored_format_is_the_documented_json() {
-        let payload = Record::encode(&message("alice", "hi"), 17, Some("k-41"), "node-1.4f.12")
-            .expect("encodes");
+        let payload = Record::encode(
+            &message("alice", "hi"),
+            LamportTime::new(17),
+            Some("k-41"),
+            "node-1.4f.12",
+        )
+        .expect("encodes");
         let text = String::from_utf8(payload).expect("json is utf-8");
         assert_eq!(
             text,
             r#"{"v":2,"stamp":17,"kind":"message","participant":"alice","text":"hi","key":"k-41","origin":"node-1.4f.12"}"#
         );
-        let without_key = Record::encode(&message("bob", "yo"), 3, None, "o").expect("encodes");
+        let without_key =
+            Record::encode(&message("bob", "yo"), LamportTime::new(3), None, "o").expect("encodes");
         assert!(!String::from_utf8_lossy(&without_key).contains("key"));
         let left = EventDraft::Left {
             participant: "bob".into(),
         };
-        let left = Record::encode(&left, 4, None, "o").expect("encodes");
+        let left = Record::encode(&left, LamportTime::new(4), None, "o").expect("encodes");
         assert_eq!(
             String::from_utf8(left).expect("json is utf-8"),
             r#"{"v":2,"stamp":4,"kind":"left","participant":"bob","origin":"o"}"#
@@ -2125,12 +2152,12 @@ mod tests {
         let old =
             br#"{"v":1,"lamport":1,"kind":"message","participant":"a","text":"t","origin":"o"}"#;
         assert!(matches!(
-            Record::decode(9, old),
+            Record::decode(Seq::new(9), old),
             Err(ClusterError::Decode { .. })
         ));
         let textless = br#"{"v":2,"stamp":1,"kind":"message","participant":"a","origin":"o"}"#;
-        assert!(Record::decode(9, textless).is_err());
-        assert!(Record::decode(9, b"not json").is_err());
+        assert!(Record::decode(Seq::new(9), textless).is_err());
+        assert!(Record::decode(Seq::new(9), b"not json").is_err());
     }
 
     #[test]
@@ -2151,10 +2178,10 @@ mod tests {
     fn times_answer_by_seq_and_say_where_to_cut_once_twice_the_retention_is_held() {
         let mut times = Times::default();
         for seq in 1..=20 {
-            times.push(seq, seq * 10, 100);
+            times.push(Seq::new(seq), LamportTime::new(seq * 10), 100);
         }
-        assert_eq!(times.time_of(7), Some(70));
-        assert_eq!(times.time_of(21), None);
+        assert_eq!(times.time_of(Seq::new(7)), Some(LamportTime::new(70)));
+        assert_eq!(times.time_of(Seq::new(21)), None);
         // 20 events of 100 bytes: twice 10 events is not exceeded, nor twice 1,000 bytes.
         assert_eq!(times.cut_point(10, 1_000), None);
         // Over twice 8 events: cut down to 8, through seq 12.
@@ -2173,14 +2200,14 @@ mod tests {
                 lamport: 110
             })
         );
-        times.cut_through(12);
-        assert_eq!(times.time_of(12), None);
-        assert_eq!(times.time_of(13), Some(130));
+        times.cut_through(Seq::new(12));
+        assert_eq!(times.time_of(Seq::new(12)), None);
+        assert_eq!(times.time_of(Seq::new(13)), Some(LamportTime::new(130)));
         assert_eq!(
             times.bounds(),
             Bounds {
-                first_seq: 13,
-                last_seq: 20
+                first_seq: Seq::new(13),
+                last_seq: Seq::new(20)
             }
         );
         assert_eq!(times.bytes, 800);
@@ -2220,16 +2247,22 @@ mod tests {
         let start = Instant::now();
         let later = start + Duration::from_millis(600);
         // Everything known is applied: no deadline, and an armed one is dropped.
-        assert_eq!(stall_deadline(4, 5, None, start), None);
-        assert_eq!(stall_deadline(4, 5, Some(start), later), None);
+        assert_eq!(stall_deadline(Seq::new(4), Seq::new(5), None, start), None);
+        assert_eq!(
+            stall_deadline(Seq::new(4), Seq::new(5), Some(start), later),
+            None
+        );
         // Seq 5 is known and not applied: armed from now.
-        let armed = stall_deadline(5, 5, None, start);
+        let armed = stall_deadline(Seq::new(5), Seq::new(5), None, start);
         assert_eq!(armed, Some(start + STALL_TIMEOUT));
         // A later append does not postpone it.
-        assert_eq!(stall_deadline(9, 5, armed, later), armed);
+        assert_eq!(
+            stall_deadline(Seq::new(9), Seq::new(5), armed, later),
+            armed
+        );
         // Progress disarms it (the caller passes none); still behind, it counts from then.
         assert_eq!(
-            stall_deadline(9, 7, None, later),
+            stall_deadline(Seq::new(9), Seq::new(7), None, later),
             Some(later + STALL_TIMEOUT)
         );
     }
@@ -2237,9 +2270,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_consumer_is_given_up_exactly_a_stall_timeout_after_the_event_became_known() {
         let known_at = Instant::now();
-        let stall_at = stall_deadline(5, 5, None, known_at);
+        let stall_at = stall_deadline(Seq::new(5), Seq::new(5), None, known_at);
         tokio::time::advance(Duration::from_millis(600)).await;
-        let stall_at = stall_deadline(6, 5, stall_at, Instant::now());
+        let stall_at = stall_deadline(Seq::new(6), Seq::new(5), stall_at, Instant::now());
         sleep_until_some(stall_at).await;
         assert_eq!(known_at.elapsed(), STALL_TIMEOUT);
         // Without a deadline it never fires (paused time jumps the whole hour at once).
@@ -2272,7 +2305,10 @@ mod tests {
     #[test]
     fn the_reasons_a_consumer_is_lost_read_as_before() {
         assert_eq!(
-            Lost::Stalled { wanted: 12 }.to_string(),
+            Lost::Stalled {
+                wanted: Seq::new(12)
+            }
+            .to_string(),
             format!("seq 12 exists but nothing arrived for {STALL_TIMEOUT:?}")
         );
         assert_eq!(
@@ -2292,18 +2328,18 @@ mod tests {
     #[test]
     fn bounds_say_whether_a_replay_has_no_gap() {
         let held = Bounds {
-            first_seq: 10,
-            last_seq: 20,
+            first_seq: Seq::new(10),
+            last_seq: Seq::new(20),
         };
-        assert!(held.holds_after(9));
-        assert!(held.holds_after(15));
-        assert!(held.holds_after(25));
-        assert!(!held.holds_after(8));
+        assert!(held.holds_after(Seq::new(9)));
+        assert!(held.holds_after(Seq::new(15)));
+        assert!(held.holds_after(Seq::new(25)));
+        assert!(!held.holds_after(Seq::new(8)));
         let empty = Bounds {
-            first_seq: 21,
-            last_seq: 20,
+            first_seq: Seq::new(21),
+            last_seq: Seq::new(20),
         };
-        assert!(empty.holds_after(20));
-        assert!(!empty.holds_after(3));
+        assert!(empty.holds_after(Seq::new(20)));
+        assert!(!empty.holds_after(Seq::new(3)));
     }
 }

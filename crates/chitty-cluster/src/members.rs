@@ -88,8 +88,8 @@ use std::time::Duration;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use chitty_core::TokenHash;
 use chitty_core::validate::name_key;
+use chitty_core::{Seq, TokenHash};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -133,7 +133,8 @@ pub fn name_bucket_key(name: &str) -> String {
 pub struct SessionRecord {
     /// The participant's name.
     pub name: String,
-    /// The seq of its joined event; 0 while the join is not yet in the log.
+    /// The seq of its joined event; 0 while the join is not yet in the log. A bare number, since this
+    /// struct is the JSON the bucket stores (see [`Seq::new`]).
     pub join_seq: u64,
     /// The node that holds (or last held) its Broadcast stream.
     pub node: String,
@@ -669,14 +670,14 @@ impl Members {
     pub async fn set_join_seq(
         &self,
         token_hash: &TokenHash,
-        join_seq: u64,
+        join_seq: Seq,
     ) -> Result<Option<SessionEntry>, ClusterError> {
         self.shared
             .update_session(token_hash, |record| {
                 if record.is_ending() {
                     return Change::Refuse;
                 }
-                record.join_seq = join_seq;
+                record.join_seq = join_seq.get();
                 Change::Write
             })
             .await

@@ -22,42 +22,60 @@
 //! "Compaction" in [`crate::log`]), and before any node cuts it, it records a [`Checkpoint`]: the
 //! last seq it cuts and that event's time. A node that starts later begins right after the checkpoint.
 
+use chitty_core::{LamportTime, Seq};
 use serde::{Deserialize, Serialize};
 
 /// The time of the last event applied, from which the next event's time follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeline {
     /// The time of the last event placed (or of the checkpoint the timeline started from).
-    last: u64,
+    last: LamportTime,
 }
 
 impl Timeline {
     /// A timeline whose last event (the one before the first it will place) has time `lamport`:
     /// 0 before the stream's first event, or a checkpoint's time.
-    pub fn after(lamport: u64) -> Self {
+    pub fn after(lamport: LamportTime) -> Self {
         Self { last: lamport }
     }
 
     /// Places the next event, stored with `stamp`: returns its time, `max(last, stamp) + 1`.
-    pub fn place(&mut self, stamp: u64) -> u64 {
-        self.last = self.last.max(stamp).saturating_add(1);
+    pub fn place(&mut self, stamp: LamportTime) -> LamportTime {
+        self.last = LamportTime::new(self.last.max(stamp).get().saturating_add(1));
         self.last
     }
 
     /// The time of the last event placed.
-    pub fn last(&self) -> u64 {
+    pub fn last(&self) -> LamportTime {
         self.last
     }
 }
 
 /// Where a node may start applying the stream: the time of the event at `seq`, which the stream may
 /// no longer hold. Stored in the checkpoint bucket before the stream is cut after `seq`.
+///
+/// Its fields are the stored encoding, so they stay bare numbers (chitty-core's [`Seq`]
+/// and [`LamportTime`] have no serde, on purpose); [`Checkpoint::last_cut`] and [`Checkpoint::time`]
+/// give them as types.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The last seq cut (or to be cut) from the stream's head; 0 for a stream never cut.
     pub seq: u64,
     /// The time every node computed for the event at `seq`.
     pub lamport: u64,
+}
+
+impl Checkpoint {
+    /// The last seq cut, as a type: the stream holds nothing at or before it.
+    pub fn last_cut(&self) -> Seq {
+        Seq::new(self.seq)
+    }
+
+    /// The time of the event at [`Checkpoint::last_cut`], from which a node that starts there
+    /// continues.
+    pub fn time(&self) -> LamportTime {
+        LamportTime::new(self.lamport)
+    }
 }
 
 #[cfg(test)]
@@ -94,22 +112,22 @@ mod tests {
         clock: LamportClock,
         timeline: Timeline,
         next_seq: usize,
-        times: Vec<Option<u64>>,
+        times: Vec<Option<LamportTime>>,
     }
 
     impl Node {
         fn from(checkpoint: Checkpoint) -> Self {
             let clock = LamportClock::new();
-            clock.witness(checkpoint.lamport);
+            clock.witness(checkpoint.time());
             Self {
                 clock,
-                timeline: Timeline::after(checkpoint.lamport),
+                timeline: Timeline::after(checkpoint.time()),
                 next_seq: usize::try_from(checkpoint.seq).expect("small") + 1,
                 times: Vec::new(),
             }
         }
 
-        fn apply(&mut self, stream: &[u64], count: usize) {
+        fn apply(&mut self, stream: &[LamportTime], count: usize) {
             for _ in 0..count {
                 let Some(stamp) = stream.get(self.next_seq - 1) else {
                     return;
@@ -130,12 +148,12 @@ mod tests {
         ) {
             let mut nodes: Vec<Node> = (0..3).map(|_| Node::from(Checkpoint::default())).collect();
             // The stream: the stamp of each event, in seq order.
-            let mut stream: Vec<u64> = Vec::new();
+            let mut stream: Vec<LamportTime> = Vec::new();
             for step in steps {
                 match step {
                     Step::Append { node, request } => {
                         let node = &mut nodes[node];
-                        node.clock.witness(request);
+                        node.clock.witness(LamportTime::new(request));
                         stream.push(node.clock.tick());
                     }
                     Step::Apply { node, count } => nodes[node].apply(&stream, count),
@@ -144,7 +162,7 @@ mod tests {
                         if applied > 0 {
                             let lamport = nodes[from].times[applied - 1].expect("applied");
                             let seq = u64::try_from(applied).expect("small");
-                            nodes.push(Node::from(Checkpoint { seq, lamport }));
+                            nodes.push(Node::from(Checkpoint { seq, lamport: lamport.get() }));
                         }
                     }
                 }
@@ -174,9 +192,9 @@ mod tests {
 
     #[test]
     fn a_stamp_below_the_last_time_still_moves_time_on() {
-        let mut timeline = Timeline::after(10);
-        assert_eq!(timeline.place(3), 11);
-        assert_eq!(timeline.place(20), 21);
-        assert_eq!(timeline.last(), 21);
+        let mut timeline = Timeline::after(LamportTime::new(10));
+        assert_eq!(timeline.place(LamportTime::new(3)), LamportTime::new(11));
+        assert_eq!(timeline.place(LamportTime::new(20)), LamportTime::new(21));
+        assert_eq!(timeline.last(), LamportTime::new(21));
     }
 }

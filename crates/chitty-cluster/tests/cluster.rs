@@ -10,7 +10,7 @@ use chitty_cluster::testing::{NatsCluster, unique_prefix};
 use chitty_cluster::{
     ClaimError, Cluster, ClusterConfig, EventLog, LogEvent, Now, SessionRecord, Why,
 };
-use chitty_core::{EventDraft, EventKind, LamportClock, TokenHash};
+use chitty_core::{EventDraft, EventKind, LamportClock, LamportTime, Seq, TokenHash};
 use tokio::time::Instant;
 
 /// A node of `prefix` named `node`, connected to server `server` of `nats` only (it learns the others
@@ -41,7 +41,7 @@ impl Node {
         let applied = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&applied);
         let log = cluster
-            .start_log(Arc::clone(&clock), 1, move |events| {
+            .start_log(Arc::clone(&clock), Seq::new(1), move |events| {
                 sink.lock().expect("the sink lock").extend(events);
             })
             .await
@@ -69,7 +69,7 @@ fn message(participant: &str, text: &str) -> EventDraft {
 /// Checks the one-order properties of what a node applied: seqs `1..=count` with no gap, and Lamport
 /// times strictly increasing along seq.
 fn assert_gapless_and_increasing(node: &str, events: &[LogEvent], count: u64) {
-    let seqs: Vec<u64> = events.iter().map(|logged| logged.event.seq).collect();
+    let seqs: Vec<u64> = events.iter().map(|logged| logged.event.seq.get()).collect();
     let want: Vec<u64> = (1..=count).collect();
     assert_eq!(seqs, want, "{node} applied these seqs, want 1..={count}");
     for pair in events.windows(2) {
@@ -142,12 +142,16 @@ async fn two_nodes_appending_at_once_share_one_gapless_order_with_increasing_lam
     let total = 2 * PER_NODE;
     for (node, name) in nodes.iter().zip(["node-a", "node-b"]) {
         node.log
-            .wait_applied(total)
+            .wait_applied(Seq::new(total))
             .await
             .expect("every event is applied");
         assert_gapless_and_increasing(name, &node.applied(), total);
         assert!(
-            node.clock.now() > node.applied().last().map_or(0, |last| last.event.lamport),
+            node.clock.now()
+                > node
+                    .applied()
+                    .last()
+                    .map_or(LamportTime::new(0), |last| last.event.lamport),
             "the clock witnessed every event it applied"
         );
     }
@@ -157,7 +161,7 @@ async fn two_nodes_appending_at_once_share_one_gapless_order_with_increasing_lam
         "both nodes applied the same events in the same order"
     );
     let bounds = nodes[0].log.bounds().await.expect("bounds");
-    assert_eq!((bounds.first_seq, bounds.last_seq), (1, total));
+    assert_eq!((bounds.first_seq.get(), bounds.last_seq.get()), (1, total));
 
     // The measurement for docs/guarantees.md: what expected-last-sequence costs under contention.
     let (a, b) = (nodes[0].log.stats(), nodes[1].log.stats());
@@ -218,7 +222,7 @@ async fn a_repeated_idempotency_key_is_stored_once_whichever_node_receives_it() 
         .await
         .expect("another key");
     assert!(!other.duplicate);
-    assert_eq!(other.event.seq, first.event.seq + 1);
+    assert_eq!(other.event.seq, first.event.seq.next());
     // The same key from another participant is another message.
     let bob = b
         .log
@@ -227,8 +231,8 @@ async fn a_repeated_idempotency_key_is_stored_once_whichever_node_receives_it() 
         .expect("bob's key");
     assert!(!bob.duplicate);
 
-    let stored = a.log.read(0, 100).await.expect("read the log");
-    let seqs: Vec<u64> = stored.iter().map(|logged| logged.event.seq).collect();
+    let stored = a.log.read(Seq::new(0), 100).await.expect("read the log");
+    let seqs: Vec<u64> = stored.iter().map(|logged| logged.event.seq.get()).collect();
     assert_eq!(seqs, vec![1, 2, 3], "got these events stored, want 3");
     assert_eq!(stored[0].idempotency_key.as_deref(), Some("key-1"));
     assert_eq!(
@@ -332,7 +336,10 @@ async fn a_dead_nodes_sessions_vanish_after_the_grace_period_and_exactly_one_sur
             .await
             .expect("put the session");
         c.members().claim_name(name, token).await.expect("claim");
-        c.members().set_join_seq(token, 1).await.expect("join seq");
+        c.members()
+            .set_join_seq(token, Seq::new(1))
+            .await
+            .expect("join seq");
         let attached = c.members().attach(token).await.expect("attach");
         assert!(attached.is_some_and(|entry| entry.record.stream_open));
     }
@@ -468,7 +475,7 @@ async fn a_dead_nodes_sessions_vanish_after_the_grace_period_and_exactly_one_sur
     }
     let lefts: Vec<_> = a
         .log
-        .read(0, 100)
+        .read(Seq::new(0), 100)
         .await
         .expect("read")
         .into_iter()
@@ -498,7 +505,10 @@ async fn detached_sessions_vanish_after_the_grace_period_and_a_stalled_ending_is
         .await
         .expect("put");
     members.claim_name("erin", &token).await.expect("claim");
-    members.set_join_seq(&token, 1).await.expect("join seq");
+    members
+        .set_join_seq(&token, Seq::new(1))
+        .await
+        .expect("join seq");
     members.attach(&token).await.expect("attach");
     // The stream on a ends; a participant reconnecting to b would attach there instead.
     let detached = members
@@ -636,7 +646,7 @@ async fn appends_go_on_when_one_nats_server_of_three_is_killed() {
         killed.elapsed()
     );
     for (node, name) in [(&a, "node-a"), (&b, "node-b")] {
-        node.log.wait_applied(30).await.expect("applied");
+        node.log.wait_applied(Seq::new(30)).await.expect("applied");
         assert_gapless_and_increasing(name, &node.applied(), 30);
     }
     // Membership still works with two servers of three.
@@ -674,11 +684,15 @@ async fn a_late_node_applies_and_reads_a_backlog_larger_than_the_flow_control_wi
     single.node_id = "node-b".to_owned();
     let b = Node::start(single).await;
     b.log
-        .wait_applied(EVENTS)
+        .wait_applied(Seq::new(EVENTS))
         .await
         .expect("the late node applies the whole backlog");
     assert_gapless_and_increasing("node-b", &b.applied(), EVENTS);
-    let read = b.log.read(0, usize::MAX).await.expect("read the backlog");
+    let read = b
+        .log
+        .read(Seq::new(0), usize::MAX)
+        .await
+        .expect("read the backlog");
     assert_eq!(read, b.applied(), "a read returns what was applied");
 }
 
@@ -708,47 +722,61 @@ async fn the_stream_is_cut_to_its_retention_and_a_late_node_computes_the_same_ti
     let give_up = Instant::now() + Duration::from_secs(10);
     let bounds = loop {
         let bounds = a.log.bounds().await.expect("bounds");
-        if bounds.first_seq > 1 || Instant::now() > give_up {
+        if bounds.first_seq > Seq::new(1) || Instant::now() > give_up {
             break bounds;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let held = bounds.last_seq + 1 - bounds.first_seq;
+    let held = bounds.last_seq.get() + 1 - bounds.first_seq.get();
     assert!(
-        bounds.first_seq > 1 && (10..=20).contains(&held) && bounds.last_seq == EVENTS,
+        bounds.first_seq > Seq::new(1)
+            && (10..=20).contains(&held)
+            && bounds.last_seq == Seq::new(EVENTS),
         "got the stream holding {} to {}, want it cut to between 10 and 20 of the {EVENTS} events",
         bounds.first_seq,
         bounds.last_seq
     );
-    let first = bounds.first_seq;
-    match a.log.read(first - 2, 100).await {
+    let first = bounds.first_seq.get();
+    match a.log.read(Seq::new(first - 2), 100).await {
         Err(chitty_cluster::ClusterError::OutOfRange { after_seq, bounds }) => {
-            assert_eq!((after_seq, bounds.first_seq), (first - 2, first));
+            assert_eq!(
+                (after_seq.get(), bounds.first_seq.get()),
+                (first - 2, first)
+            );
         }
         other => panic!("got {other:?}, want OutOfRange"),
     }
     let read: Vec<u64> = a
         .log
-        .read(first - 1, 4)
+        .read(Seq::new(first - 1), 4)
         .await
         .expect("read")
         .iter()
-        .map(|logged| logged.event.seq)
+        .map(|logged| logged.event.seq.get())
         .collect();
     assert_eq!(read, (first..first + 4).collect::<Vec<_>>());
-    assert!(a.log.read(EVENTS, 10).await.expect("read").is_empty());
+    assert!(
+        a.log
+            .read(Seq::new(EVENTS), 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 
     // A node starting from seq 1 starts after the checkpoint, and computes every time as node a did.
     small.node_id = "node-b".to_owned();
     let b = Node::start(small).await;
-    b.log.wait_applied(EVENTS).await.expect("b catches up");
+    b.log
+        .wait_applied(Seq::new(EVENTS))
+        .await
+        .expect("b catches up");
     let on_b = b.applied();
-    let seqs: Vec<u64> = on_b.iter().map(|logged| logged.event.seq).collect();
+    let seqs: Vec<u64> = on_b.iter().map(|logged| logged.event.seq.get()).collect();
     assert_eq!(seqs, (first..=EVENTS).collect::<Vec<_>>());
     let on_a: Vec<LogEvent> = a
         .applied()
         .into_iter()
-        .filter(|logged| logged.event.seq >= first)
+        .filter(|logged| logged.event.seq.get() >= first)
         .collect();
     assert_eq!(on_b, on_a, "node b computed other times than node a");
     // Its first own event is placed above everything it read.
@@ -759,7 +787,7 @@ async fn the_stream_is_cut_to_its_retention_and_a_late_node_computes_the_same_ti
         .expect("append on b");
     let last_before = on_a.last().expect("a applied the last event").event.lamport;
     assert!(next.event.lamport > last_before);
-    assert_eq!(next.event.seq, EVENTS + 1);
+    assert_eq!(next.event.seq, Seq::new(EVENTS + 1));
 
     // A node starting from the present reads the times up to it, and its clock is past them.
     let mut late = config(&nats, 0, "node-c", &prefix);
@@ -768,16 +796,16 @@ async fn the_stream_is_cut_to_its_retention_and_a_late_node_computes_the_same_ti
     let cluster = Cluster::connect(late).await.expect("connect");
     let clock = Arc::new(LamportClock::new());
     let log = cluster
-        .start_log(Arc::clone(&clock), u64::MAX, |_| {})
+        .start_log(Arc::clone(&clock), Seq::new(u64::MAX), |_| {})
         .await
         .expect("start from the present");
-    assert_eq!(log.applied_seq(), EVENTS + 1);
+    assert_eq!(log.applied_seq(), Seq::new(EVENTS + 1));
     assert!(clock.now() >= next.event.lamport);
     let own = log
         .append(message("carol", "late"), None)
         .await
         .expect("append on c");
-    assert_eq!(own.event.seq, EVENTS + 2);
+    assert_eq!(own.event.seq, Seq::new(EVENTS + 2));
     assert!(own.event.lamport > next.event.lamport);
 }
 

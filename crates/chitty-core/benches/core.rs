@@ -3,8 +3,8 @@
 
 use std::hint::black_box;
 
-use chitty_core::LamportClock;
 use chitty_core::validate::check_message;
+use chitty_core::{LamportClock, LamportTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn lamport(c: &mut Criterion) {
@@ -15,7 +15,7 @@ fn lamport(c: &mut Criterion) {
         b.iter(|| {
             // Alternate between a stamp ahead of the clock and one behind it.
             seen = seen.wrapping_add(3);
-            black_box(clock.witness(black_box(seen)))
+            black_box(clock.witness(black_box(LamportTime::new(seen))))
         })
     });
 }

@@ -7,6 +7,56 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::lamport::LamportTime;
+
+/// An event's place in the one order every participant sees: 1, 2, 3, ... with no gaps.
+///
+/// Seq 0 names the place before any event, so "everything after seq 0" is the whole chat, and a reader
+/// that has seen nothing yet is "at seq 0". A seq and a [`LamportTime`] are both numbers that grow as the
+/// chat goes on, and every event carries one of each; giving them two types makes passing one for the
+/// other a compile error instead of a quietly wrong order.
+///
+/// A seq moves one step at a time ([`Seq::next`], [`Seq::previous`]), because the order has no gaps; a
+/// place in a buffer or a count of events is a plain number, got with [`Seq::get`]. At the edges (protobuf
+/// fields, stored records, metrics and log fields) a seq travels as its bare number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seq(u64);
+
+impl Seq {
+    /// The seq whose number is `seq`, as read from a message, a record or a test.
+    pub const fn new(seq: u64) -> Self {
+        Self(seq)
+    }
+
+    /// The bare number, for a message, a record, a metric, a log field or index arithmetic.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The seq right after this one: where the next event goes, since the order has no gaps.
+    ///
+    /// Saturates at `u64::MAX` instead of wrapping; no chat reaches it.
+    #[must_use]
+    pub const fn next(self) -> Self {
+        Self(self.0.saturating_add(1))
+    }
+
+    /// The seq right before this one: "everything after `previous()`" starts at `self`.
+    ///
+    /// Seq 0 is its own predecessor, since nothing comes before the beginning.
+    #[must_use]
+    pub const fn previous(self) -> Self {
+        Self(self.0.saturating_sub(1))
+    }
+}
+
+impl fmt::Display for Seq {
+    /// The bare number.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -32,9 +82,9 @@ impl fmt::Display for EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// The event's position in the one order every participant sees: 1, 2, 3, ... with no gaps.
-    pub seq: u64,
+    pub seq: Seq,
     /// The service's Lamport time when it broadcast the event.
-    pub lamport: u64,
+    pub lamport: LamportTime,
     /// What happened.
     pub kind: EventKind,
     /// Who published, joined or left.
@@ -85,7 +135,7 @@ impl EventDraft {
     }
 
     /// Places the draft in the order at `seq`, stamped with Lamport time `lamport`.
-    pub fn into_event(self, seq: u64, lamport: u64) -> Event {
+    pub fn into_event(self, seq: Seq, lamport: LamportTime) -> Event {
         let kind = self.kind();
         let (participant, text) = match self {
             EventDraft::Message { participant, text } => (participant, text),
@@ -109,12 +159,12 @@ impl EventDraft {
 }
 
 /// "Participant NAME joined Chitty-Chat at Lamport time L".
-pub fn joined_sentence(name: &str, lamport: u64) -> String {
+pub fn joined_sentence(name: &str, lamport: LamportTime) -> String {
     format!("Participant {name} joined Chitty-Chat at Lamport time {lamport}")
 }
 
 /// "Participant NAME left Chitty-Chat at Lamport time L".
-pub fn left_sentence(name: &str, lamport: u64) -> String {
+pub fn left_sentence(name: &str, lamport: LamportTime) -> String {
     format!("Participant {name} left Chitty-Chat at Lamport time {lamport}")
 }
 
@@ -127,7 +177,7 @@ mod tests {
         let joined = EventDraft::Joined {
             participant: "alice".into(),
         }
-        .into_event(3, 17);
+        .into_event(Seq::new(3), LamportTime::new(17));
         assert_eq!(joined.kind, EventKind::Joined);
         assert_eq!(
             joined.text,
@@ -136,7 +186,7 @@ mod tests {
         let left = EventDraft::Left {
             participant: "bob".into(),
         }
-        .into_event(9, 40);
+        .into_event(Seq::new(9), LamportTime::new(40));
         assert_eq!(left.kind, EventKind::Left);
         assert_eq!(
             left.text,
@@ -150,7 +200,7 @@ mod tests {
             participant: "carol".into(),
             text: "hi there".into(),
         }
-        .into_event(5, 8);
+        .into_event(Seq::new(5), LamportTime::new(8));
         assert_eq!(
             (
                 message.seq,
@@ -158,7 +208,12 @@ mod tests {
                 message.kind,
                 message.text.as_str()
             ),
-            (5, 8, EventKind::Message, "hi there")
+            (
+                Seq::new(5),
+                LamportTime::new(8),
+                EventKind::Message,
+                "hi there"
+            )
         );
         assert_eq!(&*message.participant, "carol");
     }

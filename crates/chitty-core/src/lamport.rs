@@ -14,8 +14,43 @@
 //!
 //! The clock is one `AtomicU64`, shared between tasks by reference or `Arc`. `tick` is a single atomic add
 //! and `witness` a compare-and-swap loop, so no lock is ever held, let alone across an `.await`.
+//!
+//! The clock hands out [`LamportTime`]s, not bare `u64`s, so that a time cannot be passed where an event's
+//! place in the order (a [`Seq`](crate::Seq)) or any other count is expected: both are numbers that grow
+//! together, and swapping them would compile and run and be wrong.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A point in Lamport time: the value a [`LamportClock`] stamps on an event or a message.
+///
+/// Times are compared (the clock condition is about `<`), shown (the joined and left sentences print
+/// them) and carried; they are never added to or subtracted from one another, so the type offers no
+/// arithmetic. The only way a time grows is through a clock's [`tick`](LamportClock::tick) or
+/// [`witness`](LamportClock::witness). At the edges (protobuf fields, gRPC metadata, stored records,
+/// metrics and log fields) a time travels as its bare number: [`LamportTime::new`] and
+/// [`LamportTime::get`] are the two doors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LamportTime(u64);
+
+impl LamportTime {
+    /// The time whose number is `time`, as read from a message, a record or a test.
+    pub const fn new(time: u64) -> Self {
+        Self(time)
+    }
+
+    /// The bare number, for a message, a record, a metric or a log field.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for LamportTime {
+    /// The bare number, as the joined and left sentences print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// The largest timestamp a node accepts from a peer.
 ///
@@ -23,7 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// advance. Timestamps above this bound are refused at the edge (the service answers `INVALID_ARGUMENT`).
 /// Accepted timestamps are at most 2^62, and from there a clock needs 3 × 2^62 further events to reach
 /// `u64::MAX`, which no chat will ever see; the arithmetic below still saturates rather than wraps.
-pub const MAX_ACCEPTED_TIME: u64 = 1 << 62;
+pub const MAX_ACCEPTED_TIME: LamportTime = LamportTime::new(1 << 62);
 
 /// A Lamport clock, safe to share between tasks and threads.
 #[derive(Debug, Default)]
@@ -35,37 +70,39 @@ pub struct LamportClock {
 impl LamportClock {
     /// A clock at time 0, before any event.
     pub const fn new() -> Self {
-        Self::starting_at(0)
+        Self::starting_at(LamportTime::new(0))
     }
 
     /// A clock that resumes at `time`, for a node that must never go back below what it issued before.
-    pub const fn starting_at(time: u64) -> Self {
+    pub const fn starting_at(time: LamportTime) -> Self {
         Self {
-            time: AtomicU64::new(time),
+            time: AtomicU64::new(time.get()),
         }
     }
 
     /// The current time, without advancing the clock.
-    pub fn now(&self) -> u64 {
-        self.time.load(Ordering::Acquire)
+    pub fn now(&self) -> LamportTime {
+        LamportTime(self.time.load(Ordering::Acquire))
     }
 
     /// The send rule: advances the clock by one and returns the new time, to stamp an outgoing message.
     ///
     /// Concurrent callers each get a distinct value.
-    pub fn tick(&self) -> u64 {
+    pub fn tick(&self) -> LamportTime {
         self.advance(|current| current.saturating_add(1))
     }
 
     /// The receive rule: sets the clock to `max(clock, seen) + 1` and returns the new time.
     ///
     /// Call it with the timestamp of every message received, before acting on the message.
-    pub fn witness(&self, seen: u64) -> u64 {
-        self.advance(|current| current.max(seen).saturating_add(1))
+    pub fn witness(&self, seen: LamportTime) -> LamportTime {
+        self.advance(|current| current.max(seen.get()).saturating_add(1))
     }
 
     /// Replaces the time with `next(time)` in one atomic step (a compare-and-swap loop) and returns it.
-    fn advance(&self, next: impl Fn(u64) -> u64) -> u64 {
+    ///
+    /// The arithmetic works on the bare number inside the atomic; only whole times leave this function.
+    fn advance(&self, next: impl Fn(u64) -> u64) -> LamportTime {
         let previous = self
             .time
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
@@ -73,7 +110,7 @@ impl LamportClock {
             })
             // The closure always returns `Some`, so the update cannot be refused.
             .unwrap_or_else(|current| current);
-        next(previous)
+        LamportTime(next(previous))
     }
 }
 
@@ -87,30 +124,31 @@ mod tests {
     #[test]
     fn tick_advances_by_one() {
         let clock = LamportClock::new();
-        assert_eq!(clock.tick(), 1);
-        assert_eq!(clock.tick(), 2);
-        assert_eq!(clock.now(), 2);
+        assert_eq!(clock.tick(), LamportTime::new(1));
+        assert_eq!(clock.tick(), LamportTime::new(2));
+        assert_eq!(clock.now(), LamportTime::new(2));
     }
 
     #[test]
     fn witness_of_a_later_time_jumps_past_it() {
-        let clock = LamportClock::starting_at(3);
-        assert_eq!(clock.witness(10), 11);
-        assert_eq!(clock.now(), 11);
+        let clock = LamportClock::starting_at(LamportTime::new(3));
+        assert_eq!(clock.witness(LamportTime::new(10)), LamportTime::new(11));
+        assert_eq!(clock.now(), LamportTime::new(11));
     }
 
     #[test]
     fn witness_of_an_earlier_time_still_advances() {
-        let clock = LamportClock::starting_at(10);
-        assert_eq!(clock.witness(4), 11);
-        assert_eq!(clock.witness(11), 12);
+        let clock = LamportClock::starting_at(LamportTime::new(10));
+        assert_eq!(clock.witness(LamportTime::new(4)), LamportTime::new(11));
+        assert_eq!(clock.witness(LamportTime::new(11)), LamportTime::new(12));
     }
 
     #[test]
     fn hostile_timestamps_saturate_instead_of_wrapping() {
         let clock = LamportClock::new();
-        assert_eq!(clock.witness(u64::MAX), u64::MAX);
-        assert_eq!(clock.tick(), u64::MAX);
+        let end_of_time = LamportTime::new(u64::MAX);
+        assert_eq!(clock.witness(end_of_time), end_of_time);
+        assert_eq!(clock.tick(), end_of_time);
     }
 
     #[test]
@@ -123,7 +161,7 @@ mod tests {
                     (0..10_000u64)
                         .map(|i| {
                             if (i + thread) % 3 == 0 {
-                                clock.witness(i)
+                                clock.witness(LamportTime::new(i))
                             } else {
                                 clock.tick()
                             }
@@ -143,7 +181,7 @@ mod tests {
                 assert!(seen.insert(value), "time {value} was handed out twice");
             }
         }
-        assert_eq!(clock.now(), 40_000);
+        assert_eq!(clock.now(), LamportTime::new(40_000));
     }
 
     /// One step of a simulated distributed run.
@@ -181,9 +219,9 @@ mod tests {
             let clocks: Vec<LamportClock> = (0..nodes).map(|_| LamportClock::new()).collect();
             let mut vectors: Vec<VectorClock> = vec![vec![0; nodes]; nodes];
             // Messages in flight: (recipient, Lamport stamp, sender's vector clock at the send).
-            let mut in_flight: Vec<(usize, u64, VectorClock)> = Vec::new();
+            let mut in_flight: Vec<(usize, LamportTime, VectorClock)> = Vec::new();
             // Every event that happened: its vector clock and its Lamport time.
-            let mut events: Vec<(VectorClock, u64)> = Vec::new();
+            let mut events: Vec<(VectorClock, LamportTime)> = Vec::new();
 
             for step in steps {
                 match step {
@@ -233,9 +271,12 @@ mod tests {
 
         /// Witnessing never moves a clock backwards and always lands past what was seen.
         #[test]
-        fn witness_is_monotonic(start in 0u64..MAX_ACCEPTED_TIME, seen in 0u64..MAX_ACCEPTED_TIME) {
-            let clock = LamportClock::starting_at(start);
-            let time = clock.witness(seen);
+        fn witness_is_monotonic(
+            start in 0u64..MAX_ACCEPTED_TIME.get(),
+            seen in 0u64..MAX_ACCEPTED_TIME.get(),
+        ) {
+            let clock = LamportClock::starting_at(LamportTime::new(start));
+            let time = clock.witness(LamportTime::new(seen)).get();
             prop_assert!(time > start && time > seen);
             prop_assert_eq!(time, start.max(seen) + 1);
         }

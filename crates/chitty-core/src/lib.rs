@@ -5,10 +5,12 @@
 //!
 //! # Layout
 //!
-//! - [`lamport`]: the one Lamport clock type every node uses, the service and every participant.
+//! - [`lamport`]: the one Lamport clock type every node uses, the service and every participant, and the
+//!   [`LamportTime`] it hands out.
 //! - [`validate`]: what makes a participant name and a chat message acceptable, with errors that say why.
 //! - [`event`]: the events the service orders and broadcasts (joined, message, left), and the exact
-//!   sentences the assignment prescribes for joins and leaves.
+//!   sentences the assignment prescribes for joins and leaves, and the [`Seq`] that places an event in
+//!   the order.
 //! - [`token`]: the hash of a session token, the one form in which the service keeps and shares tokens.
 
 #![deny(missing_docs)]
@@ -18,6 +20,6 @@ pub mod lamport;
 pub mod token;
 pub mod validate;
 
-pub use event::{Event, EventDraft, EventKind};
-pub use lamport::LamportClock;
+pub use event::{Event, EventDraft, EventKind, Seq};
+pub use lamport::{LamportClock, LamportTime};
 pub use token::TokenHash;

@@ -10,7 +10,7 @@
 use std::error::Error as _;
 use std::time::Duration;
 
-use chitty_core::{Event, EventKind};
+use chitty_core::{Event, EventKind, LamportTime, Seq};
 use chitty_logs::ParticipantEvent;
 use chitty_proto::metadata as wire;
 use chitty_proto::v1;
@@ -59,9 +59,9 @@ pub struct ClientError {
     /// What went wrong, in the service's words where it gave any.
     pub message: String,
     /// The service's Lamport time on the error, to witness.
-    pub lamport: Option<u64>,
+    pub lamport: Option<LamportTime>,
     /// With [`ErrorKind::HistoryGone`]: the newest seq the service has.
-    pub last_seq: Option<u64>,
+    pub last_seq: Option<Seq>,
     /// With [`ErrorKind::RateLimited`]: how long to wait before trying again.
     pub retry_after: Option<Duration>,
 }
@@ -120,8 +120,8 @@ impl ClientError {
         Self {
             kind,
             message: status.message().to_owned(),
-            lamport: number(metadata, wire::LAMPORT),
-            last_seq: number(metadata, wire::LAST_SEQ),
+            lamport: number(metadata, wire::LAMPORT).map(LamportTime::new),
+            last_seq: number(metadata, wire::LAST_SEQ).map(Seq::new),
             retry_after: number(metadata, wire::RETRY_AFTER_MS).map(Duration::from_millis),
         }
     }
@@ -146,9 +146,19 @@ fn number(metadata: &MetadataMap, key: &str) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     /// The seq of the event the call broadcast.
-    pub seq: u64,
+    pub seq: Seq,
     /// The service's Lamport time on the response.
-    pub lamport: u64,
+    pub lamport: LamportTime,
+}
+
+impl Reply {
+    /// The reply a response's bare `seq` and `lamport` fields make.
+    fn of(seq: u64, lamport: u64) -> Self {
+        Self {
+            seq: Seq::new(seq),
+            lamport: LamportTime::new(lamport),
+        }
+    }
 }
 
 /// Who is present, as the service answered.
@@ -157,9 +167,9 @@ pub struct Presence {
     /// The names of the participants present, sorted.
     pub names: Vec<String>,
     /// The newest event the list reflects.
-    pub seq: u64,
+    pub seq: Seq,
     /// The service's Lamport time on the response.
-    pub lamport: u64,
+    pub lamport: LamportTime,
 }
 
 /// How to reach a service.
@@ -268,11 +278,11 @@ impl ChatClient {
         &mut self,
         name: &str,
         join_secret: &str,
-        lamport: u64,
+        lamport: LamportTime,
     ) -> Result<Reply, ClientError> {
         let request = Request::new(v1::JoinRequest {
             name: name.to_owned(),
-            lamport,
+            lamport: lamport.get(),
             join_secret: join_secret.to_owned(),
         });
         let response = self
@@ -282,13 +292,10 @@ impl ChatClient {
             )
             .await?;
         self.resume(&response.session_token).map_err(|mut error| {
-            error.lamport = Some(response.lamport);
+            error.lamport = Some(LamportTime::new(response.lamport));
             error
         })?;
-        Ok(Reply {
-            seq: response.seq,
-            lamport: response.lamport,
-        })
+        Ok(Reply::of(response.seq, response.lamport))
     }
 
     /// Carries `token` on later calls: to continue a session on a new connection.
@@ -316,11 +323,11 @@ impl ChatClient {
         &mut self,
         text: &str,
         idempotency_key: &str,
-        lamport: u64,
+        lamport: LamportTime,
     ) -> Result<Reply, ClientError> {
         let request = self.authorized(v1::PublishRequest {
             text: text.to_owned(),
-            lamport,
+            lamport: lamport.get(),
             idempotency_key: idempotency_key.to_owned(),
         });
         let response = self
@@ -328,30 +335,28 @@ impl ChatClient {
                 inner.publish(request).await
             })
             .await?;
-        Ok(Reply {
-            seq: response.seq,
-            lamport: response.lamport,
-        })
+        Ok(Reply::of(response.seq, response.lamport))
     }
 
     /// Leaves, stamped with `lamport`.
-    pub async fn leave(&mut self, lamport: u64) -> Result<Reply, ClientError> {
-        let request = self.authorized(v1::LeaveRequest { lamport });
+    pub async fn leave(&mut self, lamport: LamportTime) -> Result<Reply, ClientError> {
+        let request = self.authorized(v1::LeaveRequest {
+            lamport: lamport.get(),
+        });
         let response = self
             .unary(
                 Rpc::Leave,
                 |mut inner| async move { inner.leave(request).await },
             )
             .await?;
-        Ok(Reply {
-            seq: response.seq,
-            lamport: response.lamport,
-        })
+        Ok(Reply::of(response.seq, response.lamport))
     }
 
     /// Who is present, as of the returned seq, stamped with `lamport`.
-    pub async fn participants(&mut self, lamport: u64) -> Result<Presence, ClientError> {
-        let request = self.authorized(v1::ParticipantsRequest { lamport });
+    pub async fn participants(&mut self, lamport: LamportTime) -> Result<Presence, ClientError> {
+        let request = self.authorized(v1::ParticipantsRequest {
+            lamport: lamport.get(),
+        });
         let response = self
             .unary(Rpc::Participants, |mut inner| async move {
                 inner.participants(request).await
@@ -359,18 +364,21 @@ impl ChatClient {
             .await?;
         Ok(Presence {
             names: response.names,
-            seq: response.seq,
-            lamport: response.lamport,
+            seq: Seq::new(response.seq),
+            lamport: LamportTime::new(response.lamport),
         })
     }
 
     /// Opens the session's Broadcast stream from the first event after `after_seq`, stamped with `lamport`.
     pub async fn broadcast(
         &mut self,
-        after_seq: u64,
-        lamport: u64,
+        after_seq: Seq,
+        lamport: LamportTime,
     ) -> Result<EventStream, ClientError> {
-        let request = self.authorized(v1::BroadcastRequest { lamport, after_seq });
+        let request = self.authorized(v1::BroadcastRequest {
+            lamport: lamport.get(),
+            after_seq: after_seq.get(),
+        });
         let response = self
             .unary(Rpc::Broadcast, |mut inner| async move {
                 inner.broadcast(request).await
@@ -445,8 +453,8 @@ impl EventStream {
                 }
             };
             return Ok(Some(Event {
-                seq: event.seq,
-                lamport: event.lamport,
+                seq: Seq::new(event.seq),
+                lamport: LamportTime::new(event.lamport),
                 kind,
                 participant: event.participant.into(),
                 text: event.text,

@@ -19,10 +19,10 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use chitty_core::{Event, EventKind};
+use chitty_core::{Event, EventKind, LamportTime};
 
 /// One event as line mode prints it, without the newline.
-pub fn event_line(event: &Event, own_lamport: u64) -> String {
+pub fn event_line(event: &Event, own_lamport: LamportTime) -> String {
     let mut line = format!(
         "[seq={} lamport={} me={}] ",
         event.seq, event.lamport, own_lamport
@@ -107,25 +107,25 @@ impl EventLine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chitty_core::EventDraft;
+    use chitty_core::{EventDraft, LamportTime, Seq};
 
     #[test]
     fn messages_and_announcements_look_as_documented() {
         let joined = EventDraft::Joined {
             participant: "bob".into(),
         }
-        .into_event(3, 5);
+        .into_event(Seq::new(3), LamportTime::new(5));
         assert_eq!(
-            event_line(&joined, 6),
+            event_line(&joined, LamportTime::new(6)),
             "[seq=3 lamport=5 me=6] *** Participant bob joined Chitty-Chat at Lamport time 5"
         );
         let message = EventDraft::Message {
             participant: "alice".into(),
             text: "hello, bob".into(),
         }
-        .into_event(4, 8);
+        .into_event(Seq::new(4), LamportTime::new(8));
         assert_eq!(
-            event_line(&message, 9),
+            event_line(&message, LamportTime::new(9)),
             "[seq=4 lamport=8 me=9] <alice> hello, bob"
         );
     }
@@ -136,9 +136,9 @@ mod tests {
             participant: "eve\u{7}".into(),
             text: "clear\u{1b}[2J\nscreen\u{9b}".into(),
         }
-        .into_event(1, 1);
+        .into_event(Seq::new(1), LamportTime::new(1));
         assert_eq!(
-            event_line(&hostile, 2),
+            event_line(&hostile, LamportTime::new(2)),
             "[seq=1 lamport=1 me=2] <eve\\u{7}> clear\\u{1b}[2J\\u{a}screen\\u{9b}"
         );
     }
@@ -170,8 +170,11 @@ mod tests {
                     participant: (*author).into(),
                     text: (*text).into(),
                 }
-                .into_event(index as u64 + 1, index as u64 * 2 + 1);
-                let line = event_line(&event, index as u64 * 2 + 2);
+                .into_event(
+                    Seq::new(index as u64 + 1),
+                    LamportTime::new(index as u64 * 2 + 1),
+                );
+                let line = event_line(&event, LamportTime::new(index as u64 * 2 + 2));
                 assert!(!line.chars().any(is_unsafe_to_show), "{line:?}");
                 line + "\n"
             })
@@ -203,8 +206,8 @@ mod tests {
             participant: "alice".into(),
             text: "a ] tricky [seq=1 lamport=1 me=1] text".into(),
         }
-        .into_event(12, 40);
-        let line = event_line(&message, 41);
+        .into_event(Seq::new(12), LamportTime::new(40));
+        let line = event_line(&message, LamportTime::new(41));
         assert_eq!(
             EventLine::parse(&line),
             Some(EventLine {

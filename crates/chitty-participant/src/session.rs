@@ -49,7 +49,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitty_core::{Event, LamportClock};
+use chitty_core::{Event, LamportClock, LamportTime, Seq};
 use chitty_logs::ParticipantEvent;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -174,7 +174,7 @@ pub enum Resumption {
     /// The session was resumed after `after_seq`, the last seq reported.
     Resumed {
         /// The last seq reported before the connection broke.
-        after_seq: u64,
+        after_seq: Seq,
         /// How many events happened meanwhile, which the replay now delivers; known only when the
         /// engine asks for presence.
         missed: Option<u64>,
@@ -183,16 +183,16 @@ pub enum Resumption {
     /// `after_seq` before that are not shown.
     Rejoined {
         /// The seq of the new join.
-        join_seq: u64,
+        join_seq: Seq,
         /// The last seq reported before the connection broke.
-        after_seq: u64,
+        after_seq: Seq,
     },
     /// The service no longer held events `first_missing` to `last`; the stream goes on after `last`.
     Skipped {
         /// The first event that will never be shown.
-        first_missing: u64,
+        first_missing: Seq,
         /// The last event that will never be shown, and the seq the stream resumes after.
-        last: u64,
+        last: Seq,
     },
 }
 
@@ -204,7 +204,7 @@ pub enum Notice {
         /// The service's address.
         server: String,
         /// The seq of the joined event.
-        join_seq: u64,
+        join_seq: Seq,
     },
     /// Who is present, as of `seq`: joined and left events with a greater seq keep it current, and
     /// applying one twice is harmless. Sent only by a session [`with presence`](Session::with_presence),
@@ -215,12 +215,12 @@ pub enum Notice {
         /// The event.
         event: Event,
         /// The participant's own Lamport clock right after receiving it.
-        own_lamport: u64,
+        own_lamport: LamportTime,
     },
     /// A message was published: the service acknowledged it at `seq`.
     Published {
         /// The seq of the message's event.
-        seq: u64,
+        seq: Seq,
     },
     /// A message or an input was not sent, for `reason`; the session carries on.
     NotSent {
@@ -396,7 +396,7 @@ impl Session {
             config: self.config,
             presence: self.presence,
             frontend,
-            last_seq: 0,
+            last_seq: Seq::new(0),
             token: String::new(),
             outbox: VecDeque::new(),
             server_index: 0,
@@ -423,13 +423,13 @@ impl Session {
         } else {
             None
         };
-        let stream = open_stream(&engine.caller, &mut client, 0)
+        let stream = open_stream(&engine.caller, &mut client, Seq::new(0))
             .await
             .map_err(ParticipantError::Lost)?;
         info!(
             component = %engine.caller.name,
             event = ParticipantEvent::Joined.as_str(),
-            seq = joined.seq,
+            seq = joined.seq.get(),
         );
         if let Some(presence) = presence {
             engine.notify(Notice::Presence(presence)).await?;
@@ -456,7 +456,7 @@ struct Engine<'f, F> {
     /// Where notices go.
     frontend: &'f mut F,
     /// The seq of the last event reported.
-    last_seq: u64,
+    last_seq: Seq,
     /// The session token.
     token: String,
     /// Messages typed and not yet acknowledged, oldest first.
@@ -549,7 +549,7 @@ impl<F: Frontend> Engine<'_, F> {
                         component = %self.caller.name,
                         event = ParticipantEvent::ReconnectAttempt.as_str(),
                         server = %server,
-                        after_seq = self.last_seq,
+                        after_seq = self.last_seq.get(),
                     );
                     let reconnect = Reconnect {
                         server,
@@ -587,7 +587,7 @@ impl<F: Frontend> Engine<'_, F> {
                 info!(
                     component = name,
                     event = ParticipantEvent::PublishSent.as_str(),
-                    lamport = stamp,
+                    lamport = stamp.get(),
                     chars,
                 );
             },
@@ -609,9 +609,9 @@ impl<F: Frontend> Engine<'_, F> {
                 info!(
                     component = %self.caller.name,
                     event = ParticipantEvent::PublishOk.as_str(),
-                    seq = reply.seq,
-                    response_lamport = reply.lamport,
-                    lamport = now,
+                    seq = reply.seq.get(),
+                    response_lamport = reply.lamport.get(),
+                    lamport = now.get(),
                 );
                 self.outbox.pop_front();
                 self.notify(Notice::Published { seq: reply.seq }).await?;
@@ -631,7 +631,7 @@ impl<F: Frontend> Engine<'_, F> {
                     event = ParticipantEvent::PublishThrottled.as_str(),
                     reason = %error,
                     retry_after_ms = delay.as_millis() as u64,
-                    lamport = now,
+                    lamport = now.get(),
                 );
                 self.notify(Notice::Throttled { retry_after: delay })
                     .await?;
@@ -642,8 +642,8 @@ impl<F: Frontend> Engine<'_, F> {
                     component = %self.caller.name,
                     event = ParticipantEvent::PublishRefused.as_str(),
                     reason = %error,
-                    response_lamport = error.lamport,
-                    lamport = now,
+                    response_lamport = error.lamport.map(LamportTime::get),
+                    lamport = now.get(),
                 );
                 self.outbox.pop_front();
                 self.notify(Notice::NotSent {
@@ -665,11 +665,11 @@ impl<F: Frontend> Engine<'_, F> {
         info!(
             component = %self.caller.name,
             event = ParticipantEvent::Receive.as_str(),
-            seq = event.seq,
+            seq = event.seq.get(),
             kind = %event.kind,
             participant = %event.participant,
-            event_lamport = event.lamport,
-            lamport = now,
+            event_lamport = event.lamport.get(),
+            lamport = now.get(),
             text = %event.text,
         );
         self.notify(Notice::Event {
@@ -693,7 +693,7 @@ impl<F: Frontend> Engine<'_, F> {
                     component = %self.caller.name,
                     event = ParticipantEvent::Disconnected.as_str(),
                     reason = %reason,
-                    last_seq = self.last_seq,
+                    last_seq = self.last_seq.get(),
                 );
                 self.notify(Notice::Disconnected {
                     reason: reason.clone(),
@@ -773,7 +773,7 @@ impl<F: Frontend> Engine<'_, F> {
             component = %self.caller.name,
             event = ParticipantEvent::Reconnected.as_str(),
             server = %client.server(),
-            after_seq = self.last_seq,
+            after_seq = self.last_seq.get(),
         );
         if let Some(presence) = presence {
             self.notify(Notice::Presence(presence)).await?;
@@ -806,7 +806,7 @@ impl<F: Frontend> Engine<'_, F> {
                     info!(
                         component = name,
                         event = ParticipantEvent::LeaveSent.as_str(),
-                        lamport = stamp
+                        lamport = stamp.get()
                     );
                 },
                 |stamp| client.leave(stamp),
@@ -817,9 +817,9 @@ impl<F: Frontend> Engine<'_, F> {
                 info!(
                     component = %self.caller.name,
                     event = ParticipantEvent::LeaveOk.as_str(),
-                    seq = reply.seq,
-                    response_lamport = reply.lamport,
-                    lamport,
+                    seq = reply.seq.get(),
+                    response_lamport = reply.lamport.get(),
+                    lamport = lamport.get(),
                 );
             }
             Err(error) => {
@@ -915,30 +915,30 @@ struct Answered<T> {
     answer: Result<T, ClientError>,
     /// The participant's clock after witnessing the answer: later than the request and than the service's
     /// handling of it. The answer's log line carries it as `lamport`.
-    lamport: u64,
+    lamport: LamportTime,
 }
 
 /// A reply that may carry the service's Lamport time, for the participant to witness.
 trait Stamped {
     /// The service's time on the reply, if it carries one.
-    fn lamport(&self) -> Option<u64>;
+    fn lamport(&self) -> Option<LamportTime>;
 }
 
 impl Stamped for Reply {
-    fn lamport(&self) -> Option<u64> {
+    fn lamport(&self) -> Option<LamportTime> {
         Some(self.lamport)
     }
 }
 
 impl Stamped for Presence {
-    fn lamport(&self) -> Option<u64> {
+    fn lamport(&self) -> Option<LamportTime> {
         Some(self.lamport)
     }
 }
 
 /// An opened stream carries no time of its own: each of its events does, witnessed as it arrives.
 impl Stamped for EventStream {
-    fn lamport(&self) -> Option<u64> {
+    fn lamport(&self) -> Option<LamportTime> {
         None
     }
 }
@@ -966,8 +966,8 @@ impl Caller {
     ) -> impl Future<Output = Answered<T>> + use<T, L, C, Fut>
     where
         T: Stamped,
-        L: FnOnce(&str, u64),
-        C: FnOnce(u64) -> Fut,
+        L: FnOnce(&str, LamportTime),
+        C: FnOnce(LamportTime) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let stamp = self.clock.tick();
@@ -990,7 +990,7 @@ impl Caller {
 
 /// The receive rule for something that may carry no time (an error the transport made up rather than
 /// the service, say): witnesses `seen` if there is one. Returns the clock after.
-fn witness(clock: &LamportClock, seen: Option<u64>) -> u64 {
+fn witness(clock: &LamportClock, seen: Option<LamportTime>) -> LamportTime {
     match seen {
         Some(lamport) => clock.witness(lamport),
         None => clock.now(),
@@ -1011,7 +1011,7 @@ async fn join(
                 info!(
                     component = name,
                     event = ParticipantEvent::JoinSent.as_str(),
-                    lamport = stamp,
+                    lamport = stamp.get(),
                     reason
                 );
             },
@@ -1022,9 +1022,9 @@ async fn join(
     info!(
         component = %caller.name,
         event = ParticipantEvent::JoinOk.as_str(),
-        seq = reply.seq,
-        response_lamport = reply.lamport,
-        lamport,
+        seq = reply.seq.get(),
+        response_lamport = reply.lamport.get(),
+        lamport = lamport.get(),
     );
     Ok(reply)
 }
@@ -1033,7 +1033,7 @@ async fn join(
 async fn open_stream(
     caller: &Caller,
     client: &mut ChatClient,
-    after_seq: u64,
+    after_seq: Seq,
 ) -> Result<EventStream, ClientError> {
     caller
         .call(
@@ -1041,8 +1041,8 @@ async fn open_stream(
                 info!(
                     component = name,
                     event = ParticipantEvent::BroadcastOpen.as_str(),
-                    after_seq,
-                    lamport = stamp
+                    after_seq = after_seq.get(),
+                    lamport = stamp.get()
                 );
             },
             |stamp| client.broadcast(after_seq, stamp),
@@ -1064,7 +1064,7 @@ async fn presence_of(
                 info!(
                     component = name,
                     event = ParticipantEvent::ParticipantsSent.as_str(),
-                    lamport = stamp
+                    lamport = stamp.get()
                 );
             },
             |stamp| client.participants(stamp),
@@ -1076,9 +1076,9 @@ async fn presence_of(
                 component = %caller.name,
                 event = ParticipantEvent::ParticipantsOk.as_str(),
                 present = presence.names.len(),
-                seq = presence.seq,
-                response_lamport = presence.lamport,
-                lamport,
+                seq = presence.seq.get(),
+                response_lamport = presence.lamport.get(),
+                lamport = lamport.get(),
             );
             Ok(Some(presence))
         }
@@ -1111,7 +1111,7 @@ struct Reconnect {
     /// The service's join secret, to join again if the session ended.
     join_secret: String,
     /// The last seq reported, after which the stream resumes so that nothing is missed or shown twice.
-    after_seq: u64,
+    after_seq: Seq,
     /// Whether to ask who is present before the stream opens.
     presence: bool,
     /// The participant's name and clock, to stamp and log the calls.
@@ -1145,7 +1145,7 @@ impl Reconnect {
                     after_seq,
                     missed: present
                         .as_ref()
-                        .map(|present| present.seq.saturating_sub(after_seq)),
+                        .map(|present| present.seq.get().saturating_sub(after_seq.get())),
                 },
                 presence: present,
             }),
@@ -1157,7 +1157,7 @@ impl Reconnect {
                     client,
                     stream,
                     resumption: Resumption::Skipped {
-                        first_missing: after_seq + 1,
+                        first_missing: after_seq.next(),
                         last,
                     },
                     presence: present,
@@ -1181,7 +1181,7 @@ impl Reconnect {
         } else {
             None
         };
-        let stream = open_stream(&self.caller, &mut client, 0).await?;
+        let stream = open_stream(&self.caller, &mut client, Seq::new(0)).await?;
         Ok(Reconnection {
             client,
             stream,

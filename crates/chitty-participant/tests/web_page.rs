@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use chitty_core::validate::{check_message, check_name};
-use chitty_core::{Event, EventDraft};
+use chitty_core::{Event, EventDraft, LamportTime, Seq};
 use chitty_participant::output;
 use serde_json::{Value, json};
 
@@ -54,7 +54,7 @@ fn node(script: &str, input: &Value) -> Option<Value> {
 
 /// The body the terminal prints for `event`: its line without the `[seq=.. lamport=.. me=..] ` prefix.
 fn terminal_body(event: &Event) -> String {
-    let line = output::event_line(event, 0);
+    let line = output::event_line(event, LamportTime::new(0));
     let (_, body) = line.split_once("] ").expect("a line has its prefix");
     body.to_owned()
 }
@@ -64,7 +64,7 @@ fn message(participant: &str, text: &str) -> Event {
         participant: participant.into(),
         text: text.into(),
     }
-    .into_event(1, 1)
+    .into_event(Seq::new(1), LamportTime::new(1))
 }
 
 #[test]
@@ -86,13 +86,13 @@ fn the_page_shows_events_exactly_as_the_terminal_prints_them() {
             EventDraft::Joined {
                 participant: name.into(),
             }
-            .into_event(2, 9),
+            .into_event(Seq::new(2), LamportTime::new(9)),
         );
         events.push(
             EventDraft::Left {
                 participant: name.into(),
             }
-            .into_event(3, 12),
+            .into_event(Seq::new(3), LamportTime::new(12)),
         );
     }
     let kind = |event: &Event| match event.kind {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitty_core::{EventDraft, LamportClock};
+use chitty_core::{EventDraft, LamportClock, Seq};
 use chitty_service::HubConfig;
 use chitty_service::Retention;
 use chitty_service::hub::{Append, Appended, Hub};
@@ -34,7 +34,10 @@ fn fan_out(c: &mut Criterion) {
         return;
     };
     let mut subscriptions: Vec<_> = (0..SUBSCRIBERS)
-        .filter_map(|index| hub.subscribe(format!("listener-{index}").into(), 0).ok())
+        .filter_map(|index| {
+            hub.subscribe(format!("listener-{index}").into(), Seq::new(0))
+                .ok()
+        })
         .collect();
     let text = "x".repeat(128);
     let mut group = c.benchmark_group("hub");

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use chitty_core::lamport::MAX_ACCEPTED_TIME;
 use chitty_core::validate::{self, MessageError, NameError};
-use chitty_core::{LamportClock, TokenHash};
+use chitty_core::{LamportClock, LamportTime, Seq, TokenHash};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -155,7 +155,7 @@ pub enum AuthError {
 pub enum ChatError {
     /// The request's Lamport time is implausibly large.
     #[error("lamport time {0} is beyond the accepted maximum of {MAX_ACCEPTED_TIME}")]
-    LamportTooLarge(u64),
+    LamportTooLarge(LamportTime),
     /// The name is not acceptable.
     #[error(transparent)]
     InvalidName(#[from] NameError),
@@ -237,11 +237,11 @@ impl From<SubscribeError> for ChatError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallTimes {
     /// The caller's timestamp on the request.
-    pub request: u64,
+    pub request: LamportTime,
     /// The service's clock after witnessing the request.
-    pub received: u64,
+    pub received: LamportTime,
     /// The timestamp of the response.
-    pub response: u64,
+    pub response: LamportTime,
 }
 
 /// A refused call: why, and the Lamport time the service stamped its answer with, if it could.
@@ -251,7 +251,7 @@ pub struct Refused {
     /// Why the call was refused.
     pub error: ChatError,
     /// The service's timestamp on the refusal; `None` only when the service stops and cannot stamp.
-    pub lamport: Option<u64>,
+    pub lamport: Option<LamportTime>,
 }
 
 /// The service calls, for log lines and metric labels.
@@ -311,7 +311,7 @@ pub struct Joined {
     /// The new session's secret.
     pub token: SessionToken,
     /// The seq of the joined event.
-    pub seq: u64,
+    pub seq: Seq,
     /// The Lamport times of the call.
     pub times: CallTimes,
 }
@@ -320,7 +320,7 @@ pub struct Joined {
 #[derive(Debug)]
 pub struct Done {
     /// The seq of the event the call broadcast (for a repeated Publish, the seq of the first).
-    pub seq: u64,
+    pub seq: Seq,
     /// The Lamport times of the call.
     pub times: CallTimes,
 }
@@ -331,7 +331,7 @@ pub struct Presence {
     /// The names of the participants present, sorted.
     pub names: Vec<String>,
     /// The newest event the list reflects: later joined and left events keep it current.
-    pub seq: u64,
+    pub seq: Seq,
     /// The Lamport times of the call.
     pub times: CallTimes,
 }
@@ -340,10 +340,10 @@ pub struct Presence {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
     /// The event's seq: for a repeated idempotency key, the seq of the event first stored with it.
-    pub seq: u64,
+    pub seq: Seq,
     /// The event's Lamport time, where the backend knows it: a single node does not keep the times of
     /// the events a repeated key refers to.
-    pub lamport: Option<u64>,
+    pub lamport: Option<LamportTime>,
     /// Whether the event was stored before under the same idempotency key, so nothing new was.
     pub repeated: bool,
 }
@@ -378,7 +378,7 @@ impl From<ChatError> for NotAdmitted {
 #[derive(Debug)]
 pub struct Opened {
     /// The seq after which the stream starts: what the participant asked for, but not before its join.
-    pub from: u64,
+    pub from: Seq,
     /// The stream's events.
     pub subscription: Subscription,
     /// Whether it replaced a stream of the same session that was still open.
@@ -391,7 +391,7 @@ pub struct Roster {
     /// Their names, in any order: the protocol sorts them for the answer.
     pub names: Vec<String>,
     /// The newest event the list reflects.
-    pub seq: u64,
+    pub seq: Seq,
 }
 
 /// Where the chat is kept: what a [`Chat`] needs of a single node or of a cluster node. See the module
@@ -408,7 +408,7 @@ pub trait Backend: Send + Sync {
     /// A fresh tick of the clock for an answer, or an error if the node can no longer stamp safely (a
     /// single node whose store stopped, which could not keep its clock from going back after a
     /// restart).
-    fn stamp(&self) -> impl Future<Output = Result<u64, ChatError>> + Send;
+    fn stamp(&self) -> impl Future<Output = Result<LamportTime, ChatError>> + Send;
 
     /// The node's id in a cluster, which the `broadcast_open` line names; `None` for a single node.
     fn node_in_cluster(&self) -> Option<&str>;
@@ -447,7 +447,7 @@ pub trait Backend: Send + Sync {
     fn open_stream(
         &self,
         token: &TokenHash,
-        after_seq: u64,
+        after_seq: Seq,
         found: impl FnOnce(&Arc<str>) + Send,
     ) -> impl Future<Output = Result<Opened, ChatError>> + Send;
 
@@ -501,7 +501,7 @@ impl<B: Backend> Chat<B> {
         name: &str,
         join_secret: &str,
         peer: Option<IpAddr>,
-        request_lamport: u64,
+        request_lamport: LamportTime,
     ) -> Result<Joined, Refused> {
         let (admitted, times) = self
             .call(Call::Join, request_lamport, async |caller| {
@@ -534,7 +534,7 @@ impl<B: Backend> Chat<B> {
         credential: Credential<'_>,
         text: &str,
         idempotency_key: &str,
-        request_lamport: u64,
+        request_lamport: LamportTime,
     ) -> Result<Done, Refused> {
         let started = Instant::now();
         let (stored, times) = self
@@ -562,7 +562,7 @@ impl<B: Backend> Chat<B> {
     pub async fn leave(
         &self,
         credential: Credential<'_>,
-        request_lamport: u64,
+        request_lamport: LamportTime,
     ) -> Result<Done, Refused> {
         let (stored, times) = self
             .call(Call::Leave, request_lamport, async |caller| {
@@ -582,8 +582,8 @@ impl<B: Backend> Chat<B> {
     pub async fn open_stream(
         &self,
         credential: Credential<'_>,
-        after_seq: u64,
-        request_lamport: u64,
+        after_seq: Seq,
+        request_lamport: LamportTime,
     ) -> Result<Subscription, Refused> {
         let (opening, _times) = self
             .call(Call::Broadcast, request_lamport, async |caller| {
@@ -605,7 +605,7 @@ impl<B: Backend> Chat<B> {
     pub async fn participants(
         &self,
         credential: Credential<'_>,
-        request_lamport: u64,
+        request_lamport: LamportTime,
     ) -> Result<Presence, Refused> {
         let (roster, times) = self
             .call(Call::Participants, request_lamport, async |caller| {
@@ -624,7 +624,7 @@ impl<B: Backend> Chat<B> {
 
     /// A fresh timestamp for a message that is not the answer to a call, such as the end of a stream;
     /// `None` if the node can no longer stamp safely.
-    pub async fn stamp(&self) -> Option<u64> {
+    pub async fn stamp(&self) -> Option<LamportTime> {
         self.backend.stamp().await.ok()
     }
 
@@ -640,7 +640,7 @@ impl<B: Backend> Chat<B> {
     async fn call<A: Answer>(
         &self,
         call: Call,
-        request_lamport: u64,
+        request_lamport: LamportTime,
         work: impl AsyncFnOnce(&mut Option<Arc<str>>) -> Result<A, ChatError>,
     ) -> Result<(A, CallTimes), Refused> {
         let received = self.receive(call, request_lamport).await?;
@@ -681,7 +681,11 @@ impl<B: Backend> Chat<B> {
     }
 
     /// The receive rule for a request stamped `request_lamport`: witness it, or refuse an implausible one.
-    async fn receive(&self, call: Call, request_lamport: u64) -> Result<u64, Refused> {
+    async fn receive(
+        &self,
+        call: Call,
+        request_lamport: LamportTime,
+    ) -> Result<LamportTime, Refused> {
         if request_lamport > MAX_ACCEPTED_TIME {
             let error = ChatError::LamportTooLarge(request_lamport);
             let times = self.stamp().await.map(|response| CallTimes {
@@ -695,7 +699,11 @@ impl<B: Backend> Chat<B> {
     }
 
     /// Stamps a response.
-    async fn respond(&self, request_lamport: u64, received: u64) -> Result<CallTimes, ChatError> {
+    async fn respond(
+        &self,
+        request_lamport: LamportTime,
+        received: LamportTime,
+    ) -> Result<CallTimes, ChatError> {
         let response = self.backend.stamp().await?;
         Ok(CallTimes {
             request: request_lamport,
@@ -763,10 +771,10 @@ impl Answer for Roster {
             event = call.event(),
             participant,
             present = self.names.len(),
-            seq = self.seq,
-            request_lamport = times.request,
-            received_lamport = times.received,
-            response_lamport = times.response,
+            seq = self.seq.get(),
+            request_lamport = times.request.get(),
+            received_lamport = times.received.get(),
+            response_lamport = times.response.get(),
         );
     }
 }
@@ -774,7 +782,7 @@ impl Answer for Roster {
 /// A stream opened for a Broadcast call that asked for the events after `after_seq`.
 struct Opening {
     /// The resume point the call asked for.
-    after_seq: u64,
+    after_seq: Seq,
     /// What the backend opened.
     opened: Opened,
 }
@@ -787,12 +795,12 @@ impl Answer for Opening {
             component = SERVICE,
             event = call.event(),
             participant,
-            after_seq = self.after_seq,
-            from_seq = self.opened.from + 1,
+            after_seq = self.after_seq.get(),
+            from_seq = self.opened.from.next().get(),
             replay = self.opened.subscription.replay_len(),
             replaced = self.opened.replaced,
-            request_lamport = times.request,
-            received_lamport = times.received,
+            request_lamport = times.request.get(),
+            received_lamport = times.received.get(),
             node,
         );
     }
@@ -811,9 +819,9 @@ fn refused(
         rpc = call.rpc(),
         participant = participant.unwrap_or(""),
         reason = %error,
-        request_lamport = times.map(|times| times.request),
-        received_lamport = times.map(|times| times.received),
-        response_lamport = times.map(|times| times.response),
+        request_lamport = times.map(|times| times.request.get()),
+        received_lamport = times.map(|times| times.received.get()),
+        response_lamport = times.map(|times| times.response.get()),
     );
     Refused {
         error,
@@ -828,24 +836,24 @@ fn accepted(call: Call, participant: &str, stored: &Stored, times: CallTimes) {
         component = SERVICE,
         event = call.event(),
         participant,
-        seq = stored.seq,
-        lamport = stored.lamport,
-        request_lamport = times.request,
-        received_lamport = times.received,
-        response_lamport = times.response,
+        seq = stored.seq.get(),
+        lamport = stored.lamport.map(LamportTime::get),
+        request_lamport = times.request.get(),
+        received_lamport = times.received.get(),
+        response_lamport = times.response.get(),
     );
 }
 
 /// Logs a Publish that repeated an idempotency key: nothing new was broadcast, and `seq` is the first's.
-fn publish_repeated(participant: &str, seq: u64, times: CallTimes) {
+fn publish_repeated(participant: &str, seq: Seq, times: CallTimes) {
     info!(
         component = SERVICE,
         event = ServiceEvent::PublishRepeated.as_str(),
         participant,
-        seq,
-        request_lamport = times.request,
-        received_lamport = times.received,
-        response_lamport = times.response,
+        seq = seq.get(),
+        request_lamport = times.request.get(),
+        received_lamport = times.received.get(),
+        response_lamport = times.response.get(),
     );
 }
 

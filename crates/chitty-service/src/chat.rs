@@ -19,7 +19,7 @@ use chitty_logs::{SERVICE, ServiceEvent};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chitty_core::{EventDraft, LamportClock, TokenHash};
+use chitty_core::{EventDraft, LamportClock, LamportTime, Seq, TokenHash};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -91,24 +91,24 @@ impl SingleNode {
             .iter()
             .map(|keyed| keyed.event.lamport)
             .max()
-            .unwrap_or(0);
+            .unwrap_or_default();
         recovered.lamport_floor = recovered.lamport_floor.max(highest_event);
         let clock = Arc::new(LamportClock::starting_at(recovered.lamport_floor));
         let now = Instant::now();
         let mut sessions = SessionTable::default();
         for (token, stored) in std::mem::take(&mut recovered.sessions) {
             if !sessions.is_present(&stored.name) {
-                sessions.admit(token, stored.name.into(), stored.join_seq, now);
+                sessions.admit(token, stored.name.into(), Seq::new(stored.join_seq), now);
             }
         }
-        if recovered.last_seq > 0 {
+        if recovered.last_seq > Seq::new(0) {
             info!(
                 component = SERVICE,
                 event = ServiceEvent::Recover.as_str(),
-                last_seq = recovered.last_seq,
+                last_seq = recovered.last_seq.get(),
                 retained = recovered.events.len(),
                 sessions = sessions.len(),
-                lamport = recovered.lamport_floor,
+                lamport = recovered.lamport_floor.get(),
             );
         }
         let metrics = Arc::new(Metrics::new(NodeKind::Single));
@@ -158,8 +158,8 @@ impl SingleNode {
                         component = SERVICE,
                         event = ServiceEvent::CrashLeave.as_str(),
                         participant = %name,
-                        seq = event.seq,
-                        lamport = event.lamport,
+                        seq = event.seq.get(),
+                        lamport = event.lamport.get(),
                         grace_ms = self.grace.as_millis() as u64,
                         reason = %why,
                     );
@@ -184,7 +184,7 @@ impl SingleNode {
     }
 
     /// The seq of the newest durable event.
-    pub fn last_seq(&self) -> u64 {
+    pub fn last_seq(&self) -> Seq {
         self.hub.last_seq()
     }
 
@@ -240,7 +240,7 @@ impl Backend for SingleNode {
         &self.clock
     }
 
-    async fn stamp(&self) -> Result<u64, ChatError> {
+    async fn stamp(&self) -> Result<LamportTime, ChatError> {
         Ok(self.hub.stamp().await?)
     }
 
@@ -326,13 +326,13 @@ impl Backend for SingleNode {
     async fn open_stream(
         &self,
         token: &TokenHash,
-        after_seq: u64,
+        after_seq: Seq,
         found: impl FnOnce(&Arc<str>) + Send,
     ) -> Result<Opened, ChatError> {
         let mut sessions = self.sessions();
         let session = sessions.get(token).ok_or(AuthError::Unknown)?;
         found(&session.name);
-        let from = after_seq.max(session.join_seq - 1);
+        let from = after_seq.max(session.join_seq.previous());
         let subscription = self.hub.subscribe(Arc::clone(&session.name), from)?;
         let replaced = sessions.attach(token, subscription.id(), subscription.end_signal());
         if let Some(replaced) = replaced {
@@ -401,7 +401,9 @@ pub(crate) mod tests {
     }
 
     async fn join(chat: &ChatService, name: &str, lamport: u64) -> Joined {
-        chat.join(name, "", None, lamport).await.expect("join")
+        chat.join(name, "", None, LamportTime::new(lamport))
+            .await
+            .expect("join")
     }
 
     fn refusal<T: std::fmt::Debug>(result: Result<T, Refused>) -> ChatError {
@@ -412,20 +414,33 @@ pub(crate) mod tests {
     async fn each_call_witnesses_the_request_then_stamps_the_event_then_the_response() {
         let chat = chat();
         let joined = join(&chat, "alice", 40).await;
-        assert_eq!(joined.times.request, 40);
-        assert_eq!(joined.times.received, 41, "max(0, 40) + 1");
+        assert_eq!(joined.times.request, LamportTime::new(40));
         assert_eq!(
-            joined.times.response, 43,
+            joined.times.received,
+            LamportTime::new(41),
+            "max(0, 40) + 1"
+        );
+        assert_eq!(
+            joined.times.response,
+            LamportTime::new(43),
             "the broadcast took 42; the response is the next send"
         );
 
         let published = chat
-            .publish(bearer(&joined), "hi", "", 7)
+            .publish(bearer(&joined), "hi", "", LamportTime::new(7))
             .await
             .expect("publish");
-        assert_eq!(published.times.received, 44, "max(43, 7) + 1");
-        assert_eq!(published.times.response, 46, "the event took 45");
-        assert_eq!(published.seq, joined.seq + 1);
+        assert_eq!(
+            published.times.received,
+            LamportTime::new(44),
+            "max(43, 7) + 1"
+        );
+        assert_eq!(
+            published.times.response,
+            LamportTime::new(46),
+            "the event took 45"
+        );
+        assert_eq!(published.seq, joined.seq.next());
     }
 
     #[tokio::test]
@@ -433,9 +448,18 @@ pub(crate) mod tests {
         let chat = chat();
         let alice = join(&chat, "alice", 1).await;
         let bob = join(&chat, "bob", 1).await;
-        let mut alice_stream = chat.open_stream(bearer(&alice), 0, 1).await.expect("open");
-        let mut bob_stream = chat.open_stream(bearer(&bob), 0, 1).await.expect("open");
-        let left = chat.leave(bearer(&bob), 1).await.expect("leave");
+        let mut alice_stream = chat
+            .open_stream(bearer(&alice), Seq::new(0), LamportTime::new(1))
+            .await
+            .expect("open");
+        let mut bob_stream = chat
+            .open_stream(bearer(&bob), Seq::new(0), LamportTime::new(1))
+            .await
+            .expect("open");
+        let left = chat
+            .leave(bearer(&bob), LamportTime::new(1))
+            .await
+            .expect("leave");
 
         let mut bob_saw = Vec::new();
         while let Some(event) = bob_stream.next().await {
@@ -506,7 +530,7 @@ pub(crate) mod tests {
         let refused = {
             // The test runs on one thread, so the subscriber sees every line of the call.
             let _default = tracing::subscriber::set_default(subscriber);
-            refusal(chat.leave(bearer(&alice), 1).await)
+            refusal(chat.leave(bearer(&alice), LamportTime::new(1)).await)
         };
         assert!(
             matches!(refused, ChatError::Unavailable(_)),
@@ -527,15 +551,26 @@ pub(crate) mod tests {
     async fn an_ended_session_can_do_nothing_and_its_name_is_free() {
         let chat = chat();
         let alice = join(&chat, "alice", 1).await;
-        chat.leave(bearer(&alice), 1).await.expect("leave");
+        chat.leave(bearer(&alice), LamportTime::new(1))
+            .await
+            .expect("leave");
         let unknown = ChatError::Unauthenticated(AuthError::Unknown);
         assert_eq!(
-            refusal(chat.publish(bearer(&alice), "still here?", "", 1).await),
+            refusal(
+                chat.publish(bearer(&alice), "still here?", "", LamportTime::new(1))
+                    .await
+            ),
             unknown
         );
-        assert_eq!(refusal(chat.leave(bearer(&alice), 1).await), unknown);
         assert_eq!(
-            refusal(chat.open_stream(bearer(&alice), 0, 1).await),
+            refusal(chat.leave(bearer(&alice), LamportTime::new(1)).await),
+            unknown
+        );
+        assert_eq!(
+            refusal(
+                chat.open_stream(bearer(&alice), Seq::new(0), LamportTime::new(1))
+                    .await
+            ),
             unknown
         );
         join(&chat, "alice", 1).await;
@@ -546,7 +581,7 @@ pub(crate) mod tests {
         let chat = chat();
         let alice = join(&chat, "alice", 1).await;
         let refused = chat
-            .publish(bearer(&alice), "   ", "", 1)
+            .publish(bearer(&alice), "   ", "", LamportTime::new(1))
             .await
             .expect_err("blank");
         assert_eq!(
@@ -555,19 +590,28 @@ pub(crate) mod tests {
         );
         assert!(refused.lamport > Some(alice.times.response));
         assert_eq!(
-            refusal(chat.join("ALICE", "", None, 1).await),
+            refusal(chat.join("ALICE", "", None, LamportTime::new(1)).await),
             ChatError::NameTaken("ALICE".into())
         );
         assert_eq!(
-            refusal(chat.publish(Credential::Missing, "hi", "", 1).await),
+            refusal(
+                chat.publish(Credential::Missing, "hi", "", LamportTime::new(1))
+                    .await
+            ),
             ChatError::Unauthenticated(AuthError::Missing)
         );
         assert_eq!(
-            refusal(chat.publish(bearer(&alice), "hi", "", u64::MAX).await),
-            ChatError::LamportTooLarge(u64::MAX)
+            refusal(
+                chat.publish(bearer(&alice), "hi", "", LamportTime::new(u64::MAX))
+                    .await
+            ),
+            ChatError::LamportTooLarge(LamportTime::new(u64::MAX))
         );
         assert_eq!(
-            refusal(chat.publish(bearer(&alice), "hi", &"k".repeat(65), 1).await),
+            refusal(
+                chat.publish(bearer(&alice), "hi", &"k".repeat(65), LamportTime::new(1))
+                    .await
+            ),
             ChatError::IdempotencyKeyTooLong(65)
         );
         assert_eq!(
@@ -582,11 +626,11 @@ pub(crate) mod tests {
         let chat = chat();
         let alice = join(&chat, "alice", 1).await;
         let first = chat
-            .publish(bearer(&alice), "once", "key-1", 1)
+            .publish(bearer(&alice), "once", "key-1", LamportTime::new(1))
             .await
             .expect("publish");
         let again = chat
-            .publish(bearer(&alice), "once", "key-1", 1)
+            .publish(bearer(&alice), "once", "key-1", LamportTime::new(1))
             .await
             .expect("publish");
         assert_eq!(again.seq, first.seq);
@@ -596,10 +640,10 @@ pub(crate) mod tests {
             "the retry broadcast nothing"
         );
         let other = chat
-            .publish(bearer(&alice), "twice", "key-2", 1)
+            .publish(bearer(&alice), "twice", "key-2", LamportTime::new(1))
             .await
             .expect("publish");
-        assert_eq!(other.seq, first.seq + 1);
+        assert_eq!(other.seq, first.seq.next());
     }
 
     #[tokio::test]
@@ -607,14 +651,22 @@ pub(crate) mod tests {
         let chat = chat();
         let alice = join(&chat, "alice", 1).await;
         let bob = join(&chat, "bob", 1).await;
-        let presence = chat.participants(bearer(&alice), 1).await.expect("present");
+        let presence = chat
+            .participants(bearer(&alice), LamportTime::new(1))
+            .await
+            .expect("present");
         assert_eq!(presence.names, vec!["alice".to_owned(), "bob".to_owned()]);
         assert_eq!(presence.seq, bob.seq);
-        chat.leave(bearer(&bob), 1).await.expect("leave");
-        let presence = chat.participants(bearer(&alice), 1).await.expect("present");
+        chat.leave(bearer(&bob), LamportTime::new(1))
+            .await
+            .expect("leave");
+        let presence = chat
+            .participants(bearer(&alice), LamportTime::new(1))
+            .await
+            .expect("present");
         assert_eq!(presence.names, vec!["alice".to_owned()]);
         assert_eq!(
-            refusal(chat.participants(bearer(&bob), 1).await),
+            refusal(chat.participants(bearer(&bob), LamportTime::new(1)).await),
             ChatError::Unauthenticated(AuthError::Unknown)
         );
     }
@@ -626,7 +678,7 @@ pub(crate) mod tests {
             join(&chat, name, 1).await;
         }
         assert_eq!(
-            refusal(chat.join("d", "", None, 1).await),
+            refusal(chat.join("d", "", None, LamportTime::new(1)).await),
             ChatError::Full(3)
         );
     }
@@ -644,15 +696,18 @@ pub(crate) mod tests {
         let flooder = join(&chat, "flooder", 1).await;
         let calm = join(&chat, "calm", 1).await;
         for n in 0..3 {
-            chat.publish(bearer(&flooder), &format!("m{n}"), "", 1)
+            chat.publish(bearer(&flooder), &format!("m{n}"), "", LamportTime::new(1))
                 .await
                 .expect("within the burst");
         }
         assert!(matches!(
-            refusal(chat.publish(bearer(&flooder), "one too many", "", 1).await),
+            refusal(
+                chat.publish(bearer(&flooder), "one too many", "", LamportTime::new(1))
+                    .await
+            ),
             ChatError::RateLimited { .. }
         ));
-        chat.publish(bearer(&calm), "hello", "", 1)
+        chat.publish(bearer(&calm), "hello", "", LamportTime::new(1))
             .await
             .expect("others are unaffected");
     }
@@ -666,32 +721,48 @@ pub(crate) mod tests {
         })
         .expect("an in-memory store");
         let peer = Some(IpAddr::from([192, 0, 2, 7]));
-        chat.join("alice", "sesame", peer, 1)
+        chat.join("alice", "sesame", peer, LamportTime::new(1))
             .await
             .expect("the right secret");
         for guess in 0..JOIN_FAILURES_PER_MINUTE {
             assert_eq!(
                 refusal(
-                    chat.join("mallory", &format!("guess {guess}"), peer, 1)
-                        .await
+                    chat.join(
+                        "mallory",
+                        &format!("guess {guess}"),
+                        peer,
+                        LamportTime::new(1)
+                    )
+                    .await
                 ),
                 ChatError::WrongJoinSecret
             );
         }
         assert!(matches!(
-            refusal(chat.join("mallory", "one more guess", peer, 1).await),
+            refusal(
+                chat.join("mallory", "one more guess", peer, LamportTime::new(1))
+                    .await
+            ),
             ChatError::TooManyJoinFailures(_)
         ));
         assert!(
             matches!(
-                refusal(chat.join("mallory", "sesame", peer, 1).await),
+                refusal(
+                    chat.join("mallory", "sesame", peer, LamportTime::new(1))
+                        .await
+                ),
                 ChatError::TooManyJoinFailures(_)
             ),
             "a blocked address may not try even the right secret"
         );
-        chat.join("bob", "sesame", Some(IpAddr::from([192, 0, 2, 8])), 1)
-            .await
-            .expect("other addresses are unaffected");
+        chat.join(
+            "bob",
+            "sesame",
+            Some(IpAddr::from([192, 0, 2, 8])),
+            LamportTime::new(1),
+        )
+        .await
+        .expect("other addresses are unaffected");
     }
 
     #[tokio::test(start_paused = true)]
@@ -699,8 +770,14 @@ pub(crate) mod tests {
         let chat = chat();
         let alice = join(&chat, "alice", 1).await;
         let bob = join(&chat, "bob", 1).await;
-        let mut alice_stream = chat.open_stream(bearer(&alice), 0, 1).await.expect("open");
-        let bob_stream = chat.open_stream(bearer(&bob), 0, 1).await.expect("open");
+        let mut alice_stream = chat
+            .open_stream(bearer(&alice), Seq::new(0), LamportTime::new(1))
+            .await
+            .expect("open");
+        let bob_stream = chat
+            .open_stream(bearer(&bob), Seq::new(0), LamportTime::new(1))
+            .await
+            .expect("open");
         drop(bob_stream);
 
         tokio::time::advance(Duration::from_secs(4)).await;
@@ -736,7 +813,12 @@ pub(crate) mod tests {
             let chat = ChatService::open(config(), store, recovered);
             let alice = join(&chat, "alice", 1).await;
             let published = chat
-                .publish(bearer(&alice), "before the restart", "k", 1)
+                .publish(
+                    bearer(&alice),
+                    "before the restart",
+                    "k",
+                    LamportTime::new(1),
+                )
                 .await
                 .expect("publish");
             chat.backend().shutdown();
@@ -747,7 +829,7 @@ pub(crate) mod tests {
         let chat = ChatService::open(config(), store, recovered);
         let credential = Credential::Bearer(alice_token.as_str());
         let mut stream = chat
-            .open_stream(credential, last_seq - 1, 1)
+            .open_stream(credential, last_seq.previous(), LamportTime::new(1))
             .await
             .expect("the session survived");
         let replayed = stream.next().await.expect("open").expect("an event");
@@ -756,21 +838,21 @@ pub(crate) mod tests {
             (last_seq, "before the restart")
         );
         let again = chat
-            .publish(credential, "before the restart", "k", 1)
+            .publish(credential, "before the restart", "k", LamportTime::new(1))
             .await
             .expect("publish");
         assert_eq!(again.seq, last_seq, "the idempotency key survived too");
         let after = chat
-            .publish(credential, "after the restart", "", 1)
+            .publish(credential, "after the restart", "", LamportTime::new(1))
             .await
             .expect("publish");
-        assert_eq!(after.seq, last_seq + 1, "seq continues without a gap");
+        assert_eq!(after.seq, last_seq.next(), "seq continues without a gap");
         assert!(
             after.times.received > last_lamport,
             "the clock never goes back"
         );
         assert_eq!(
-            refusal(chat.join("alice", "", None, 1).await),
+            refusal(chat.join("alice", "", None, LamportTime::new(1)).await),
             ChatError::NameTaken("alice".into())
         );
     }

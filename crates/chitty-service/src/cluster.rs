@@ -42,7 +42,7 @@ use chitty_cluster::{
     Appended, Cluster, ClusterConfig, ClusterError, EventLog, LogEvent, Now, members::ClaimError,
 };
 use chitty_core::validate::name_key;
-use chitty_core::{Event, EventDraft, EventKind, LamportClock, TokenHash};
+use chitty_core::{Event, EventDraft, EventKind, LamportClock, LamportTime, Seq, TokenHash};
 use tracing::{info, warn};
 
 use crate::call::{
@@ -66,7 +66,7 @@ struct Present {
     /// The name as it joined.
     name: Arc<str>,
     /// The seq of its joined event: which session of that name is present.
-    join_seq: u64,
+    join_seq: Seq,
 }
 
 /// A session a call presented, resolved from its token.
@@ -77,7 +77,7 @@ struct Known {
     /// Its name key.
     key: String,
     /// The seq of its joined event.
-    join_seq: u64,
+    join_seq: Seq,
 }
 
 /// A Broadcast stream open on this node.
@@ -148,7 +148,7 @@ struct NodeState {
     /// Who is present as of `seq`, by name key.
     present: HashMap<String, Present>,
     /// The newest event applied.
-    seq: u64,
+    seq: Seq,
     /// The Broadcast streams open on this node, by session.
     streams: HashMap<TokenHash, LocalStream>,
     /// Sessions whose record may say their stream is open here when it is not, with the wall-clock
@@ -283,20 +283,21 @@ impl ClusterNode {
         cluster_config.grace = config.grace;
         let cluster = Cluster::connect(cluster_config).await?;
         let bounds = cluster.settled_bounds().await?;
-        let from_seq = bounds.first_seq.max(1);
+        let from_seq = bounds.first_seq.max(Seq::new(1));
         let clock = Arc::new(LamportClock::new());
         let mut state = NodeState {
-            seq: from_seq - 1,
+            seq: from_seq.previous(),
             ..NodeState::default()
         };
         // Sessions whose joined event the stream no longer holds are present too.
         for (_, record) in cluster.members().sessions().await? {
-            if record.join_seq != 0 && record.join_seq < from_seq && !record.is_ending() {
+            let join_seq = Seq::new(record.join_seq);
+            if join_seq != Seq::new(0) && join_seq < from_seq && !record.is_ending() {
                 state.present.insert(
                     name_key(&record.name),
                     Present {
                         name: record.name.into(),
-                        join_seq: record.join_seq,
+                        join_seq,
                     },
                 );
             }
@@ -304,7 +305,7 @@ impl ClusterNode {
         let state = Arc::new(Mutex::new(state));
         let metrics = Arc::new(Metrics::new(NodeKind::Cluster));
         let fanout = Arc::new(Fanout::new(
-            History::new(config.hub.retention, from_seq - 1),
+            History::new(config.hub.retention, from_seq.previous()),
             config.hub.queue_capacity,
             Arc::clone(&metrics),
         ));
@@ -475,9 +476,9 @@ impl ClusterNode {
                     component = SERVICE,
                     event = ServiceEvent::JoinOvertaken.as_str(),
                     participant = %session.name,
-                    join_seq = session.join_seq,
-                    seq = announced.as_ref().map(|event| event.seq),
-                    lamport = announced.as_ref().map(|event| event.lamport),
+                    join_seq = session.join_seq.get(),
+                    seq = announced.as_ref().map(|event| event.seq.get()),
+                    lamport = announced.as_ref().map(|event| event.lamport.get()),
                     node = self.node_id(),
                 );
             }
@@ -492,7 +493,7 @@ impl ClusterNode {
         &self,
         draft: EventDraft,
         idempotency_key: Option<&str>,
-        check: impl FnMut() -> Result<u64, E> + Send,
+        check: impl FnMut() -> Result<Seq, E> + Send,
     ) -> Result<Result<Appended, E>, ClusterError> {
         let started = std::time::Instant::now();
         let appended = self.log.append_if(draft, idempotency_key, check).await;
@@ -530,14 +531,14 @@ impl ClusterNode {
     /// The participant limit is checked against the roster too, but joins of different names on
     /// different nodes at the same moment do not exclude each other, so the chat may hold a few more
     /// than the limit: as many as were joining at once.
-    fn check_admissible(&self, key: &str, max_participants: usize) -> Result<u64, NotNow> {
+    fn check_admissible(&self, key: &str, max_participants: usize) -> Result<Seq, NotNow> {
         let state = self.state();
         if state.present.contains_key(key) {
             Err(NotNow::Taken)
         } else if state.present.len() >= max_participants {
             Err(NotNow::Full)
         } else {
-            Ok(0)
+            Ok(Seq::new(0))
         }
     }
 
@@ -597,14 +598,14 @@ impl ClusterNode {
         &self,
         hash: TokenHash,
         session: &Known,
-        after_seq: u64,
+        after_seq: Seq,
     ) -> Result<Opened, ChatError> {
         self.catch_up_to(after_seq).await?;
         let mut state = self.state();
         if !state.is_current(session) {
             return Err(AuthError::Unknown.into());
         }
-        let from = after_seq.max(session.join_seq - 1);
+        let from = after_seq.max(session.join_seq.previous());
         let subscription = self.fanout.subscribe(Arc::clone(&session.name), from)?;
         state.owed_detaches.remove(&hash);
         let replaced = state.streams.insert(
@@ -711,9 +712,9 @@ impl ClusterNode {
         let mut announced = false;
         let join_seq = match ending.record.join_seq {
             0 => self.unrecorded_join_seq(&ending).await?,
-            recorded => recorded,
+            recorded => Seq::new(recorded),
         };
-        if join_seq != 0 {
+        if join_seq != Seq::new(0) {
             let session = Known {
                 name: ending.record.name.as_str().into(),
                 key: name_key(&ending.record.name),
@@ -730,8 +731,8 @@ impl ClusterNode {
                     component = SERVICE,
                     event = ServiceEvent::CrashLeave.as_str(),
                     participant = %session.name,
-                    seq = appended.event.seq,
-                    lamport = appended.event.lamport,
+                    seq = appended.event.seq.get(),
+                    lamport = appended.event.lamport.get(),
                     grace_ms = self.grace.as_millis() as u64,
                     reason = %vanished.why,
                     node = self.node_id(),
@@ -752,7 +753,7 @@ impl ClusterNode {
     async fn unrecorded_join_seq(
         &self,
         ending: &chitty_cluster::Ending,
-    ) -> Result<u64, ClusterError> {
+    ) -> Result<Seq, ClusterError> {
         let tail = self.log.bounds().await?.last_seq;
         self.log.wait_applied(tail).await?;
         let present = self
@@ -761,7 +762,7 @@ impl ClusterNode {
             .get(&name_key(&ending.record.name))
             .map(|present| present.join_seq);
         let Some(join_seq) = present else {
-            return Ok(0);
+            return Ok(Seq::new(0));
         };
         let owner = self
             .cluster
@@ -771,7 +772,7 @@ impl ClusterNode {
         Ok(if owner == Some(ending.token_hash.to_hex()) {
             join_seq
         } else {
-            0
+            Seq::new(0)
         })
     }
 
@@ -800,7 +801,7 @@ impl ClusterNode {
     }
 
     /// The newest event this node applied.
-    pub fn last_seq(&self) -> u64 {
+    pub fn last_seq(&self) -> Seq {
         self.state().seq
     }
 
@@ -856,7 +857,7 @@ impl ClusterNode {
                 let session = Known {
                     key: name_key(&entry.record.name),
                     name: entry.record.name.into(),
-                    join_seq: entry.record.join_seq,
+                    join_seq: Seq::new(entry.record.join_seq),
                 };
                 self.log
                     .wait_applied(session.join_seq)
@@ -876,7 +877,7 @@ impl ClusterNode {
 
     /// Waits until this node has read the stream up to `seq`, if the stream holds it: a participant
     /// failing over from a node that was ahead resumes here without being told it asked for the future.
-    async fn catch_up_to(&self, seq: u64) -> Result<(), ChatError> {
+    async fn catch_up_to(&self, seq: Seq) -> Result<(), ChatError> {
         if seq <= self.state().seq {
             return Ok(());
         }
@@ -890,7 +891,7 @@ impl ClusterNode {
     /// Whether `session` is the one present under its name, as the check of an append of its message
     /// or its left event: relies on its joined event, which JetStream then makes sure is still the
     /// participant's last joined or left event when it stores the append.
-    fn check_current(&self, session: &Known) -> Result<u64, NotNow> {
+    fn check_current(&self, session: &Known) -> Result<Seq, NotNow> {
         if self.state().is_current(session) {
             Ok(session.join_seq)
         } else {
@@ -914,7 +915,7 @@ impl Backend for ClusterNode {
 
     /// Never fails: a cluster node keeps no durable clock floor of its own that a tick would have to
     /// wait for, as a single node's store does.
-    async fn stamp(&self) -> Result<u64, ChatError> {
+    async fn stamp(&self) -> Result<LamportTime, ChatError> {
         Ok(self.clock.tick())
     }
 
@@ -1002,7 +1003,7 @@ impl Backend for ClusterNode {
     async fn open_stream(
         &self,
         token: &TokenHash,
-        after_seq: u64,
+        after_seq: Seq,
         found: impl FnOnce(&Arc<str>) + Send,
     ) -> Result<Opened, ChatError> {
         let session = self.session_of(token).await?;
@@ -1125,7 +1126,10 @@ mod tests {
     async fn alice_joined_on_one_node(test: &str) -> Option<(NatsCluster, ClusterChat, Joined)> {
         let nats = NatsCluster::start_or_skip(test, 1).await?;
         let node = node(&nats, "a", &unique_prefix()).await;
-        let joined = node.join("alice", "", None, 0).await.expect("alice joins");
+        let joined = node
+            .join("alice", "", None, LamportTime::new(0))
+            .await
+            .expect("alice joins");
         Some((nats, node, joined))
     }
 
@@ -1143,10 +1147,10 @@ mod tests {
     }
 
     /// The left events of `name` in the log, by seq.
-    async fn left_events(node: &ClusterChat, name: &str) -> Vec<u64> {
+    async fn left_events(node: &ClusterChat, name: &str) -> Vec<Seq> {
         node.backend()
             .log
-            .read(0, 1_000)
+            .read(Seq::new(0), 1_000)
             .await
             .expect("the log reads")
             .into_iter()
@@ -1201,7 +1205,11 @@ mod tests {
         let credential = Credential::Bearer(joined.token.as_str());
         // One poll sends the attach to NATS, whose answer cannot be there yet; then the client goes
         // away and tonic drops the call.
-        let opened = futures_util::FutureExt::now_or_never(node.open_stream(credential, 0, 0));
+        let opened = futures_util::FutureExt::now_or_never(node.open_stream(
+            credential,
+            Seq::new(0),
+            LamportTime::new(0),
+        ));
         assert!(opened.is_none(), "the attach waits for NATS");
         let state = node.backend().state();
         assert!(
@@ -1229,7 +1237,7 @@ mod tests {
         let credential = Credential::Bearer(joined.token.as_str());
         let hash = TokenHash::of(joined.token.as_str());
         let stream = node
-            .open_stream(credential, 0, 0)
+            .open_stream(credential, Seq::new(0), LamportTime::new(0))
             .await
             .expect("alice's stream opens");
         assert!(stream_open(&node, &hash).await, "attached once open");
@@ -1348,7 +1356,7 @@ mod tests {
         assert_eq!(left_events(&a, "alice").await, left, "announced once");
 
         // Her name is free again, on either node.
-        let again = b.join("alice", "", None, 0).await;
+        let again = b.join("alice", "", None, LamportTime::new(0)).await;
         assert!(again.is_ok(), "got {again:?}, want alice admitted again");
     }
 }

@@ -25,7 +25,7 @@ use chitty_logs::{SERVICE, ServiceEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use chitty_core::Event;
+use chitty_core::{Event, Seq};
 use thiserror::Error;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -190,7 +190,7 @@ impl Fanout {
     }
 
     /// The seq of the oldest event held.
-    pub fn first_held(&self) -> u64 {
+    pub fn first_held(&self) -> Seq {
         self.lock().history.first_held()
     }
 
@@ -199,7 +199,7 @@ impl Fanout {
     pub fn subscribe(
         &self,
         participant: Arc<str>,
-        after_seq: u64,
+        after_seq: Seq,
     ) -> Result<Subscription, SubscribeError> {
         let mailbox = Arc::new(Mailbox::new(self.queue_capacity));
         let end = Arc::new(StreamEnd::default());
@@ -325,7 +325,7 @@ pub struct Published {
     /// Each event, how many streams it was queued to, and who was cut off at it.
     events: Vec<(Arc<Event>, usize, Vec<Arc<str>>)>,
     /// The newest seq published.
-    pub last_seq: u64,
+    pub last_seq: Seq,
     /// The events the history let go of to stay within its bounds, oldest first.
     pub evicted: Vec<KeyedEvent>,
 }
@@ -337,8 +337,8 @@ impl Published {
             info!(
                 component = SERVICE,
                 event = ServiceEvent::Broadcast.as_str(),
-                seq = event.seq,
-                lamport = event.lamport,
+                seq = event.seq.get(),
+                lamport = event.lamport.get(),
                 kind = %event.kind,
                 participant = %event.participant,
                 text = %event.text,
@@ -349,7 +349,7 @@ impl Published {
                     component = SERVICE,
                     event = ServiceEvent::CutOff.as_str(),
                     participant = %participant,
-                    seq = event.seq,
+                    seq = event.seq.get(),
                     queue_capacity,
                     reason = "fell behind: its queue of unread events was full",
                 );
@@ -469,8 +469,8 @@ impl Subscription {
             component = SERVICE,
             event = ServiceEvent::Deliver.as_str(),
             participant = %self.participant,
-            seq = event.seq,
-            lamport = event.lamport,
+            seq = event.seq.get(),
+            lamport = event.lamport.get(),
         );
     }
 
@@ -506,7 +506,7 @@ impl Drop for Subscription {
 mod tests {
     use super::*;
     use crate::history::Retention;
-    use chitty_core::EventDraft;
+    use chitty_core::{EventDraft, LamportTime};
     use std::time::Duration;
 
     fn keyed(seq: u64) -> KeyedEvent {
@@ -516,7 +516,7 @@ mod tests {
                     participant: "p".into(),
                     text: format!("message {seq}"),
                 }
-                .into_event(seq, seq),
+                .into_event(Seq::new(seq), LamportTime::new(seq)),
             ),
             idempotency_key: None,
         }
@@ -529,7 +529,7 @@ mod tests {
             bytes: usize::MAX,
         };
         Fanout::new(
-            History::new(retention, 0),
+            History::new(retention, Seq::new(0)),
             queue_capacity,
             Arc::new(Metrics::default()),
         )
@@ -552,7 +552,10 @@ mod tests {
         )
         .await
         .expect("an answer within 5 s");
-        let seqs = batch.iter().map(|event| event.seq).collect::<Vec<_>>();
+        let seqs = batch
+            .iter()
+            .map(|event| event.seq.get())
+            .collect::<Vec<_>>();
         match next {
             Some(Ok(())) => {
                 assert!(!seqs.is_empty(), "a batch is never empty");
@@ -569,7 +572,9 @@ mod tests {
     async fn batches_replay_then_live_events_in_order_within_the_limit() {
         let fanout = fanout(16);
         publish(&fanout, 1..=5);
-        let mut subscription = fanout.subscribe("a".into(), 0).expect("subscribe");
+        let mut subscription = fanout
+            .subscribe("a".into(), Seq::new(0))
+            .expect("subscribe");
         publish(&fanout, 6..=8);
         publish(&fanout, 9..=9);
         assert_eq!(
@@ -601,8 +606,12 @@ mod tests {
     #[tokio::test]
     async fn a_clean_end_comes_after_the_queued_events_and_an_abrupt_one_before_them() {
         let fanout = fanout(16);
-        let mut leaver = fanout.subscribe("leaver".into(), 0).expect("subscribe");
-        let mut replaced = fanout.subscribe("replaced".into(), 0).expect("subscribe");
+        let mut leaver = fanout
+            .subscribe("leaver".into(), Seq::new(0))
+            .expect("subscribe");
+        let mut replaced = fanout
+            .subscribe("replaced".into(), Seq::new(0))
+            .expect("subscribe");
         publish(&fanout, 1..=3);
         fanout.end(leaver.id(), EndReason::Left);
         fanout.end(replaced.id(), EndReason::Replaced);
@@ -624,7 +633,9 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_falls_behind_is_cut_off_and_told_so() {
         let fanout = fanout(4);
-        let mut slow = fanout.subscribe("slow".into(), 0).expect("subscribe");
+        let mut slow = fanout
+            .subscribe("slow".into(), Seq::new(0))
+            .expect("subscribe");
         publish(&fanout, 1..=3);
         assert_eq!(next_batch(&mut slow, 2).await, Some(Ok(vec![1, 2])));
         publish(&fanout, 4..=6);
@@ -644,7 +655,9 @@ mod tests {
     #[tokio::test]
     async fn shutting_down_ends_a_waiting_batch() {
         let fanout = Arc::new(fanout(4));
-        let mut waiting = fanout.subscribe("waiting".into(), 0).expect("subscribe");
+        let mut waiting = fanout
+            .subscribe("waiting".into(), Seq::new(0))
+            .expect("subscribe");
         let reader = tokio::spawn(async move { next_batch(&mut waiting, 64).await });
         tokio::task::yield_now().await;
         fanout.close();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use chitty_core::{Event, EventKind};
+use chitty_core::{Event, EventKind, LamportTime, Seq};
 use chitty_proto::codec::EventFields;
 use chitty_proto::v1;
 use chitty_proto::v1::chitty_chat_server::{ChittyChat, ChittyChatServer};
@@ -64,13 +64,18 @@ impl ChittyChat for GrpcChat {
         let request = request.into_inner();
         let joined = self
             .chat
-            .join(&request.name, &request.join_secret, peer, request.lamport)
+            .join(
+                &request.name,
+                &request.join_secret,
+                peer,
+                LamportTime::new(request.lamport),
+            )
             .await
             .map_err(refusal(&self.chat, Call::Join))?;
         Ok(Response::new(v1::JoinResponse {
             session_token: joined.token.as_str().to_owned(),
-            lamport: joined.times.response,
-            seq: joined.seq,
+            lamport: joined.times.response.get(),
+            seq: joined.seq.get(),
         }))
     }
 
@@ -100,13 +105,13 @@ impl ChittyChat for GrpcChat {
                 credential,
                 &request.text,
                 &request.idempotency_key,
-                request.lamport,
+                LamportTime::new(request.lamport),
             )
             .await
             .map_err(refusal(&self.chat, Call::Publish))?;
         Ok(Response::new(v1::PublishResponse {
-            lamport: published.times.response,
-            seq: published.seq,
+            lamport: published.times.response.get(),
+            seq: published.seq.get(),
         }))
     }
 
@@ -117,13 +122,13 @@ impl ChittyChat for GrpcChat {
         let credential = credential(request.metadata());
         let presence = self
             .chat
-            .participants(credential, request.get_ref().lamport)
+            .participants(credential, LamportTime::new(request.get_ref().lamport))
             .await
             .map_err(refusal(&self.chat, Call::Participants))?;
         Ok(Response::new(v1::ParticipantsResponse {
             names: presence.names,
-            seq: presence.seq,
-            lamport: presence.times.response,
+            seq: presence.seq.get(),
+            lamport: presence.times.response.get(),
         }))
     }
 
@@ -134,12 +139,12 @@ impl ChittyChat for GrpcChat {
         let credential = credential(request.metadata());
         let left = self
             .chat
-            .leave(credential, request.get_ref().lamport)
+            .leave(credential, LamportTime::new(request.get_ref().lamport))
             .await
             .map_err(refusal(&self.chat, Call::Leave))?;
         Ok(Response::new(v1::LeaveResponse {
-            lamport: left.times.response,
-            seq: left.seq,
+            lamport: left.times.response.get(),
+            seq: left.seq.get(),
         }))
     }
 }
@@ -151,9 +156,13 @@ async fn open_subscription(
 ) -> Result<Subscription, Status> {
     let credential = credential(request.metadata());
     let message = request.get_ref();
-    chat.open_stream(credential, message.after_seq, message.lamport)
-        .await
-        .map_err(refusal(chat, Call::Broadcast))
+    chat.open_stream(
+        credential,
+        Seq::new(message.after_seq),
+        LamportTime::new(message.lamport),
+    )
+    .await
+    .map_err(refusal(chat, Call::Broadcast))
 }
 
 /// Opens the session's Broadcast stream: its events as the hub shares them, ended by a status when the
@@ -398,8 +407,8 @@ fn encode_batch(events: &[Arc<Event>]) -> Result<Bytes, Status> {
 /// The fields of `event` as the codec writes them.
 fn event_fields(event: &Event) -> EventFields<'_> {
     EventFields {
-        seq: event.seq,
-        lamport: event.lamport,
+        seq: event.seq.get(),
+        lamport: event.lamport.get(),
         kind: proto_kind(event.kind) as i32,
         participant: &event.participant,
         text: &event.text,
@@ -503,9 +512,9 @@ fn status_of(refused: Refused) -> Status {
         };
         let metadata = status.metadata_mut();
         if let Some(first_held) = first_held {
-            metadata.insert(FIRST_HELD_METADATA, MetadataValue::from(first_held));
+            metadata.insert(FIRST_HELD_METADATA, MetadataValue::from(first_held.get()));
         }
-        metadata.insert(LAST_SEQ_METADATA, MetadataValue::from(last_seq));
+        metadata.insert(LAST_SEQ_METADATA, MetadataValue::from(last_seq.get()));
     }
     status
 }
@@ -528,11 +537,11 @@ fn end_status(reason: EndReason) -> Status {
     }
 }
 
-fn with_lamport(mut status: Status, lamport: Option<u64>) -> Status {
+fn with_lamport(mut status: Status, lamport: Option<LamportTime>) -> Status {
     if let Some(lamport) = lamport {
         status
             .metadata_mut()
-            .insert(LAMPORT_METADATA, MetadataValue::from(lamport));
+            .insert(LAMPORT_METADATA, MetadataValue::from(lamport.get()));
     }
     status
 }
@@ -547,8 +556,8 @@ fn proto_kind(kind: EventKind) -> v1::EventKind {
 
 fn event_to_proto(event: &Event) -> v1::Event {
     v1::Event {
-        seq: event.seq,
-        lamport: event.lamport,
+        seq: event.seq.get(),
+        lamport: event.lamport.get(),
         kind: proto_kind(event.kind).into(),
         participant: event.participant.to_string(),
         text: event.text.clone(),
@@ -604,7 +613,7 @@ mod tests {
 
     /// Joins `name` and returns its session token.
     async fn join(chat: &ChatNode, name: &str) -> String {
-        chat.join(name, "", None, 0)
+        chat.join(name, "", None, LamportTime::new(0))
             .await
             .expect("join")
             .token
@@ -612,8 +621,8 @@ mod tests {
             .to_owned()
     }
 
-    async fn publish(chat: &ChatNode, token: &str, text: &str) -> u64 {
-        chat.publish(Credential::Bearer(token), text, "", 0)
+    async fn publish(chat: &ChatNode, token: &str, text: &str) -> Seq {
+        chat.publish(Credential::Bearer(token), text, "", LamportTime::new(0))
             .await
             .expect("publish")
             .seq
@@ -764,7 +773,7 @@ mod tests {
 
         // Left: every event before the leave, then OK.
         publish(&chat, &alice, "bye").await;
-        chat.leave(Credential::Bearer(&alice), 0)
+        chat.leave(Credential::Bearer(&alice), LamportTime::new(0))
             .await
             .expect("leave");
         assert_eq!(chunks_of(&mut replacement, 1).await, [[3]]);
@@ -824,8 +833,8 @@ mod tests {
             prop_oneof![".{0,10}", ".{0,140}", "[a-z]{0,3000}"],
         )
             .prop_map(|(seq, lamport, kind, participant, text)| Event {
-                seq,
-                lamport,
+                seq: Seq::new(seq),
+                lamport: LamportTime::new(lamport),
                 kind,
                 participant: participant.into(),
                 text,

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use chitty_core::Event;
+use chitty_core::{Event, Seq};
 use thiserror::Error;
 
 /// What an event is assumed to cost beyond its text and name: seq, times, kind, pointers and bookkeeping.
@@ -43,19 +43,19 @@ pub enum HistoryError {
     )]
     Evicted {
         /// The requested resume point.
-        after_seq: u64,
+        after_seq: Seq,
         /// The oldest event still held.
-        first_held: u64,
+        first_held: Seq,
         /// The newest event.
-        last_seq: u64,
+        last_seq: Seq,
     },
     /// The resume point lies past the newest event.
     #[error("after_seq {after_seq} is beyond the newest event, seq {last_seq}")]
     Ahead {
         /// The requested resume point.
-        after_seq: u64,
+        after_seq: Seq,
         /// The newest event.
-        last_seq: u64,
+        last_seq: Seq,
     },
 }
 
@@ -69,12 +69,12 @@ pub struct History {
     /// The estimated size of the held events.
     bytes: usize,
     /// The seq of the newest event ever appended, held or not; 0 before the first.
-    last_seq: u64,
+    last_seq: Seq,
 }
 
 impl History {
     /// An empty history that starts after `last_seq` (0 for a new service).
-    pub fn new(retention: Retention, last_seq: u64) -> Self {
+    pub fn new(retention: Retention, last_seq: Seq) -> Self {
         Self {
             events: VecDeque::new(),
             retention: Retention {
@@ -87,13 +87,14 @@ impl History {
     }
 
     /// The seq of the newest event, or 0 if there is none.
-    pub fn last_seq(&self) -> u64 {
+    pub fn last_seq(&self) -> Seq {
         self.last_seq
     }
 
     /// The seq of the oldest held event; `last_seq() + 1` when none is held.
-    pub fn first_held(&self) -> u64 {
-        self.last_seq + 1 - self.events.len() as u64
+    pub fn first_held(&self) -> Seq {
+        // The held seqs are consecutive and end at `last_seq`, so counting back gives the first.
+        Seq::new(self.last_seq.get() + 1 - self.events.len() as u64)
     }
 
     /// How many events are held.
@@ -114,7 +115,11 @@ impl History {
     /// Appends the next event; its seq must be `last_seq() + 1`. Returns the events evicted to stay within
     /// the retention bounds, oldest first.
     pub fn push(&mut self, keyed: KeyedEvent) -> Vec<KeyedEvent> {
-        debug_assert_eq!(keyed.event.seq, self.last_seq + 1, "seq must have no gaps");
+        debug_assert_eq!(
+            keyed.event.seq,
+            self.last_seq.next(),
+            "seq must have no gaps"
+        );
         self.last_seq = keyed.event.seq;
         self.bytes += size_of_event(&keyed.event);
         self.events.push_back(keyed);
@@ -132,7 +137,7 @@ impl History {
     }
 
     /// Every held event with seq greater than `after_seq`, oldest first.
-    pub fn after(&self, after_seq: u64) -> Result<VecDeque<Arc<Event>>, HistoryError> {
+    pub fn after(&self, after_seq: Seq) -> Result<VecDeque<Arc<Event>>, HistoryError> {
         if after_seq > self.last_seq {
             return Err(HistoryError::Ahead {
                 after_seq,
@@ -140,7 +145,7 @@ impl History {
             });
         }
         let first_held = self.first_held();
-        if after_seq + 1 < first_held {
+        if after_seq.next() < first_held {
             return Err(HistoryError::Evicted {
                 after_seq,
                 first_held,
@@ -148,7 +153,7 @@ impl History {
             });
         }
         // after_seq + 1 >= first_held, and the index of seq s is s - first_held.
-        let start = (after_seq + 1 - first_held) as usize;
+        let start = (after_seq.get() + 1 - first_held.get()) as usize;
         Ok(self
             .events
             .range(start..)
@@ -170,17 +175,18 @@ pub fn size_of_event(event: &Event) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chitty_core::EventDraft;
+    use chitty_core::{EventDraft, LamportTime};
     use proptest::prelude::*;
 
     fn keyed(seq: u64) -> KeyedEvent {
+        let (seq, lamport) = (Seq::new(seq), LamportTime::new(seq * 2));
         KeyedEvent {
             event: Arc::new(
                 EventDraft::Message {
                     participant: "p".into(),
                     text: format!("message {seq}"),
                 }
-                .into_event(seq, seq * 2),
+                .into_event(seq, lamport),
             ),
             idempotency_key: None,
         }
@@ -194,63 +200,69 @@ mod tests {
     }
 
     fn seqs(events: &VecDeque<Arc<Event>>) -> Vec<u64> {
-        events.iter().map(|event| event.seq).collect()
+        events.iter().map(|event| event.seq.get()).collect()
     }
 
     #[test]
     fn an_empty_history_replays_nothing_from_its_start() {
-        let history = History::new(by_count(4), 0);
+        let history = History::new(by_count(4), Seq::new(0));
         assert_eq!(
-            seqs(&history.after(0).expect("empty replay")),
+            seqs(&history.after(Seq::new(0)).expect("empty replay")),
             Vec::<u64>::new()
         );
         assert_eq!(
-            history.after(1),
+            history.after(Seq::new(1)),
             Err(HistoryError::Ahead {
-                after_seq: 1,
-                last_seq: 0
+                after_seq: Seq::new(1),
+                last_seq: Seq::new(0)
             })
         );
     }
 
     #[test]
     fn a_history_that_resumes_after_a_restart_continues_the_seq() {
-        let mut history = History::new(by_count(4), 41);
-        assert_eq!(history.first_held(), 42);
+        let mut history = History::new(by_count(4), Seq::new(41));
+        assert_eq!(history.first_held(), Seq::new(42));
         assert_eq!(
-            seqs(&history.after(41).expect("nothing yet")),
+            seqs(&history.after(Seq::new(41)).expect("nothing yet")),
             Vec::<u64>::new()
         );
         history.push(keyed(42));
-        assert_eq!(seqs(&history.after(41).expect("one")), vec![42]);
+        assert_eq!(seqs(&history.after(Seq::new(41)).expect("one")), vec![42]);
         assert!(matches!(
-            history.after(40),
+            history.after(Seq::new(40)),
             Err(HistoryError::Evicted { .. })
         ));
     }
 
     #[test]
     fn replays_exactly_what_follows_the_resume_point() {
-        let mut history = History::new(by_count(10), 0);
+        let mut history = History::new(by_count(10), Seq::new(0));
         (1..=5).for_each(|seq| assert!(history.push(keyed(seq)).is_empty()));
-        assert_eq!(seqs(&history.after(0).expect("all")), vec![1, 2, 3, 4, 5]);
-        assert_eq!(seqs(&history.after(3).expect("tail")), vec![4, 5]);
-        assert_eq!(seqs(&history.after(5).expect("none")), Vec::<u64>::new());
+        assert_eq!(
+            seqs(&history.after(Seq::new(0)).expect("all")),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert_eq!(seqs(&history.after(Seq::new(3)).expect("tail")), vec![4, 5]);
+        assert_eq!(
+            seqs(&history.after(Seq::new(5)).expect("none")),
+            Vec::<u64>::new()
+        );
     }
 
     #[test]
     fn evicted_events_are_returned_and_reported_with_what_is_still_held() {
-        let mut history = History::new(by_count(3), 0);
+        let mut history = History::new(by_count(3), Seq::new(0));
         let evicted: Vec<u64> = (1..=6)
             .flat_map(|seq| history.push(keyed(seq)))
-            .map(|keyed| keyed.event.seq)
+            .map(|keyed| keyed.event.seq.get())
             .collect();
         assert_eq!(evicted, vec![1, 2, 3]);
         assert_eq!(
-            seqs(&history.after(3).expect("oldest held onward")),
+            seqs(&history.after(Seq::new(3)).expect("oldest held onward")),
             vec![4, 5, 6]
         );
-        let error = history.after(2).expect_err("seq 3 is gone");
+        let error = history.after(Seq::new(2)).expect_err("seq 3 is gone");
         assert_eq!(
             error.to_string(),
             "the events after seq 2 are no longer held; the history holds seq 4 to 6"
@@ -265,12 +277,15 @@ mod tests {
                 events: 100,
                 bytes: one * 2,
             },
-            0,
+            Seq::new(0),
         );
         (1..=5).for_each(|seq| {
             history.push(keyed(seq));
         });
-        assert_eq!(seqs(&history.after(3).expect("two held")), vec![4, 5]);
+        assert_eq!(
+            seqs(&history.after(Seq::new(3)).expect("two held")),
+            vec![4, 5]
+        );
         assert!(history.bytes() <= one * 2);
 
         let mut tiny = History::new(
@@ -278,10 +293,13 @@ mod tests {
                 events: 100,
                 bytes: 1,
             },
-            0,
+            Seq::new(0),
         );
         tiny.push(keyed(1));
-        assert_eq!(seqs(&tiny.after(0).expect("the newest stays")), vec![1]);
+        assert_eq!(
+            seqs(&tiny.after(Seq::new(0)).expect("the newest stays")),
+            vec![1]
+        );
     }
 
     proptest! {
@@ -289,10 +307,10 @@ mod tests {
         /// that is true.
         #[test]
         fn replay_is_exact_or_refused(limit in 1usize..20, count in 0u64..50, after_seq in 0u64..60) {
-            let mut history = History::new(by_count(limit), 0);
+            let mut history = History::new(by_count(limit), Seq::new(0));
             (1..=count).for_each(|seq| { history.push(keyed(seq)); });
             let first_held = count.saturating_sub(limit as u64) + 1;
-            match history.after(after_seq) {
+            match history.after(Seq::new(after_seq)) {
                 Ok(events) => {
                     prop_assert!(after_seq <= count && after_seq + 1 >= first_held);
                     prop_assert_eq!(seqs(&events), ((after_seq + 1)..=count).collect::<Vec<_>>());
@@ -300,7 +318,7 @@ mod tests {
                 Err(HistoryError::Ahead { .. }) => prop_assert!(after_seq > count),
                 Err(HistoryError::Evicted { first_held: reported, .. }) => {
                     prop_assert!(after_seq + 1 < first_held);
-                    prop_assert_eq!(reported, first_held);
+                    prop_assert_eq!(reported, Seq::new(first_held));
                 }
             }
         }

@@ -36,7 +36,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use chitty_core::{Event, EventDraft, LamportClock, TokenHash};
+use chitty_core::{Event, EventDraft, LamportClock, LamportTime, Seq, TokenHash};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::error;
@@ -47,6 +47,8 @@ use crate::metrics::Metrics;
 use crate::store::{Batch, Recovered, Store, StoredSession};
 
 /// How far ahead of the clock the durable Lamport floor is set, so that it rarely needs a write of its own.
+///
+/// A distance between two times, not a time, so a bare number.
 pub const LAMPORT_FLOOR_STEP: u64 = 1 << 16;
 
 /// How the hub is sized.
@@ -108,12 +110,12 @@ pub enum Appended {
     /// A new event, placed in the order.
     New(Arc<Event>),
     /// The same participant already appended an event with this idempotency key: its seq.
-    Duplicate(u64),
+    Duplicate(Seq),
 }
 
 impl Appended {
     /// The seq of the event: the new one, or the first one with the same key.
-    pub fn seq(&self) -> u64 {
+    pub fn seq(&self) -> Seq {
         match self {
             Appended::New(event) => event.seq,
             Appended::Duplicate(seq) => *seq,
@@ -121,7 +123,7 @@ impl Appended {
     }
 
     /// The Lamport time of a new event; a duplicate's first event was stamped earlier.
-    pub fn lamport(&self) -> Option<u64> {
+    pub fn lamport(&self) -> Option<LamportTime> {
         match self {
             Appended::New(event) => Some(event.lamport),
             Appended::Duplicate(_) => None,
@@ -158,9 +160,9 @@ struct Shared {
 #[derive(Debug, Clone)]
 struct Durable {
     /// Every event up to this seq is on disk, in the history and fanned out.
-    seq: u64,
+    seq: Seq,
     /// The Lamport floor on disk.
-    lamport_floor: u64,
+    lamport_floor: LamportTime,
     /// Set when the writer stopped, with why.
     stopped: Option<Arc<str>>,
 }
@@ -168,13 +170,13 @@ struct Durable {
 #[derive(Debug)]
 struct HubState {
     /// The seq the next appended event gets.
-    next_seq: u64,
+    next_seq: Seq,
     /// Appended events waiting for the writer, in seq order.
     pending: Vec<Pending>,
     /// The highest timestamp a caller wants covered by the durable floor.
-    floor_wanted: u64,
+    floor_wanted: LamportTime,
     /// (participant, idempotency key) to seq, for every pending or retained event that has a key.
-    keys: HashMap<(Arc<str>, Arc<str>), u64>,
+    keys: HashMap<(Arc<str>, Arc<str>), Seq>,
     /// Set by [`Hub::close`]: no more events are accepted.
     closed: bool,
 }
@@ -206,7 +208,7 @@ impl Hub {
             recovered
                 .events
                 .first()
-                .map_or(recovered.last_seq, |first| first.event.seq - 1),
+                .map_or(recovered.last_seq, |first| first.event.seq.previous()),
         );
         let mut keys = HashMap::new();
         for keyed in recovered.events {
@@ -226,9 +228,9 @@ impl Hub {
             fanout: Fanout::new(history, config.queue_capacity, Arc::clone(&metrics)),
             metrics,
             state: Mutex::new(HubState {
-                next_seq: last_seq + 1,
+                next_seq: last_seq.next(),
                 pending: Vec::new(),
-                floor_wanted: 0,
+                floor_wanted: LamportTime::default(),
                 keys,
                 closed: false,
             }),
@@ -296,7 +298,7 @@ impl Hub {
             return Ok(Appended::Duplicate(seq));
         }
         let seq = state.next_seq;
-        state.next_seq += 1;
+        state.next_seq = seq.next();
         let event = Arc::new(append.draft.into_event(seq, self.shared.clock.tick()));
         if let Some(key) = &append.idempotency_key {
             state.keys.insert((participant, Arc::clone(key)), seq);
@@ -316,7 +318,7 @@ impl Hub {
 
     /// Waits until the event with this seq is on disk, in the history and fanned out: from then on,
     /// anyone told its seq can resume from it.
-    pub async fn durable(&self, seq: u64) -> Result<(), WriterStopped> {
+    pub async fn durable(&self, seq: Seq) -> Result<(), WriterStopped> {
         let mut progress = self.shared.durable.subscribe();
         let reached = progress
             .wait_for(|durable| durable.seq >= seq || durable.stopped.is_some())
@@ -330,7 +332,7 @@ impl Hub {
 
     /// The send rule for a message that carries no event: ticks the clock and returns the time, once the
     /// durable Lamport floor covers it.
-    pub async fn stamp(&self) -> Result<u64, WriterStopped> {
+    pub async fn stamp(&self) -> Result<LamportTime, WriterStopped> {
         let time = self.shared.clock.tick();
         if time <= self.shared.durable.borrow().lamport_floor {
             return Ok(time);
@@ -356,7 +358,7 @@ impl Hub {
     pub fn subscribe(
         &self,
         participant: Arc<str>,
-        after_seq: u64,
+        after_seq: Seq,
     ) -> Result<Subscription, SubscribeError> {
         self.shared.fanout.subscribe(participant, after_seq)
     }
@@ -381,7 +383,7 @@ impl Hub {
     }
 
     /// The seq of the newest durable event, or 0 before the first.
-    pub fn last_seq(&self) -> u64 {
+    pub fn last_seq(&self) -> Seq {
         self.shared.durable.borrow().seq
     }
 }
@@ -405,7 +407,7 @@ impl Shared {
     }
 
     /// The writer: commits what queued up as one batch, then publishes it; until closed and drained.
-    fn write_loop(&self, store: &Store, mut floor: u64) {
+    fn write_loop(&self, store: &Store, mut floor: LamportTime) {
         loop {
             let (pending, evict_through, floor_wanted) = {
                 let mut state = self.lock();
@@ -426,15 +428,16 @@ impl Shared {
                 let first_held = self.fanout.first_held();
                 (
                     std::mem::take(&mut state.pending),
-                    (first_held > 1).then(|| first_held - 1),
+                    (first_held > Seq::new(1)).then(|| first_held.previous()),
                     state.floor_wanted,
                 )
             };
 
             // Every event in the batch was stamped before it was queued, so the clock covers them all.
             let needed = self.clock.now().max(floor_wanted);
-            let new_floor = if needed.saturating_add(LAMPORT_FLOOR_STEP / 2) > floor {
-                needed.saturating_add(LAMPORT_FLOOR_STEP)
+            // The floor is a time and the step a distance: the sums are done on the bare numbers.
+            let new_floor = if needed.get().saturating_add(LAMPORT_FLOOR_STEP / 2) > floor.get() {
+                LamportTime::new(needed.get().saturating_add(LAMPORT_FLOOR_STEP))
             } else {
                 floor
             };
@@ -450,7 +453,7 @@ impl Shared {
                             token,
                             StoredSession {
                                 name: pending.keyed.event.participant.to_string(),
-                                join_seq: pending.keyed.event.seq,
+                                join_seq: pending.keyed.event.seq.get(),
                             },
                         )),
                         _ => None,
@@ -520,7 +523,7 @@ impl Shared {
     }
 }
 
-fn forget_key(keys: &mut HashMap<(Arc<str>, Arc<str>), u64>, evicted: &KeyedEvent) {
+fn forget_key(keys: &mut HashMap<(Arc<str>, Arc<str>), Seq>, evicted: &KeyedEvent) {
     if let Some(key) = &evicted.idempotency_key {
         keys.remove(&(Arc::clone(&evicted.event.participant), Arc::clone(key)));
     }
@@ -578,6 +581,7 @@ mod tests {
             .expect("the stream is open")
             .expect("an event, not an end")
             .seq
+            .get()
     }
 
     #[tokio::test]
@@ -587,28 +591,28 @@ mod tests {
         for i in 0..5 {
             events.push(append(&hub, message(&format!("m{i}"))).await);
         }
-        let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+        let seqs: Vec<u64> = events.iter().map(|event| event.seq.get()).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
         assert!(
             events
                 .windows(2)
                 .all(|pair| pair[0].lamport < pair[1].lamport)
         );
-        assert_eq!(hub.last_seq(), 5);
+        assert_eq!(hub.last_seq(), Seq::new(5));
     }
 
     #[tokio::test]
     async fn an_event_is_seen_only_once_the_writer_has_committed_it() {
         let hub = hub(8);
-        let mut subscription = hub.subscribe("bob".into(), 0).expect("subscribe");
+        let mut subscription = hub.subscribe("bob".into(), Seq::new(0)).expect("subscribe");
         let Appended::New(event) = hub.append(message("one")).expect("open") else {
             panic!("a new event");
         };
-        assert_eq!(next_seq(&mut subscription).await, event.seq);
+        assert_eq!(next_seq(&mut subscription).await, event.seq.get());
         hub.durable(event.seq).await.expect("durable");
         assert_eq!(hub.last_seq(), event.seq);
         let replay = hub
-            .subscribe("carol".into(), event.seq - 1)
+            .subscribe("carol".into(), event.seq.previous())
             .expect("subscribe");
         assert_eq!(replay.replay_len(), 1, "a durable event is in the history");
     }
@@ -637,7 +641,7 @@ mod tests {
         for i in 0..3 {
             append(&hub, message(&format!("before {i}"))).await;
         }
-        let mut subscription = hub.subscribe("bob".into(), 1).expect("subscribe");
+        let mut subscription = hub.subscribe("bob".into(), Seq::new(1)).expect("subscribe");
         append(&hub, message("after")).await;
         let mut seen = Vec::new();
         for _ in 0..3 {
@@ -649,8 +653,12 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_never_reads_is_cut_off_and_the_others_get_everything() {
         let hub = hub(4);
-        let stalled = hub.subscribe("stalled".into(), 0).expect("subscribe");
-        let mut reader = hub.subscribe("reader".into(), 0).expect("subscribe");
+        let stalled = hub
+            .subscribe("stalled".into(), Seq::new(0))
+            .expect("subscribe");
+        let mut reader = hub
+            .subscribe("reader".into(), Seq::new(0))
+            .expect("subscribe");
         let mut received = Vec::new();
         for i in 0..20 {
             append(&hub, message(&format!("m{i}"))).await;
@@ -673,7 +681,9 @@ mod tests {
     #[tokio::test]
     async fn a_leavers_stream_ends_cleanly_right_before_its_left_event() {
         let hub = hub(8);
-        let mut subscription = hub.subscribe("alice".into(), 0).expect("subscribe");
+        let mut subscription = hub
+            .subscribe("alice".into(), Seq::new(0))
+            .expect("subscribe");
         append(&hub, message("one")).await;
         append(
             &hub,
@@ -693,7 +703,9 @@ mod tests {
     #[tokio::test]
     async fn closing_ends_every_stream_drains_the_writer_and_refuses_more() {
         let hub = hub(8);
-        let mut subscription = hub.subscribe("alice".into(), 0).expect("subscribe");
+        let mut subscription = hub
+            .subscribe("alice".into(), Seq::new(0))
+            .expect("subscribe");
         let Appended::New(queued) = hub.append(message("queued")).expect("open") else {
             panic!("a new event");
         };
@@ -704,7 +716,7 @@ mod tests {
         );
         assert_eq!(hub.append(message("late")), Err(HubClosed));
         assert_eq!(
-            hub.subscribe("bob".into(), 0).map(|_| ()),
+            hub.subscribe("bob".into(), Seq::new(0)).map(|_| ()),
             Err(SubscribeError::Closed)
         );
         tokio::time::timeout(Duration::from_secs(5), hub.stopped())
@@ -720,7 +732,9 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_subscription_records_a_disconnect_and_leaves_the_fan_out() {
         let hub = hub(8);
-        let subscription = hub.subscribe("alice".into(), 0).expect("subscribe");
+        let subscription = hub
+            .subscribe("alice".into(), Seq::new(0))
+            .expect("subscribe");
         let end = subscription.end_signal();
         drop(subscription);
         assert_eq!(end.reason(), Some(EndReason::Disconnected));
@@ -735,11 +749,11 @@ mod tests {
             append(&hub, message(&format!("m{i}"))).await;
         }
         assert_eq!(
-            hub.subscribe("alice".into(), 1).map(|_| ()),
+            hub.subscribe("alice".into(), Seq::new(1)).map(|_| ()),
             Err(SubscribeError::History(HistoryError::Evicted {
-                after_seq: 1,
-                first_held: 4,
-                last_seq: 5
+                after_seq: Seq::new(1),
+                first_held: Seq::new(4),
+                last_seq: Seq::new(5)
             }))
         );
     }
@@ -758,12 +772,12 @@ mod tests {
             },
         )
         .expect("an in-memory store");
-        clock.witness(5 * LAMPORT_FLOOR_STEP);
+        clock.witness(LamportTime::new(5 * LAMPORT_FLOOR_STEP));
         let stamped = tokio::time::timeout(Duration::from_secs(5), hub.stamp())
             .await
             .expect("stamped within 5 s")
             .expect("the writer runs");
-        assert!(stamped > 5 * LAMPORT_FLOOR_STEP);
+        assert!(stamped.get() > 5 * LAMPORT_FLOOR_STEP);
         assert!(hub.shared.durable.borrow().lamport_floor >= stamped);
     }
 }

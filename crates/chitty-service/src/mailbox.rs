@@ -131,7 +131,7 @@ pub type SharedMailbox = Arc<Mailbox>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chitty_core::EventDraft;
+    use chitty_core::{EventDraft, LamportTime, Seq};
     use std::time::Duration;
 
     fn event(seq: u64) -> Arc<Event> {
@@ -140,7 +140,7 @@ mod tests {
                 participant: "a".into(),
                 text: format!("m{seq}"),
             }
-            .into_event(seq, seq),
+            .into_event(Seq::new(seq), LamportTime::new(seq)),
         )
     }
 
@@ -148,7 +148,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), mailbox.recv())
             .await
             .expect("an answer within 5 s")
-            .map(|event| event.seq)
+            .map(|event| event.seq.get())
     }
 
     #[tokio::test]
@@ -187,8 +187,12 @@ mod tests {
                 .await
                 .expect("an answer within 5 s");
         assert_eq!(batch.len(), 1 + taken, "it says how many it moved");
-        assert_eq!(batch[0].seq, 0, "it appends to what the batch held");
-        batch[1..].iter().map(|event| event.seq).collect()
+        assert_eq!(
+            batch[0].seq,
+            Seq::new(0),
+            "it appends to what the batch held"
+        );
+        batch[1..].iter().map(|event| event.seq.get()).collect()
     }
 
     #[tokio::test]

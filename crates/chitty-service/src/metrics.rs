@@ -38,6 +38,7 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use chitty_core::{LamportTime, Seq};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
@@ -335,9 +336,9 @@ pub struct NodeSnapshot {
     /// sweep ends once their grace period is over.
     pub in_grace: u64,
     /// `chitty_chat_lamport_clock`: the node's Lamport clock.
-    pub lamport: u64,
+    pub lamport: LamportTime,
     /// `chitty_chat_last_seq`: the seq of the newest event the node holds.
-    pub last_seq: u64,
+    pub last_seq: Seq,
     /// `chitty_chat_history_window_events`: events the node holds for replay.
     pub history_events: u64,
     /// `chitty_chat_history_window_bytes`: their estimated size.
@@ -391,11 +392,15 @@ impl Collector for SnapshotCollector {
                 "Sessions present without an open Broadcast stream, in their grace period.",
                 node.in_grace,
             ),
-            ("lamport_clock", "The node's Lamport clock.", node.lamport),
+            (
+                "lamport_clock",
+                "The node's Lamport clock.",
+                node.lamport.get(),
+            ),
             (
                 "last_seq",
                 "The seq of the newest event the node holds.",
-                node.last_seq,
+                node.last_seq.get(),
             ),
             (
                 "history_window_events",
@@ -614,8 +619,8 @@ mod tests {
             present: 2,
             streams_open: 1,
             in_grace: 1,
-            lamport: 9,
-            last_seq: 4,
+            lamport: LamportTime::new(9),
+            last_seq: Seq::new(4),
             history_events: 4,
             history_bytes: 400,
             cluster: None,

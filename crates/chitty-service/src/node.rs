@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chitty_core::{LamportTime, Seq};
+
 use crate::call::{Credential, Done, Joined, Presence, Refused};
 use crate::chat::ChatService;
 use crate::cluster::ClusterChat;
@@ -37,7 +39,7 @@ impl ChatNode {
         name: &str,
         join_secret: &str,
         peer: Option<IpAddr>,
-        request_lamport: u64,
+        request_lamport: LamportTime,
     ) -> Result<Joined, Refused> {
         match self {
             ChatNode::Single(chat) => chat.join(name, join_secret, peer, request_lamport).await,
@@ -51,7 +53,7 @@ impl ChatNode {
         credential: Credential<'_>,
         text: &str,
         idempotency_key: &str,
-        request_lamport: u64,
+        request_lamport: LamportTime,
     ) -> Result<Done, Refused> {
         match self {
             ChatNode::Single(chat) => {
@@ -69,7 +71,7 @@ impl ChatNode {
     pub async fn leave(
         &self,
         credential: Credential<'_>,
-        request_lamport: u64,
+        request_lamport: LamportTime,
     ) -> Result<Done, Refused> {
         match self {
             ChatNode::Single(chat) => chat.leave(credential, request_lamport).await,
@@ -81,8 +83,8 @@ impl ChatNode {
     pub async fn open_stream(
         &self,
         credential: Credential<'_>,
-        after_seq: u64,
-        request_lamport: u64,
+        after_seq: Seq,
+        request_lamport: LamportTime,
     ) -> Result<Subscription, Refused> {
         match self {
             ChatNode::Single(chat) => {
@@ -100,7 +102,7 @@ impl ChatNode {
     pub async fn participants(
         &self,
         credential: Credential<'_>,
-        request_lamport: u64,
+        request_lamport: LamportTime,
     ) -> Result<Presence, Refused> {
         match self {
             ChatNode::Single(chat) => chat.participants(credential, request_lamport).await,
@@ -110,7 +112,7 @@ impl ChatNode {
 
     /// A fresh timestamp for a message that is not the answer to a call; `None` if the node has
     /// stopped and can no longer stamp safely.
-    pub async fn stamp(&self) -> Option<u64> {
+    pub async fn stamp(&self) -> Option<LamportTime> {
         match self {
             ChatNode::Single(chat) => chat.stamp().await,
             ChatNode::Cluster(chat) => chat.stamp().await,
@@ -160,7 +162,7 @@ impl ChatNode {
     }
 
     /// The seq of the newest event this node holds.
-    pub fn last_seq(&self) -> u64 {
+    pub fn last_seq(&self) -> Seq {
         match self {
             ChatNode::Single(chat) => chat.backend().last_seq(),
             ChatNode::Cluster(chat) => chat.backend().last_seq(),

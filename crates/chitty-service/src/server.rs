@@ -282,7 +282,7 @@ pub async fn serve_with_metrics(
             Storage::Cluster(cluster) => cluster.node_id.as_str(),
             Storage::Directory(_) | Storage::Memory => "",
         },
-        last_seq = chat.last_seq(),
+        last_seq = chat.last_seq().get(),
         grace_ms = config.chat.grace.as_millis() as u64,
         retain_events = config.chat.hub.retention.events,
         retain_bytes = config.chat.hub.retention.bytes,
@@ -336,7 +336,7 @@ pub async fn serve_with_metrics(
     info!(
         component = SERVICE,
         event = ServiceEvent::Stop.as_str(),
-        last_seq = chat.last_seq()
+        last_seq = chat.last_seq().get()
     );
     Ok(())
 }

@@ -11,8 +11,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitty_core::TokenHash;
 use chitty_core::validate::name_key;
+use chitty_core::{Seq, TokenHash};
 use tokio::time::Instant;
 
 use crate::fanout::{EndReason, StreamEnd, SubscriberId};
@@ -50,7 +50,7 @@ pub struct Session {
     /// The participant's name, unique among those present.
     pub name: Arc<str>,
     /// The seq of the participant's join event: its Broadcast stream never starts before it.
-    pub join_seq: u64,
+    pub join_seq: Seq,
     /// Whether a Broadcast stream is open, and if not, since when.
     stream: StreamState,
 }
@@ -171,7 +171,7 @@ impl SessionTable {
     }
 
     /// Admits a participant whose join event has seq `join_seq`; the name must not be present.
-    pub fn admit(&mut self, token: TokenHash, name: Arc<str>, join_seq: u64, now: Instant) {
+    pub fn admit(&mut self, token: TokenHash, name: Arc<str>, join_seq: Seq, now: Instant) {
         debug_assert!(!self.is_present(&name), "admit needs a free name");
         self.names.insert(name_key(&name));
         self.sessions.insert(
@@ -275,7 +275,7 @@ mod tests {
     fn names_are_held_while_present_and_freed_on_removal() {
         let mut table = SessionTable::default();
         let token = TokenHash::of("secret");
-        table.admit(token, "alice".into(), 1, Instant::now());
+        table.admit(token, "alice".into(), Seq::new(1), Instant::now());
         assert!(table.is_present("alice"));
         assert!(
             table.is_present("Alice"),
@@ -285,7 +285,7 @@ mod tests {
             table.is_present("\u{430}lice"),
             "and by their confusable skeleton"
         );
-        assert_eq!(table.get(&token).map(|s| s.join_seq), Some(1));
+        assert_eq!(table.get(&token).map(|s| s.join_seq), Some(Seq::new(1)));
         assert!(table.get(&TokenHash::of("not a token")).is_none());
         let session = table.remove(&token).expect("present");
         assert_eq!(&*session.name, "alice");
@@ -297,7 +297,7 @@ mod tests {
     async fn a_session_that_never_opens_a_stream_vanishes_after_the_grace_period() {
         let mut table = SessionTable::default();
         let start = Instant::now();
-        table.admit(TokenHash::of("t"), "alice".into(), 1, start);
+        table.admit(TokenHash::of("t"), "alice".into(), Seq::new(1), start);
         assert!(table.remove_vanished(start + GRACE / 2, GRACE).is_empty());
         let gone = table.remove_vanished(start + GRACE, GRACE);
         assert_eq!(gone.len(), 1);
@@ -310,8 +310,10 @@ mod tests {
         let hub = hub();
         let mut table = SessionTable::default();
         let token = TokenHash::of("t");
-        table.admit(token, "alice".into(), 1, Instant::now());
-        let subscription = hub.subscribe("alice".into(), 0).expect("subscribe");
+        table.admit(token, "alice".into(), Seq::new(1), Instant::now());
+        let subscription = hub
+            .subscribe("alice".into(), Seq::new(0))
+            .expect("subscribe");
         assert_eq!(
             table.attach(&token, subscription.id(), subscription.end_signal()),
             None
@@ -340,9 +342,13 @@ mod tests {
         let hub = hub();
         let mut table = SessionTable::default();
         let token = TokenHash::of("t");
-        table.admit(token, "alice".into(), 1, Instant::now());
-        let first = hub.subscribe("alice".into(), 0).expect("subscribe");
-        let second = hub.subscribe("alice".into(), 0).expect("subscribe");
+        table.admit(token, "alice".into(), Seq::new(1), Instant::now());
+        let first = hub
+            .subscribe("alice".into(), Seq::new(0))
+            .expect("subscribe");
+        let second = hub
+            .subscribe("alice".into(), Seq::new(0))
+            .expect("subscribe");
         table.attach(&token, first.id(), first.end_signal());
         assert_eq!(
             table.attach(&token, second.id(), second.end_signal()),

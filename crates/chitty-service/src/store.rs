@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chitty_core::{Event, EventKind, TokenHash};
+use chitty_core::{Event, EventKind, LamportTime, Seq, TokenHash};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -80,11 +80,15 @@ from_redb!(
 );
 
 /// A participant's session as stored.
+///
+/// Its fields are the encoding on disk, so the join seq stays a bare `u64` here (postcard writes a
+/// [`Seq`] no differently, but chitty-core has no serde, on purpose); convert with [`Seq::new`] and
+/// [`Seq::get`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSession {
     /// The participant's name.
     pub name: String,
-    /// The seq of its join event.
+    /// The seq of its join event, as a bare number.
     pub join_seq: u64,
 }
 
@@ -103,8 +107,8 @@ struct StoredEvent {
 fn encode_event(keyed: &KeyedEvent) -> Result<Vec<u8>, postcard::Error> {
     let event = &keyed.event;
     postcard::to_stdvec(&StoredEvent {
-        seq: event.seq,
-        lamport: event.lamport,
+        seq: event.seq.get(),
+        lamport: event.lamport.get(),
         kind: match event.kind {
             EventKind::Message => 1,
             EventKind::Joined => 2,
@@ -127,8 +131,8 @@ fn decode_event(bytes: &[u8]) -> Result<KeyedEvent, postcard::Error> {
     };
     Ok(KeyedEvent {
         event: Arc::new(Event {
-            seq: stored.seq,
-            lamport: stored.lamport,
+            seq: Seq::new(stored.seq),
+            lamport: LamportTime::new(stored.lamport),
             kind,
             participant: stored.participant.into(),
             text: stored.text,
@@ -147,9 +151,9 @@ pub struct Batch {
     /// Sessions that ended.
     pub ended: Vec<TokenHash>,
     /// Delete every event with a seq up to and including this one.
-    pub evict_through: Option<u64>,
+    pub evict_through: Option<Seq>,
     /// The new Lamport floor.
-    pub lamport_floor: u64,
+    pub lamport_floor: LamportTime,
 }
 
 /// What a store held when it was opened.
@@ -158,9 +162,9 @@ pub struct Recovered {
     /// The retained events, in seq order.
     pub events: Vec<KeyedEvent>,
     /// The newest seq ever committed, or 0.
-    pub last_seq: u64,
+    pub last_seq: Seq,
     /// The Lamport time to resume the clock at.
-    pub lamport_floor: u64,
+    pub lamport_floor: LamportTime,
     /// The sessions that had not ended.
     pub sessions: Vec<(TokenHash, StoredSession)>,
 }
@@ -208,8 +212,9 @@ impl Store {
 
         let read = db.begin_read()?;
         let meta = read.open_table(META)?;
-        let last_seq = meta.get(LAST_SEQ)?.map_or(0, |value| value.value());
-        let lamport_floor = meta.get(LAMPORT_FLOOR)?.map_or(0, |value| value.value());
+        let last_seq = Seq::new(meta.get(LAST_SEQ)?.map_or(0, |value| value.value()));
+        let lamport_floor =
+            LamportTime::new(meta.get(LAMPORT_FLOOR)?.map_or(0, |value| value.value()));
         let mut events = Vec::new();
         for entry in read.open_table(EVENTS)?.iter()? {
             let (_, value) = entry?;
@@ -245,10 +250,10 @@ impl Store {
         {
             let mut events = write.open_table(EVENTS)?;
             for keyed in &batch.events {
-                events.insert(keyed.event.seq, encode_event(keyed)?.as_slice())?;
+                events.insert(keyed.event.seq.get(), encode_event(keyed)?.as_slice())?;
             }
             if let Some(through) = batch.evict_through {
-                events.retain_in(..=through, |_, _| false)?;
+                events.retain_in(..=through.get(), |_, _| false)?;
             }
             let mut sessions = write.open_table(SESSIONS)?;
             for (hash, session) in &batch.joined {
@@ -262,9 +267,9 @@ impl Store {
             }
             let mut meta = write.open_table(META)?;
             if let Some(last) = batch.events.last() {
-                meta.insert(LAST_SEQ, last.event.seq)?;
+                meta.insert(LAST_SEQ, last.event.seq.get())?;
             }
-            meta.insert(LAMPORT_FLOOR, batch.lamport_floor)?;
+            meta.insert(LAMPORT_FLOOR, batch.lamport_floor.get())?;
         }
         write.commit()?;
         Ok(())
@@ -283,7 +288,7 @@ mod tests {
                     participant: "alice".into(),
                     text: format!("message {seq}"),
                 }
-                .into_event(seq, seq * 3),
+                .into_event(Seq::new(seq), LamportTime::new(seq * 3)),
             ),
             idempotency_key: key.map(Into::into),
         }
@@ -295,7 +300,7 @@ mod tests {
         let hash = TokenHash::from_bytes([7; 32]);
         {
             let (store, recovered) = Store::open(directory.path()).expect("open");
-            assert_eq!(recovered.last_seq, 0);
+            assert_eq!(recovered.last_seq, Seq::new(0));
             assert!(recovered.events.is_empty());
             store
                 .commit(&Batch {
@@ -307,22 +312,22 @@ mod tests {
                             join_seq: 1,
                         },
                     )],
-                    lamport_floor: 1000,
+                    lamport_floor: LamportTime::new(1000),
                     ..Batch::default()
                 })
                 .expect("commit");
             store
                 .commit(&Batch {
                     events: vec![keyed(3, None)],
-                    evict_through: Some(1),
-                    lamport_floor: 2000,
+                    evict_through: Some(Seq::new(1)),
+                    lamport_floor: LamportTime::new(2000),
                     ..Batch::default()
                 })
                 .expect("commit");
         }
         let (_, recovered) = Store::open(directory.path()).expect("reopen");
-        assert_eq!(recovered.last_seq, 3);
-        assert_eq!(recovered.lamport_floor, 2000);
+        assert_eq!(recovered.last_seq, Seq::new(3));
+        assert_eq!(recovered.lamport_floor, LamportTime::new(2000));
         assert_eq!(recovered.events, vec![keyed(2, Some("k2")), keyed(3, None)]);
         assert_eq!(
             recovered.sessions,
@@ -356,12 +361,12 @@ mod tests {
         store
             .commit(&Batch {
                 ended: vec![hash],
-                evict_through: Some(2),
+                evict_through: Some(Seq::new(2)),
                 ..Batch::default()
             })
             .expect("commit");
         let (_, recovered) = Store::with_database(store.db).expect("read back");
-        assert_eq!(recovered.last_seq, 2);
+        assert_eq!(recovered.last_seq, Seq::new(2));
         assert!(recovered.events.is_empty());
         assert!(recovered.sessions.is_empty());
     }

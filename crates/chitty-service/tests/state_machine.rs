@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chitty_core::validate::name_key;
+use chitty_core::{LamportTime, Seq};
 use chitty_service::call::{AuthError, ChatError, Credential};
 use chitty_service::{ChatConfig, ChatService};
 use futures_util::FutureExt;
@@ -143,14 +144,17 @@ impl StateMachineTest for ChatTest {
         };
         match step {
             Step::Join(slot) => {
-                let result = service
-                    .runtime
-                    .block_on(service.chat.join(NAMES[slot], "", None, 1));
+                let result = service.runtime.block_on(service.chat.join(
+                    NAMES[slot],
+                    "",
+                    None,
+                    LamportTime::new(1),
+                ));
                 match (model.present.get(&slot), result) {
                     (Some(join_seq), Ok(joined))
                         if model.events.last().map(|(who, kind)| (*who, kind))
                             == Some((slot, &Kind::Joined))
-                            && joined.seq == *join_seq =>
+                            && joined.seq.get() == *join_seq =>
                     {
                         service
                             .tokens
@@ -173,12 +177,15 @@ impl StateMachineTest for ChatTest {
                 let credential = token
                     .as_deref()
                     .map_or(Credential::Missing, Credential::Bearer);
-                let result = service
-                    .runtime
-                    .block_on(service.chat.publish(credential, &text, "", 1));
+                let result = service.runtime.block_on(service.chat.publish(
+                    credential,
+                    &text,
+                    "",
+                    LamportTime::new(1),
+                ));
                 let published = model.events.last() == Some(&(slot, Kind::Message(text.clone())))
                     && model.present.contains_key(&slot)
-                    && result.as_ref().is_ok_and(|done| done.seq == newest);
+                    && result.as_ref().is_ok_and(|done| done.seq.get() == newest);
                 if !published {
                     let error = result
                         .expect_err("the model published nothing, so the service must refuse")
@@ -202,12 +209,17 @@ impl StateMachineTest for ChatTest {
                 let credential = token
                     .as_deref()
                     .map_or(Credential::Missing, Credential::Bearer);
-                let result = service.runtime.block_on(service.chat.leave(credential, 1));
+                let result = service
+                    .runtime
+                    .block_on(service.chat.leave(credential, LamportTime::new(1)));
                 if model.events.last() == Some(&(slot, Kind::Left))
                     && !model.present.contains_key(&slot)
                     && result.is_ok()
                 {
-                    assert_eq!(result.as_ref().map(|done| done.seq).ok(), Some(newest));
+                    assert_eq!(
+                        result.as_ref().map(|done| done.seq.get()).ok(),
+                        Some(newest)
+                    );
                 } else {
                     assert!(
                         result.is_err(),
@@ -222,9 +234,11 @@ impl StateMachineTest for ChatTest {
                     .as_deref()
                     .map_or(Credential::Missing, Credential::Bearer);
                 let after_seq = newest.saturating_sub(back);
-                let result = service
-                    .runtime
-                    .block_on(service.chat.open_stream(credential, after_seq, 1));
+                let result = service.runtime.block_on(service.chat.open_stream(
+                    credential,
+                    Seq::new(after_seq),
+                    LamportTime::new(1),
+                ));
                 match model.present.get(&slot) {
                     None => assert!(result.is_err(), "an absent {} opened a stream", NAMES[slot]),
                     Some(join_seq) => {
@@ -275,7 +289,7 @@ impl StateMachineTest for ChatTest {
             "who is present"
         );
         assert_eq!(
-            service.chat.backend().last_seq(),
+            service.chat.backend().last_seq().get(),
             model.events.len() as u64,
             "how many events"
         );

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use chitty_core::validate::{MAX_MESSAGE_CHARS, MessageError, check_message};
-use chitty_core::{Event, EventKind};
+use chitty_core::{Event, EventKind, LamportTime, Seq};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
@@ -44,7 +44,7 @@ pub enum Entry {
         /// The event.
         event: Event,
         /// The participant's own clock right after receiving it.
-        own_lamport: u64,
+        own_lamport: LamportTime,
     },
     /// Something the participant itself says: connection news, help.
     Note {
@@ -114,7 +114,7 @@ pub struct App {
     /// Who is present now.
     pub(crate) present: BTreeSet<String>,
     /// The seq the presence list is true as of: joined and left events up to it are already in it.
-    presence_seq: u64,
+    presence_seq: Seq,
     /// The line being typed.
     pub(crate) input: InputLine,
     /// The line under the input.
@@ -124,7 +124,7 @@ pub struct App {
     /// How many rows the message pane is scrolled up from the newest; 0 follows new messages.
     pub(crate) scroll: usize,
     /// The participant's own Lamport clock, for the status line.
-    pub(crate) own_lamport: u64,
+    pub(crate) own_lamport: LamportTime,
     /// The time now, for the reconnection countdown; set by the terminal loop so rendering stays pure.
     pub(crate) now: Instant,
     /// Messages sent and not yet acknowledged or refused.
@@ -146,12 +146,12 @@ impl App {
             server: server.to_owned(),
             entries: VecDeque::new(),
             present: BTreeSet::new(),
-            presence_seq: 0,
+            presence_seq: Seq::new(0),
             input: InputLine::default(),
             feedback: None,
             connection: ConnectionState::Connecting,
             scroll: 0,
-            own_lamport: 0,
+            own_lamport: LamportTime::new(0),
             now,
             pending: 0,
             pane: Rect::default(),
@@ -161,7 +161,7 @@ impl App {
     }
 
     /// Sets the time and the participant's clock, before drawing.
-    pub fn tick(&mut self, now: Instant, own_lamport: u64) {
+    pub fn tick(&mut self, now: Instant, own_lamport: LamportTime) {
         self.now = now;
         self.own_lamport = own_lamport;
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chitty_core::{Event, EventDraft};
+use chitty_core::{Event, EventDraft, LamportTime, Seq};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -25,33 +25,33 @@ fn message(seq: u64, lamport: u64, author: &str, text: &str) -> Event {
         participant: author.into(),
         text: text.into(),
     }
-    .into_event(seq, lamport)
+    .into_event(Seq::new(seq), LamportTime::new(lamport))
 }
 
 fn joined(seq: u64, lamport: u64, name: &str) -> Event {
     EventDraft::Joined {
         participant: name.into(),
     }
-    .into_event(seq, lamport)
+    .into_event(Seq::new(seq), LamportTime::new(lamport))
 }
 
 fn left(seq: u64, lamport: u64, name: &str) -> Event {
     EventDraft::Left {
         participant: name.into(),
     }
-    .into_event(seq, lamport)
+    .into_event(Seq::new(seq), LamportTime::new(lamport))
 }
 
 fn receive(app: &mut App, event: Event) {
-    let own_lamport = event.lamport + 1;
+    let own_lamport = LamportTime::new(event.lamport.get() + 1);
     app.apply(Notice::Event { event, own_lamport });
 }
 
 fn presence(app: &mut App, names: &[&str], seq: u64) {
     app.apply(Notice::Presence(Presence {
         names: names.iter().map(|name| (*name).to_owned()).collect(),
-        seq,
-        lamport: 0,
+        seq: Seq::new(seq),
+        lamport: LamportTime::new(0),
     }));
 }
 
@@ -61,7 +61,7 @@ fn alice(now: Instant) -> App {
     presence(&mut app, &["alice"], 1);
     app.apply(Notice::Connected {
         server: SERVER.to_owned(),
-        join_seq: 1,
+        join_seq: Seq::new(1),
     });
     receive(&mut app, joined(1, 3, "alice"));
     app
@@ -132,7 +132,7 @@ fn screen(terminal: &Terminal<TestBackend>) -> String {
 fn an_empty_room() {
     let now = Instant::now();
     let mut app = alice(now);
-    app.tick(now, 4);
+    app.tick(now, LamportTime::new(4));
     snapshot("empty_room", &draw(&mut app, 80, 14));
 }
 
@@ -143,7 +143,7 @@ fn a_busy_room() {
     presence(&mut app, &["alice", "bob", "carol"], 4);
     app.apply(Notice::Connected {
         server: SERVER.to_owned(),
-        join_seq: 2,
+        join_seq: Seq::new(2),
     });
     receive(&mut app, joined(2, 5, "alice"));
     receive(&mut app, joined(3, 8, "bob"));
@@ -158,7 +158,7 @@ fn a_busy_room() {
     receive(&mut app, message(12, 35, "erin", "evening all"));
     receive(&mut app, message(13, 38, "bob", "evening erin"));
     typed(&mut app, "see you to");
-    app.tick(now, 41);
+    app.tick(now, LamportTime::new(41));
     snapshot("busy_room", &draw(&mut app, 100, 20));
 }
 
@@ -186,7 +186,7 @@ fn a_long_message() {
             &format!("{}!", "supercalifragilistic".repeat(5)),
         ),
     );
-    app.tick(now, 13);
+    app.tick(now, LamportTime::new(13));
     snapshot("long_message", &draw(&mut app, 64, 18));
 }
 
@@ -211,7 +211,7 @@ fn wide_characters() {
     );
     receive(&mut app, message(5, 15, "太郎", &"漢字".repeat(30)));
     typed(&mut app, "返事は🦀");
-    app.tick(now, 16);
+    app.tick(now, LamportTime::new(16));
     snapshot("wide_characters", &draw(&mut app, 70, 16));
 }
 
@@ -238,7 +238,7 @@ fn the_reconnecting_status_counts_down() {
         attempt: 1,
         reason,
     });
-    app.tick(now, 7);
+    app.tick(now, LamportTime::new(7));
     let terminal = draw(&mut app, 90, 12);
     assert!(
         screen(&terminal).contains("reconnecting in 3 s (attempt 2)"),
@@ -246,9 +246,9 @@ fn the_reconnecting_status_counts_down() {
         screen(&terminal)
     );
     snapshot("reconnecting", &terminal);
-    app.tick(now + Duration::from_millis(1_500), 7);
+    app.tick(now + Duration::from_millis(1_500), LamportTime::new(7));
     assert!(screen(&draw(&mut app, 90, 12)).contains("reconnecting in 1 s"));
-    app.tick(now + Duration::from_secs(3), 7);
+    app.tick(now + Duration::from_secs(3), LamportTime::new(7));
     assert!(screen(&draw(&mut app, 90, 12)).contains("reconnecting now"));
 }
 
@@ -257,7 +257,7 @@ fn an_error_under_the_input() {
     let now = Instant::now();
     let mut app = alice(now);
     typed(&mut app, &"x".repeat(130));
-    app.tick(now, 4);
+    app.tick(now, LamportTime::new(4));
     let terminal = draw(&mut app, 80, 12);
     let shown = screen(&terminal);
     assert!(shown.contains("130/128"), "{shown}");
@@ -411,7 +411,7 @@ fn the_scrollback_is_bounded_and_a_burst_renders_quickly() {
     let Some(Entry::Event { event, .. }) = app.entries().next() else {
         panic!("the oldest entry is an event");
     };
-    assert_eq!(event.seq, 2 + SCROLLBACK as u64);
+    assert_eq!(event.seq, Seq::new(2 + SCROLLBACK as u64));
     // Drawing a full scrollback costs a screenful, however long the history.
     let started = std::time::Instant::now();
     for _ in 0..10 {
@@ -517,7 +517,7 @@ fn resumption_shows_the_missed_events_in_the_status_line() {
     app.apply(Notice::Reconnected {
         server: SERVER.to_owned(),
         resumption: Resumption::Resumed {
-            after_seq: 9,
+            after_seq: Seq::new(9),
             missed: Some(4),
         },
     });
