@@ -143,7 +143,7 @@ mod tests {
         );
     }
 
-    /// The golden file shows how hostile text is displayed; `UPDATE_GOLDEN=1` rewrites it.
+    /// The golden file shows how hostile text is displayed; `UPDATE_GOLDEN=1` rewrites it (`chitty_logs::testing`).
     #[test]
     fn hostile_text_is_displayed_escaped_as_in_the_golden_file() {
         let cases: [(&str, &str); 8] = [
@@ -180,18 +180,7 @@ mod tests {
             })
             .collect();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hostile.golden");
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, &rendered).expect("write the golden file");
-        }
-        let golden = std::fs::read_to_string(&path).expect("the golden file exists");
-        for (number, (got, want)) in rendered.lines().zip(golden.lines()).enumerate() {
-            assert_eq!(got, want, "line {} differs (got/want)", number + 1);
-        }
-        assert_eq!(
-            rendered.lines().count(),
-            golden.lines().count(),
-            "line count differs"
-        );
+        chitty_logs::testing::assert_golden(&path, &rendered);
     }
 
     #[test]
