@@ -170,7 +170,7 @@ impl SessionRecord {
 /// A session record and the KV revision it was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEntry {
-    /// The record.
+    /// The session as it was stored: who, which token, which join.
     pub record: SessionRecord,
     /// Its revision: conditional updates name it.
     pub revision: u64,
@@ -335,7 +335,7 @@ struct Mirror {
 
 #[derive(Debug)]
 struct Mirrored {
-    /// The record.
+    /// The session as this node last saw it in the bucket, to tell who vanished without asking NATS.
     record: SessionRecord,
     /// Its revision.
     revision: u64,

@@ -19,7 +19,7 @@ const EVENT_OVERHEAD_BYTES: usize = 96;
 /// a repeated Publish finds the first one's seq, and what a single node's store keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedEvent {
-    /// The event.
+    /// The event, shared with every stream that delivers it rather than copied per stream.
     pub event: Arc<Event>,
     /// The idempotency key of the Publish that made it, if it had one.
     pub idempotency_key: Option<Arc<str>>,

@@ -82,7 +82,7 @@ pub enum SessionChange {
 /// An event to append, and what must change with it.
 #[derive(Debug)]
 pub struct Append {
-    /// The event.
+    /// The event before it has a place: the hub gives it its seq and Lamport time.
     pub draft: EventDraft,
     /// The publisher's idempotency key: a second append with the same participant and key is not an event.
     pub idempotency_key: Option<Arc<str>>,

@@ -7,7 +7,7 @@
 /// The text being typed and the cursor in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputLine {
-    /// The text.
+    /// What has been typed so far, to be sent on Enter.
     text: String,
     /// The cursor, in characters from the start: 0 is before the first, the length after the last.
     cursor: usize,
